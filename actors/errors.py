@@ -1,0 +1,38 @@
+"""Domain errors raised by the actors; api/app.py maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class ProcqError(Exception):
+    """Base of every error procq raises on purpose."""
+
+
+class JobNotFound(ProcqError):
+    """Raised when no job has the given id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"There is no job with id {job_id!r}.")
+        self.job_id = job_id
+
+
+class JobConflict(ProcqError):
+    """Raised when an action does not fit the job's state (cancel a finished job, fetch an unfinished result)."""
+
+    def __init__(self, job_id: str, status: str, action: str, allowed: str) -> None:
+        super().__init__(f"Job {job_id} is {status}: {action} is only possible when it is {allowed}.")
+        self.job_id = job_id
+        self.status = status
+
+
+class ShuttingDown(ProcqError):
+    """Raised when a job is submitted while the server is stopping."""
+
+    def __init__(self) -> None:
+        super().__init__("The server is shutting down and takes no new jobs; retry against the next instance.")
+
+
+class StorageError(ProcqError):
+    """Raised when a job's directory or files cannot be written (permissions, disk full)."""
+
+    def __init__(self, what: str, exc: OSError) -> None:
+        super().__init__(f"Could not {what}: {exc.strerror or exc}. Nothing was stored; check the jobs directory.")

@@ -1,0 +1,146 @@
+"""The job object (states, fields, its JSON form) and the server-made job ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class Status(enum.StrEnum):
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where the completion webhook stands: `pending`, `delivered` or `failed` (retries exhausted)."""
+
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: str | None = None
+    delivered_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What a client asked for in POST /jobs, already validated."""
+
+    args: tuple[str, ...]
+    mime_type: str = "text/plain"
+    webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job, exactly as GET /jobs/{id}/status shows it and meta.json stores it. Immutable:
+    a change makes a new Job (`dataclasses.replace`), so actors can hand it around safely."""
+
+    id: str
+    args: tuple[str, ...]
+    mime_type: str = "text/plain"
+    webhook: str | None = None
+    status: Status = Status.IN_QUEUE
+    pid: int | None = None
+    pid_started_at: float | None = None  # the process's create time: tells our child from a reused pid
+    exit_code: int | None = None
+    error: str | None = None
+    attempts: int = 0
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
+    webhook_delivery: Delivery | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["args"] = list(self.args)
+        data["status"] = self.status.value
+        if self.webhook_delivery is not None:
+            data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Build a Job from its JSON form; raises ValueError, TypeError or KeyError if it is not one."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}  # tolerate fields of newer versions
+        args = fields["args"]
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+            raise ValueError("args must be a non-empty list of strings")
+        fields["args"] = tuple(args)
+        fields["status"] = Status(fields["status"])
+        if not is_job_id(fields["id"]):
+            raise ValueError(f"not a job id: {fields['id']!r}")
+        if fields.get("webhook_delivery") is not None:
+            fields["webhook_delivery"] = Delivery(**fields["webhook_delivery"])
+        return cls(**fields)
+
+
+def is_job_id(value: object) -> bool:
+    """True for ids this server makes. Checked before any path is built from a request's id."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
+
+
+class IdGenerator:
+    """Makes UUIDv7-style ids as 32 lowercase hex digits: 48-bit milliseconds first, so ids sort by
+    creation time, then a counter that keeps ids made in the same millisecond in order."""
+
+    def __init__(self, clock_ms: Any = None) -> None:
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._seq = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = self._clock_ms()
+            if ms <= self._last_ms:
+                ms, self._seq = self._last_ms, self._seq + 1
+                if self._seq >= 1 << 12:  # 4096 ids in one millisecond: borrow the next one
+                    ms, self._seq = ms + 1, 0
+            else:
+                self._seq = int.from_bytes(os.urandom(1), "big")  # leaves room for 3,840 more
+            self._last_ms = ms
+        rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        value = (ms << 80) | (0x7 << 76) | (self._seq << 64) | (0b10 << 62) | rand
+        return f"{value:032x}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z suffix, microseconds included."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
+    """The job after a shutdown or crash cut its run short: queued to run again, or FAILED once it
+    has been started `restart_limit` times (a job that keeps crashing the server must not loop)."""
+    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason)
+    if job.attempts >= restart_limit:
+        error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
+        return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
+    return dataclasses.replace(cleared, status=Status.IN_QUEUE)

@@ -1,0 +1,78 @@
+"""One job's directory: meta.json written atomically, the output files, and what earlier runs left."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from actors import osdeps
+from actors.job import Job
+
+
+class JobDir:
+    """The files of one job under jobs/<id>/. Only one actor writes them at a time: the Dispatcher
+    while the job has no Supervisor, the Supervisor while it has one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta = path / "meta.json"
+        self.stdout = path / "stdout.txt"
+        self.stderr = path / "stderr.txt"
+
+    def create(self, job: Job) -> None:
+        """Make the directory and its first meta.json, durably. Raises OSError; leaves nothing behind."""
+        self.path.mkdir()
+        try:
+            self.write(job)
+            osdeps.fsync_dir(self.path.parent)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.remove_partial()
+            raise
+
+    def write(self, job: Job) -> None:
+        """Replace meta.json atomically: readers see the old or the new file, never half of one."""
+        data = json.dumps(job.to_dict(), separators=(",", ":")).encode("utf-8")
+        tmp = self.path / f"meta.json.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            osdeps.replace_file(tmp, self.meta)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def read(self) -> Job:
+        """The job in meta.json. Raises OSError, or ValueError/TypeError/KeyError if it is not a job."""
+        return Job.from_dict(json.loads(osdeps.read_bytes(self.meta)))
+
+    def open_outputs(self, attempt: int) -> tuple[BinaryIO, BinaryIO]:
+        """Fresh stdout.txt and stderr.txt for run number `attempt`; an earlier run's files are kept
+        as stdout.<n>.txt / stderr.<n>.txt so a rerun never mixes its output with theirs."""
+        if attempt > 1:
+            for current in (self.stdout, self.stderr):
+                if current.exists():
+                    osdeps.replace_file(current, current.with_suffix(f".{attempt - 1}.txt"))
+        stdout = open(self.stdout, "wb")  # noqa: SIM115 - handed to the child, closed by the caller
+        try:
+            return stdout, open(self.stderr, "wb")  # noqa: SIM115
+        except OSError:
+            stdout.close()
+            raise
+
+    def sweep_tmp(self) -> None:
+        """Remove temporary files a crash left behind mid-write."""
+        for tmp in self.path.glob("meta.json.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def remove_partial(self) -> None:
+        """Undo a create() that failed half way."""
+        for entry in self.path.iterdir():
+            entry.unlink(missing_ok=True)
+        self.path.rmdir()

@@ -1,0 +1,240 @@
+"""Every OS-specific call procq makes: spawn flags, ending process trees, signals, atomic files, locks.
+
+Nothing else in procq mentions os.name, signals, process groups or file locking (a test fences it).
+Pure helpers take `windows` as a parameter so Linux tests can run the Windows branch (see WINDOWS.md).
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+WINDOWS = os.name == "nt"
+log = logging.getLogger("procq.osdeps")
+
+# Defined here so the module imports on POSIX, where subprocess lacks them.
+CREATE_NEW_PROCESS_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
+CREATE_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
+_TRANSIENT_WINERRORS = (5, 32)  # access denied, sharing violation: someone holds the file open
+_CTIME_TOLERANCE_S = 0.01  # create_time is a float; rounding differs between psutil calls
+
+
+def spawn_kwargs(windows: bool = WINDOWS) -> dict[str, Any]:
+    """Extra Popen kwargs: the child gets its own process group so it can be ended as a whole,
+    and the server's Ctrl+C / Ctrl+Break does not reach it."""
+    if windows:
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def command_refusal(args: list[str], windows: bool = WINDOWS) -> str | None:
+    """Why `args` may not be run on this OS, or None. On Windows cmd.exe re-parses the arguments
+    of .bat/.cmd files even without a shell, which allows injection."""
+    name = args[0].rstrip(". ").lower()
+    if windows and name.endswith((".bat", ".cmd")):
+        return f"{args[0]!r} is a batch file; batch files are not run on Windows (cmd.exe re-parses their arguments)"
+    return None
+
+
+def identity(pid: int) -> tuple[int, float]:
+    """(pid, create_time) of a process: recorded in meta.json to recognise it after a restart.
+    A process already gone gets create_time 0.0, which no live process matches."""
+    try:
+        return pid, psutil.Process(pid).create_time()
+    except psutil.Error:
+        return pid, 0.0
+
+
+def stop_tree(pid: int, ctime: float, grace: float, windows: bool = WINDOWS) -> list[int]:
+    """End the process `pid` (if it is still the one started at `ctime`) and every process it started.
+
+    Blocks up to `grace` + a few seconds: terminate first (POSIX), kill what is left. Returns the pids
+    of survivors (normally empty). A pid reused by another process is left alone.
+    """
+    try:
+        root = psutil.Process(pid)
+        if abs(root.create_time() - ctime) > _CTIME_TOLERANCE_S:
+            return []
+        # Snapshot before anything dies: Windows does not reparent orphans, so they could not be found later.
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    if not windows and grace > 0:
+        _signal_group(pid, signal.SIGTERM)
+        for proc in procs[1:]:  # members that left the group still get the polite request
+            _quietly(proc.terminate)
+        procs = _wait_gone(procs, grace)
+    procs = _freeze(procs)
+    for proc in reversed(procs):  # children before parents, so nobody respawns them
+        _quietly(proc.kill)
+    survivors = _wait_gone(procs, 5.0)
+    if not windows:
+        _signal_group(pid, signal.SIGKILL)  # members whose parent died before the snapshot
+    for proc in survivors:
+        log.warning("process %d survived the kill of job tree %d", proc.pid, pid)
+    return [proc.pid for proc in survivors]
+
+
+def _freeze(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Suspend every process and add children born meanwhile (3 rounds), so the tree stops growing."""
+    known = {p.pid for p in procs}
+    for _ in range(3):
+        born = []
+        for proc in procs:
+            _quietly(proc.suspend)
+            try:
+                born += [c for c in proc.children(recursive=True) if c.pid not in known]
+            except psutil.Error:
+                pass
+        if not born:
+            break
+        known.update(c.pid for c in born)
+        procs = procs + born
+    return procs
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Poll until every process is gone or a zombie. Not psutil.wait_procs: it would reap our own
+    child and steal the exit code from the Supervisor's waiter thread."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while True:
+        alive = [p for p in alive if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.005)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.AccessDenied as exc:
+        log.warning("access denied while ending a job's process: %s", exc)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already empty
+
+
+def install_shutdown(on_stop: Callable[[], None]) -> None:
+    """Route SIGINT, SIGTERM (and SIGBREAK on Windows) to one graceful stop. Main thread only.
+
+    The first signal calls `on_stop` and raises KeyboardInterrupt, which ends waitress's loop;
+    later signals are only logged, so a second Ctrl+C does not cut the shutdown short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("install_shutdown must be called from the main thread")
+    stopping = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            log.warning("signal %d received while already stopping", signum)
+            return
+        stopping.set()
+        on_stop()
+        raise KeyboardInterrupt
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handle)
+
+
+def request_stop() -> None:
+    """Ask the main thread to stop, as Ctrl+C would (for service wrappers)."""
+    _thread.interrupt_main()
+
+
+def is_transient(exc: OSError, windows: bool = WINDOWS) -> bool:
+    """True for errors that pass when another handle on the file closes (Windows only)."""
+    return windows and getattr(exc, "winerror", None) in _TRANSIENT_WINERRORS
+
+
+def replace_file(
+    tmp: Path,
+    dst: Path,
+    windows: bool = WINDOWS,
+    sleep: Callable[[float], None] = time.sleep,
+    budget: float = 2.0,
+) -> None:
+    """os.replace, retried for up to `budget` seconds while Windows reports the target as in use."""
+    delay, spent = 0.001, 0.0
+    while True:
+        try:
+            os.replace(tmp, dst)
+            return
+        except OSError as exc:
+            if not is_transient(exc, windows) or spent >= budget:
+                raise
+        sleep(delay)
+        spent += delay
+        delay = min(delay * 2, 0.1)
+
+
+def read_bytes(path: Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
+    """Read a whole file with one short-lived handle, retrying briefly while Windows swaps it."""
+    for delay in (0.001, 0.005, 0.02, 0.1):
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            if not is_transient(exc, windows):
+                raise
+        sleep(delay)
+    return path.read_bytes()
+
+
+def fsync_dir(path: Path, windows: bool = WINDOWS) -> None:
+    """Make a rename or a new entry in `path` durable. Directories cannot be opened on Windows."""
+    if windows:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_exclusively(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on `path` for as long as the returned file stays open.
+
+    Raises OSError if another process holds it: waitress sets SO_REUSEADDR, so on Windows a second
+    server could bind the same port silently; the jobs directory lock is what keeps it out.
+    """
+    handle = open(path, "a+b")  # noqa: SIM115 - the open handle is the lock
+    try:
+        if WINDOWS:
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise
+    return handle

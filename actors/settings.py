@@ -1,0 +1,18 @@
+"""The server-wide settings the actors need, decided once at start by run.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.webhook import WebhookPolicy
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs_dir: Path
+    workers: int = 2
+    grace_s: float = 3.0  # between terminate and kill when a job's tree is ended
+    restart_limit: int = 3  # starts allowed to a job whose runs keep being cut short by shutdowns/crashes
+    webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
+    webhook_concurrency: int = 4  # deliveries in flight at once, so a dead receiver cannot pile up threads

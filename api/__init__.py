@@ -1,0 +1,1 @@
+"""procq's HTTP API: Falcon resources that validate requests and ask the Dispatcher."""

@@ -1,0 +1,84 @@
+"""The Falcon application: routes, and one JSON shape for every error."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import falcon
+import pykka
+
+from actors.errors import JobConflict, JobNotFound, ShuttingDown, StorageError
+from api.health import HealthResource
+from api.jobs import JobsResource
+
+log = logging.getLogger("procq.api")
+
+
+def create_app(
+    dispatcher: Any,
+    jobs_dir: Path,
+    max_body_bytes: int = 1 << 20,
+    cancel_wait_s: float = 30.0,
+) -> falcon.App:
+    """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
+    waits for a job's process tree to end."""
+    app = falcon.App()
+    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s)
+    app.add_route("/jobs", resource)
+    for action in ("status", "result", "cancel"):
+        app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
+    app.add_route("/health", HealthResource(dispatcher, jobs_dir))
+
+    app.add_error_handler(Exception, _internal_error)
+    app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
+    app.add_error_handler(JobConflict, _raise_http(falcon.HTTPConflict, "Job is in the wrong state"))
+    app.add_error_handler(StorageError, _raise_http(falcon.HTTPInternalServerError, "Storage error"))
+    app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
+    app.add_error_handler(pykka.Timeout, _unavailable("Server busy"))
+    app.add_error_handler(pykka.ActorDeadError, _unavailable("Shutting down"))
+    app.set_error_serializer(_json_error)
+    return app
+
+
+def _raise_http(error_class: type[falcon.HTTPError], title: str) -> Any:
+    def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+        raise error_class(title=title, description=str(exc))
+
+    return handle
+
+
+def _unavailable(title: str) -> Any:
+    def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+        description = str(exc) or "The server cannot answer right now; retry in a moment."
+        raise falcon.HTTPServiceUnavailable(title=title, description=description, retry_after=1)
+
+    return handle
+
+
+def _internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+    if isinstance(exc, falcon.HTTPError):  # Falcon routes its own errors here too when Exception is handled
+        raise exc
+    log.exception("unexpected error in %s %s", req.method, req.path)
+    raise falcon.HTTPInternalServerError(
+        title="Internal server error",
+        description="procq hit an unexpected error; it is logged on the server.",
+    )
+
+
+def _json_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Every error is JSON {title, description}, whatever the client's Accept header says."""
+    body = {"title": exc.title, "description": exc.description or _default_description(req, exc)}
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(body)
+
+
+def _default_description(req: falcon.Request, exc: falcon.HTTPError) -> str:
+    if isinstance(exc, falcon.HTTPMethodNotAllowed):
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{req.method} is not allowed on {req.path}; allowed: {allowed}."
+    if exc.status == falcon.HTTP_404:
+        return f"There is nothing at {req.path}. The routes are POST /jobs and /jobs/{{id}}/status|result|cancel."
+    return exc.title

@@ -1,0 +1,40 @@
+"""GET /health: liveness and readiness, for load balancers and supervisors."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import falcon
+import pykka
+
+
+class HealthResource:
+    """200 when the Dispatcher answers and the jobs directory takes a write, else 503 saying which."""
+
+    def __init__(self, dispatcher: Any, jobs_dir: Path) -> None:
+        self._dispatcher = dispatcher
+        self._jobs_dir = jobs_dir
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = {"dispatcher": self._dispatcher_check(), "jobs_dir": self._jobs_dir_check()}
+        ready = all(value == "ok" for value in checks.values())
+        resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
+        resp.media = {"status": "ok" if ready else "unavailable", "checks": checks}
+
+    def _dispatcher_check(self) -> str:
+        try:
+            self._dispatcher.ping().get(timeout=2.0)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return "not answering"
+        return "ok"
+
+    def _jobs_dir_check(self) -> str:
+        probe = self._jobs_dir / f".health-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            return f"not writable: {exc.strerror or exc}"
+        return "ok"

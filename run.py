@@ -1,0 +1,170 @@
+"""Start procq: settings from flags and PROCQ_* variables, recover jobs, serve on waitress, stop cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import pykka
+import waitress
+
+from actors import osdeps
+from actors.dispatcher import Dispatcher
+from actors.job import timestamp, utc_now
+from actors.recovery import load_jobs
+from actors.settings import Settings
+from actors.webhook import WebhookPolicy
+from api.app import create_app
+
+log = logging.getLogger("procq")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="procq: a job server that runs every job as its own process. "
+        "Every flag can also be set with the PROCQ_* environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
+    add(
+        "--port", type=int, default=env("PROCQ_PORT", "8080"), help="port to listen on; 0 picks a free one [PROCQ_PORT]"
+    )
+    add(
+        "--jobs-dir",
+        type=Path,
+        default=env("PROCQ_JOBS_DIR", "jobs"),
+        help="data directory, one folder per job [PROCQ_JOBS_DIR]",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=env("PROCQ_WORKERS", str(os.cpu_count() or 1)),
+        help="jobs running at once [PROCQ_WORKERS]",
+    )
+    add("--threads", type=int, default=env("PROCQ_THREADS", "16"), help="HTTP worker threads [PROCQ_THREADS]")
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=env("PROCQ_MAX_BODY_BYTES", str(1 << 20)),
+        help="largest request body accepted [PROCQ_MAX_BODY_BYTES]",
+    )
+    add(
+        "--grace",
+        type=float,
+        default=env("PROCQ_GRACE", "3"),
+        help="seconds between terminate and kill when a job's processes are ended [PROCQ_GRACE]",
+    )
+    add(
+        "--restart-limit",
+        type=int,
+        default=env("PROCQ_RESTART_LIMIT", "3"),
+        help="starts allowed to a job whose runs are cut short by shutdowns or crashes [PROCQ_RESTART_LIMIT]",
+    )
+    add(
+        "--webhook-attempts",
+        type=int,
+        default=env("PROCQ_WEBHOOK_ATTEMPTS", "8"),
+        help="delivery attempts per webhook [PROCQ_WEBHOOK_ATTEMPTS]",
+    )
+    add(
+        "--webhook-backoff",
+        type=float,
+        default=env("PROCQ_WEBHOOK_BACKOFF", "1"),
+        help="seconds before the first retry; doubles each time [PROCQ_WEBHOOK_BACKOFF]",
+    )
+    add(
+        "--webhook-backoff-cap",
+        type=float,
+        default=env("PROCQ_WEBHOOK_BACKOFF_CAP", "60"),
+        help="longest wait between retries [PROCQ_WEBHOOK_BACKOFF_CAP]",
+    )
+    add(
+        "--webhook-timeout",
+        type=float,
+        default=env("PROCQ_WEBHOOK_TIMEOUT", "10"),
+        help="seconds one delivery may take [PROCQ_WEBHOOK_TIMEOUT]",
+    )
+    add(
+        "--webhook-concurrency",
+        type=int,
+        default=env("PROCQ_WEBHOOK_CONCURRENCY", "4"),
+        help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
+    )
+    add(
+        "--log-level",
+        default=env("PROCQ_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[PROCQ_LOG_LEVEL]",
+    )
+    args = parser.parse_args(argv)
+    for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs_dir = args.jobs_dir.resolve()
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = osdeps.lock_exclusively(jobs_dir / ".lock")
+    except OSError:
+        print(f"procq: another procq server is using {jobs_dir}; stop it or choose another --jobs-dir", file=sys.stderr)
+        return 2
+    settings = Settings(
+        jobs_dir=jobs_dir,
+        workers=args.workers,
+        grace_s=args.grace,
+        restart_limit=args.restart_limit,
+        webhook=WebhookPolicy(
+            args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
+        ),
+        webhook_concurrency=args.webhook_concurrency,
+    )
+    jobs = load_jobs(settings, timestamp(utc_now()))
+    dispatcher = Dispatcher.start(settings, jobs).proxy()
+    app = create_app(dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30)
+    server = waitress.create_server(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+        ident="procq",
+    )
+    osdeps.install_shutdown(lambda: log.info("stopping: no new jobs; ending running ones"))
+    print(
+        f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}", flush=True
+    )
+    try:
+        server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
+    finally:
+        server.close()
+        _stop(dispatcher, args.grace + 10)
+        lock.close()
+    log.info("stopped")
+    return 0
+
+
+def _stop(dispatcher: object, wait_s: float) -> None:
+    """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
+    every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
+    finished = dispatcher.shutdown().get(timeout=10)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + wait_s
+    for event in finished:
+        while not event.wait(0.5) and time.monotonic() < deadline:
+            pass
+    pykka.ActorRegistry.stop_all(block=True, timeout=5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
