@@ -1,0 +1,355 @@
+"""The `procq` command line: submit, watch and fetch jobs, manage keys, or start the server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from client import render
+from client.client import DEFAULT_URL, Client
+from client.errors import ProcqError, WaitTimeout
+from client.job import STATES, Job
+
+# People read stderr while stdout carries what scripts consume (an id, a result, JSON).
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+EXIT_ERROR = 1  # the server refused, or could not be reached; the message says which
+EXIT_WAIT_TIMEOUT = 124  # like timeout(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="PROCQ_URL", default=DEFAULT_URL, show_default=True, help="Server URL [PROCQ_URL].")
+@click.option("--key", envvar="PROCQ_KEY", default=None, help="API key, if the server requires one [PROCQ_KEY].")
+@click.version_option(package_name="procq", message="procq %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, url: str, key: str | None) -> None:
+    """procq: run commands as jobs on a procq server, watch them and fetch their results."""
+    ctx.obj = ctx.with_resource(Client(url, key))
+
+
+def main() -> None:
+    """The console script's entry point: runs the command, turning server errors into a message and
+    exit status 1 instead of a traceback."""
+    try:
+        cli.main(prog_name="procq", standalone_mode=True)
+    except ProcqError as exc:  # raised inside commands; click re-raises what it does not know
+        _fail(exc)
+
+
+# -- server --------------------------------------------------------------------------------------------
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+def serve(flags: tuple[str, ...]) -> None:
+    """Start the server, exactly as `python run.py FLAGS` (try `procq serve --help`)."""
+    import run  # the server lives in the same distribution; only this command needs it
+
+    sys.exit(run.main(list(flags)))
+
+
+# -- jobs ----------------------------------------------------------------------------------------------
+
+
+# Options after the command belong to it: `procq submit --wait python -c ...` passes -c to python.
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--wait", "-w", "wait_", is_flag=True, help="Wait for the job; print its result; exit with its code.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the job's stderr while waiting (implies --wait).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@click.option("--priority", "-p", type=int, help="Higher runs first (-1000..1000).")
+@click.option("--timeout", "timeout_seconds", type=float, help="End the job after this many seconds.")
+@click.option("--delay", "delay_seconds", type=float, help="Start no earlier than this many seconds from now.")
+@click.option("--queue", "-q", help="Queue to run in.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Tag the job (repeatable).")
+@click.option("--mime-type", help="Content-Type of the result.")
+@click.option("--webhook", help="URL to POST to when the job finishes.")
+@click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
+@click.pass_obj
+def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_json: bool, **options: Any) -> None:
+    """Submit ARGS (a command and its arguments, run without a shell) as a job.
+
+    Put `--` before the command so its own options are not read as procq's:
+
+        procq submit --wait -- python -c "print(6 * 7)"
+
+    Prints the job id (or JSON). With --wait, prints the result and exits with the job's exit code.
+    """
+    cancel_on_interrupt = options.pop("cancel_on_interrupt")
+    tags = options.pop("tags")
+    job = client.submit(list(args), tags=tags or None, **options)
+    if not (wait_ or follow):
+        if as_json:
+            _print_json(job.to_dict())
+        else:
+            err.print(f"submitted job {job.id}", render.state(job.status))
+            click.echo(job.id)
+        return
+    with _interruptible(client, job.id, cancel_on_interrupt):
+        if follow:
+            for chunk in client.logs(job.id, follow=True):
+                sys.stderr.write(chunk)
+                sys.stderr.flush()
+            job = client.wait(job.id)
+        else:
+            job = _wait_with_spinner(client, job)
+    _finish(client, job, as_json, show_stderr=not follow)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit status 124).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
+@click.pass_obj
+def wait(client: Client, job_id: str, timeout: float | None, as_json: bool, cancel_on_interrupt: bool) -> None:
+    """Wait for a job to finish; print its result and exit with its exit code."""
+    with _interruptible(client, job_id, cancel_on_interrupt):
+        try:
+            job = _wait_with_spinner(client, client.status(job_id), timeout)
+        except WaitTimeout as exc:
+            err.print(f"[bold]procq:[/] {exc.description} after {timeout:g}s")
+            sys.exit(EXIT_WAIT_TIMEOUT)
+    _finish(client, job, as_json, show_stderr=True)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@click.pass_obj
+def status(client: Client, job_id: str, as_json: bool) -> None:
+    """Show a job: its state, command, timestamps, exit code and resource use."""
+    job = client.status(job_id)
+    if as_json:
+        _print_json(job.to_dict())
+    else:
+        out.print(render.job_panel(job))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file.")
+@click.pass_obj
+def result(client: Client, job_id: str, output: str | None) -> None:
+    """Print the result (stdout) of a COMPLETED job, or write it to a file with -o."""
+    if output:
+        size = client.result_to(job_id, output)
+        err.print(f"wrote {size} bytes to {output}")
+    else:
+        sys.stdout.buffer.write(client.result(job_id))
+        sys.stdout.flush()
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the job writes, until it finishes.")
+@click.option("--stdout", "stdout_", is_flag=True, help="Show stdout (the result so far) instead of stderr.")
+@click.pass_obj
+def logs(client: Client, job_id: str, follow: bool, stdout_: bool) -> None:
+    """Print a job's stderr (its log); with -f, follow it live."""
+    try:
+        for chunk in client.logs(job_id, follow=follow, stream="stdout" if stdout_ else "stderr"):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.exit(render.EXIT_CANCELED)  # stop following; the job itself is untouched
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@click.pass_obj
+def cancel(client: Client, job_id: str, as_json: bool) -> None:
+    """Cancel a queued or running job (returns once its processes have ended)."""
+    job = client.cancel(job_id)
+    if as_json:
+        _print_json(job.to_dict())
+    else:
+        err.print(f"job {job.id}", render.state(job.status))
+
+
+@cli.command(name="ls")
+@click.option(
+    "--status",
+    "-s",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATES, case_sensitive=False),
+    help="Only jobs in this state (repeatable).",
+)
+@click.option("--tag", "-t", help="Only jobs with this tag.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most N jobs.")
+@click.option("--all", "-a", "all_", is_flag=True, help="Show every job (all pages).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
+@click.pass_obj
+def list_jobs(
+    client: Client, statuses: tuple[str, ...], tag: str | None, limit: int, all_: bool, as_json: bool
+) -> None:
+    """List jobs, newest first."""
+    jobs = list(
+        client.list(
+            status=[s.upper() for s in statuses], tag=tag, limit=None if all_ else limit, page_size=min(limit, 500)
+        )
+    )
+    if as_json:
+        _print_json([job.to_dict() for job in jobs])
+    elif not jobs:
+        err.print("no jobs")
+    else:
+        out.print(render.jobs_table(jobs))
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_obj
+def rm(client: Client, job_ids: tuple[str, ...]) -> None:
+    """Delete finished jobs and their files."""
+    for job_id in job_ids:
+        client.delete(job_id)
+        err.print(f"deleted job {job_id}")
+
+
+# -- keys ----------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Manage API keys (needs a key with the admin scope)."""
+
+
+@keys.command(name="create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=("jobs:submit", "jobs:read", "jobs:cancel"),
+    show_default=True,
+    type=click.Choice(["jobs:submit", "jobs:read", "jobs:cancel", "admin"]),
+    help="What the key may do (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
+@click.pass_obj
+def keys_create(client: Client, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+    """Create a key; its secret is printed this once only."""
+    key = client.create_key(name, scopes)
+    if as_json:
+        _print_json(key.raw)
+        return
+    err.print(f"created key {key.id} ({name}: {' '.join(key.scopes)}); the secret is shown only now:")
+    click.echo(key.key)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def keys_list(client: Client, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    found = client.keys()
+    if as_json:
+        _print_json([key.raw for key in found])
+    else:
+        out.print(render.keys_table(found))
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@click.pass_obj
+def keys_revoke(client: Client, key_id: str) -> None:
+    """Revoke a key: requests using it are refused from now on."""
+    client.revoke_key(key_id)
+    err.print(f"revoked key {key_id}")
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def _wait_with_spinner(client: Client, job: Job, timeout: float | None = None) -> Job:
+    """Wait for the job with a live line on stderr: spinner, id, state, elapsed time."""
+    if not err.is_terminal:  # nobody watches a spinner in a log file
+        return client.wait(job.id, timeout)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(_waiting_line(job))
+        return client.wait(job.id, timeout, on_change=lambda j: progress.update(task, description=_waiting_line(j)))
+
+
+def _waiting_line(job: Job) -> str:
+    style, symbol = render.STATE_STYLES.get(job.status, ("white", "?"))
+    return f"job {job.id} [{style}]{symbol} {job.status}[/]"
+
+
+@contextmanager
+def _interruptible(client: Client, job_id: str, cancel_on_interrupt: bool) -> Iterator[None]:
+    """Ctrl+C while waiting: cancel the job if asked to (or if the user says so), else leave it
+    running and say how to find it again. Either way exit with 130, as a shell would."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print()
+        if cancel_on_interrupt or _confirm(f"Cancel job {job_id}?"):
+            try:
+                job = client.cancel(job_id)
+                err.print(f"job {job.id}", render.state(job.status))
+            except ProcqError as exc:
+                _fail(exc)
+        else:
+            err.print(f"job {job_id} keeps running; follow it with: procq logs -f {job_id}")
+        sys.exit(render.EXIT_CANCELED)
+
+
+def _confirm(question: str) -> bool:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False  # nobody to ask: leave the job alone
+    try:
+        return click.confirm(question, default=False, err=True)
+    except (click.Abort, KeyboardInterrupt):
+        return False
+
+
+def _finish(client: Client, job: Job, as_json: bool, show_stderr: bool) -> NoReturn:
+    """After waiting: print the result (or the job as JSON), a line about how it ended, the job's
+    stderr if it failed, and exit with the job's exit code."""
+    if as_json:
+        _print_json(job.to_dict())
+    elif job.status == "COMPLETED":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(client.result(job.id))
+        sys.stdout.flush()
+    if job.status != "COMPLETED":
+        if show_stderr and not as_json:
+            try:
+                for chunk in client.logs(job.id):
+                    sys.stderr.write(chunk)
+            except ProcqError as exc:  # the exit code matters more than the log: say why it is missing
+                err.print(Text(f"(no stderr: {exc})", style="dim"), soft_wrap=True)
+        line = Text.assemble(f"job {job.id} ", render.state(job.status))
+        if job.exit_code is not None:
+            line.append(f" (exit code {job.exit_code})")
+        if job.error:
+            line.append(f": {job.error}")
+        err.print(line, soft_wrap=True)
+    sys.exit(render.exit_code(job))
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _fail(exc: ProcqError) -> NoReturn:
+    err.print(
+        Text.assemble(("procq: ", "bold red"), str(exc)), soft_wrap=True
+    )  # Text: a description may contain [brackets]
+    sys.exit(EXIT_ERROR)

@@ -1,0 +1,403 @@
+"""Client: procq's HTTP API as Python calls, with timeouts, safe retries and typed errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from client.errors import ConnectionFailed, JobNotFound, NotFound, WaitTimeout, error_for
+from client.job import ApiKey, Job
+from client.sse import iter_events
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+"""Where Client and the CLI look for the server unless told otherwise (the server's own default)."""
+
+EVENTS_IDLE_S = 45.0  # the server sends a heartbeat every 15 s; three missed ones mean the stream is dead
+LOG_RECONNECTS = 20  # reconnects in a row without a new chunk before logs(follow=True) gives up
+_STREAM_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+class Client:
+    """A procq server seen from Python. Every method blocks until the server answers (bounded by
+    `timeout`, in seconds per read) and raises a ProcqError subclass on an error answer.
+
+    GET, PUT and DELETE are retried on connection errors, 502, 504 and 503 with Retry-After; submit is
+    retried the same way with one Idempotency-Key per call, so a retry never makes a second job.
+    Use it as a context manager, or call close(), to release its connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = (connect_timeout, timeout)
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._session = requests.Session()
+        retry = Retry(
+            total=retries,
+            backoff_factor=backoff_s,
+            # 503 only with Retry-After (busy, shutting down): a bare 503 from PUT cancel means "still
+            # stopping", and repeating the cancel would turn a success into a 409.
+            status_forcelist=(502, 504),
+            respect_retry_after_header=True,
+            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+            raise_on_status=False,  # hand back the last answer, so its JSON error becomes the exception
+        )
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._session.headers["User-Agent"] = "procq-client"
+        if key:
+            self._session.headers["Authorization"] = f"Bearer {key}"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections. The client must not be used afterwards."""
+        self._session.close()
+
+    # -- jobs ---------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        args: Iterable[str],
+        *,
+        mime_type: str | None = None,
+        webhook: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        delay_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+        tags: Iterable[str] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Submit a job running `args` (no shell) and return it as the server created it. Only the
+        options given are sent; `fields` passes any other job field the server accepts. Raises
+        BadRequest naming the wrong field."""
+        body: dict[str, Any] = {"args": list(args)}
+        options = {
+            "mime_type": mime_type,
+            "webhook": webhook,
+            "priority": priority,
+            "queue": queue,
+            "delay_seconds": delay_seconds,
+            "timeout_seconds": timeout_seconds,
+            "tags": list(tags) if tags is not None else None,
+            **fields,
+        }
+        body.update({name: value for name, value in options.items() if value is not None})
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = self._session.post(self._url("/jobs"), json=body, headers=headers, timeout=self._timeout)
+            except _STREAM_ERRORS as exc:
+                if last or _never_connected(exc):  # the adapter already retried the connection itself
+                    raise self._unreachable(exc) from exc
+            else:
+                retryable = response.status_code in (502, 504) or (
+                    response.status_code == 503 and "Retry-After" in response.headers
+                )
+                if not retryable or last:
+                    return Job.from_dict(self._check(response, "/jobs").json())
+            time.sleep(self._backoff_s * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def status(self, job_id: str) -> Job:
+        """The job's current state. Raises JobNotFound for an unknown id."""
+        return Job.from_dict(self._request("GET", f"/jobs/{job_id}/status").json())
+
+    def wait(self, job_id: str, timeout: float | None = None, on_change: Callable[[Job], None] | None = None) -> Job:
+        """Block until the job is COMPLETED, FAILED or CANCELED and return it. Follows GET /events (no
+        busy polling), reconnecting if the stream drops; polls with backoff only on a server without
+        /events. `on_change` is called with the job each time its state changes (and once at first).
+        Raises WaitTimeout after `timeout` seconds, JobNotFound for an unknown id."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: list[str] = []
+
+        def check() -> Job:
+            job = self.status(job_id)
+            if on_change is not None and (not seen or seen[-1] != job.status):
+                on_change(job)
+            seen.append(job.status)
+            return job
+
+        while True:
+            remaining = _remaining(deadline)
+            try:
+                events = self._request(
+                    "GET",
+                    "/events",
+                    stream=True,
+                    headers={"Accept": "text/event-stream"},
+                    timeout=(
+                        self._timeout[0],
+                        (EVENTS_IDLE_S if remaining is None else min(remaining, EVENTS_IDLE_S)) + 0.1,
+                    ),
+                )
+            except NotFound:
+                return self._poll(job_id, deadline, check)
+            except ConnectionFailed:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(1.0, remaining or 1.0))
+                continue
+            with events:
+                job = check()  # after subscribing, so a change between the two is not missed
+                if job.terminal:
+                    return job
+                try:
+                    for event in iter_events(events):
+                        if event.event == "job" and _event_job_id(event.data) == job_id:
+                            job = check()
+                            if job.terminal:
+                                return job
+                        self._raise_if_late(job_id, deadline, job)
+                except _STREAM_ERRORS:
+                    pass  # dropped or idle past the read timeout: check the deadline, then reconnect
+            self._raise_if_late(job_id, deadline, job)
+
+    def result(self, job_id: str) -> bytes:
+        """The result (the job's stdout) of a COMPLETED job. Raises Conflict in any other state."""
+        return self._request("GET", f"/jobs/{job_id}/result").content
+
+    def result_to(self, job_id: str, path: str | os.PathLike[str]) -> int:
+        """Stream the result of a COMPLETED job into the file at `path` (replaced only once it is
+        complete) and return its size in bytes. Raises Conflict in any other state."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        size = 0
+        with self._request("GET", f"/jobs/{job_id}/result", stream=True) as response:
+            try:
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_content(chunk_size=1 << 16):
+                        out.write(chunk)
+                        size += len(chunk)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return size
+
+    def logs(self, job_id: str, follow: bool = False, stream: str = "stderr", offset: int = 0) -> Iterator[str]:
+        """The job's log (`stream`: "stderr" or "stdout") from byte `offset`, as text chunks. With
+        `follow`, chunks come as the job writes them and the iterator ends when the job has finished;
+        a dropped stream is resumed where it stopped. The first request is made at once, so an unknown
+        id raises JobNotFound here rather than on the first next()."""
+        params = {"stream": stream, "offset": offset}
+        if not follow:
+            text = self._request("GET", f"/jobs/{job_id}/logs", params=params).content.decode("utf-8", "replace")
+            return iter([text] if text else [])
+        return self._follow_logs(job_id, params, self._open_log_stream(job_id, params, None))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job and return it, CANCELED. For a running job this returns
+        after its processes have ended. Raises Conflict if it had already finished."""
+        # the server holds the answer until the job's process tree is gone: allow for its grace period
+        response = self._request("PUT", f"/jobs/{job_id}/cancel", timeout=(self._timeout[0], self._timeout[1] + 60))
+        return Job.from_dict(response.json())
+
+    def list(
+        self,
+        status: str | Iterable[str] | None = None,
+        tag: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[Job]:
+        """Jobs, newest first, optionally only those in `status` (one state or several) and with `tag`.
+        Iterates over every page (or stops after `limit` jobs), asking for pages as it goes."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        params: dict[str, Any] = {"status": statuses, "limit": page_size}
+        if tag:
+            params["tag"] = tag
+        count = 0
+        while True:
+            page = self._request("GET", "/jobs", params=params).json()
+            for data in page.get("jobs", []):
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield Job.from_dict(data)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its files. Raises Conflict while it is queued or running."""
+        self._request("DELETE", f"/jobs/{job_id}")
+
+    def rerun(self, job_id: str) -> Job:
+        """Submit a new job with the same request as `job_id`; returns the new job (its `rerun_of` set)."""
+        return Job.from_dict(self._request("POST", f"/jobs/{job_id}/rerun").json())
+
+    # -- the server -----------------------------------------------------------------------------------
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every job state change as it happens ({"id", "status", "enqueued_at", ...}), until the
+        caller stops iterating. Raises on a dropped stream; does not reconnect."""
+        response = self._request("GET", "/events", stream=True, headers={"Accept": "text/event-stream"})
+
+        def generate() -> Iterator[dict[str, Any]]:
+            with response:
+                for event in iter_events(response):
+                    if event.event == "job":
+                        yield json.loads(event.data)
+
+        return generate()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per state, busy and total worker slots, and submitted/completed per second."""
+        return self._request("GET", "/stats").json()
+
+    def health(self) -> dict[str, Any]:
+        """The server's health checks; raises Unavailable when it is not ready. Needs no key."""
+        return self._request("GET", "/health").json()
+
+    # -- API keys (admin scope) -----------------------------------------------------------------------
+
+    def create_key(self, name: str, scopes: Iterable[str]) -> ApiKey:
+        """Create an API key; the returned ApiKey's `key` is the secret, shown this once only."""
+        body = {"name": name, "scopes": list(scopes)}
+        return ApiKey.from_dict(self._request("POST", "/admin/keys", json=body).json())
+
+    def keys(self) -> list[ApiKey]:
+        """Every API key (without its secret)."""
+        data = self._request("GET", "/admin/keys").json()
+        items = data.get("keys", []) if isinstance(data, dict) else data
+        return [ApiKey.from_dict(item) for item in items]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke an API key: requests with it are refused (401) from now on."""
+        self._request("DELETE", f"/admin/keys/{key_id}")
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _request(
+        self, method: str, path: str, *, stream: bool = False, timeout: Any = None, **kw: Any
+    ) -> requests.Response:
+        try:
+            response = self._session.request(
+                method, self._url(path), stream=stream, timeout=timeout or self._timeout, **kw
+            )
+        except _STREAM_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return self._check(response, path)
+
+    def _check(self, response: requests.Response, path: str) -> requests.Response:
+        if response.status_code < 400:
+            return response
+        title, description = "", ""
+        try:
+            body = response.json()
+            title, description = str(body.get("title", "")), str(body.get("description", ""))
+        except ValueError:
+            description = response.text[:500]
+        finally:
+            response.close()
+        description = description or title or response.reason or "error"
+        raise error_for(response.status_code, title or response.reason or "", description, path.startswith("/jobs/"))
+
+    def _unreachable(self, exc: Exception) -> ConnectionFailed:
+        return ConnectionFailed(f"no answer from {self.base_url}: {_reason(exc)}")
+
+    def _raise_if_late(self, job_id: str, deadline: float | None, job: Job) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(f"job {job_id} is still {job.status}", job)
+
+    def _poll(self, job_id: str, deadline: float | None, check: Callable[[], Job]) -> Job:
+        delay = 0.1
+        while True:
+            job = check()
+            if job.terminal:
+                return job
+            self._raise_if_late(job_id, deadline, job)
+            time.sleep(min(delay, _remaining(deadline) or delay))
+            delay = min(delay * 2, 2.0)
+
+    def _open_log_stream(self, job_id: str, params: dict[str, Any], last_id: str | None) -> requests.Response:
+        headers = {"Accept": "text/event-stream"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        return self._request(
+            "GET",
+            f"/jobs/{job_id}/logs",
+            params={**params, "follow": 1},
+            headers=headers,
+            stream=True,
+            timeout=(self._timeout[0], EVENTS_IDLE_S),
+        )
+
+    def _follow_logs(self, job_id: str, params: dict[str, Any], response: requests.Response) -> Iterator[str]:
+        last_id: str | None = None
+        idle_reconnects = 0
+        while True:
+            try:
+                with response:
+                    for event in iter_events(response):
+                        if event.event == "end":
+                            return
+                        if event.event == "log":
+                            last_id = event.id or last_id
+                            idle_reconnects = 0
+                            yield json.loads(event.data)
+            except _STREAM_ERRORS:
+                pass  # dropped, or idle past the read timeout (a quiet job): resume after the last chunk
+            idle_reconnects += 1
+            if idle_reconnects > LOG_RECONNECTS:
+                raise ConnectionFailed(f"the log stream of job {job_id} keeps closing without its end event")
+            time.sleep(min(self._backoff_s * 2**idle_reconnects, 2.0))
+            try:
+                response = self._open_log_stream(job_id, params, last_id)
+            except JobNotFound:
+                return  # deleted while we followed it
+
+
+def _event_job_id(data: str) -> str | None:
+    try:
+        return json.loads(data).get("id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _never_connected(exc: Exception) -> bool:
+    """True when the request never reached the server (refused, unresolvable): retrying a POST is
+    then safe, and the adapter has already done it."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        return isinstance(reason.reason, NewConnectionError)
+    return isinstance(exc, requests.ConnectTimeout)
+
+
+def _reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else exc
+    if isinstance(reason, MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+    return str(reason)

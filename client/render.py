@@ -1,0 +1,149 @@
+"""How the CLI shows jobs to people: state colours with words, the job table, the job panel, exit codes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from client.job import ApiKey, Job
+
+# Colour and a symbol for each state, always next to the state's name: colour alone says nothing to a
+# colour-blind reader or in a log file.
+STATE_STYLES = {
+    "IN_QUEUE": ("cyan", "◷"),
+    "IN_PROGRESS": ("bold yellow", "▶"),
+    "COMPLETED": ("green", "✔"),
+    "FAILED": ("bold red", "✘"),
+    "CANCELED": ("magenta", "⊘"),
+}
+
+EXIT_CANCELED = 130  # what a shell reports for a command ended by Ctrl+C
+EXIT_NOT_STARTED = 127  # what a shell reports for a command it could not run
+
+
+def state(status: str) -> Text:
+    """The state as coloured text with its symbol and its name, e.g. "✔ COMPLETED" in green."""
+    style, symbol = STATE_STYLES.get(status, ("white", "?"))
+    return Text(f"{symbol} {status}", style=style)
+
+
+def exit_code(job: Job) -> int:
+    """The exit status `procq submit --wait` ends with, so a script sees what the command would have
+    returned: its own code, 128+N for a signal N, 127 if it never started, 130 if it was canceled."""
+    if job.status == "COMPLETED":
+        return 0
+    if job.status == "CANCELED":
+        return EXIT_CANCELED
+    if job.exit_code is None:
+        return EXIT_NOT_STARTED if job.status == "FAILED" else 1
+    if job.exit_code < 0:
+        return 128 + min(-job.exit_code, 127)
+    return job.exit_code if job.exit_code <= 255 else 1  # Windows codes can exceed what a shell holds
+
+
+def command(args: list[str]) -> str:
+    """The args as one line a person can read (quoted where a space or quote would confuse)."""
+    return " ".join(a if a and not any(c in a for c in " \t\"'\\") else repr(a) for a in args)
+
+
+def age(text: str | None, now: datetime | None = None) -> str:
+    """'12s ago', '3m ago', '5h ago', '2d ago' for a timestamp; '' for None."""
+    if not text:
+        return ""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
+    return f"{_span(seconds)} ago"
+
+
+def duration(job: Job, now: datetime | None = None) -> str:
+    """How long the job ran (or has been running); '' before it started."""
+    started = job.time("started_at")
+    if started is None:
+        return ""
+    end = job.time("completed_at") or now or datetime.now(UTC)
+    seconds = max(0.0, (end - started).total_seconds())
+    return f"{seconds:.1f}s" if seconds < 60 else _span(int(seconds))
+
+
+def jobs_table(jobs: list[Job]) -> Table:
+    """The `procq ls` table: newest first, one row per job."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", "COMMAND", "TAGS"):
+        table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="ellipsis")
+    now = datetime.now(UTC)
+    for job in jobs:
+        table.add_row(
+            job.id,
+            state(job.status),
+            "" if job.exit_code is None else str(job.exit_code),
+            age(job.enqueued_at, now),
+            duration(job, now),
+            Text(command(job.args), overflow="ellipsis", no_wrap=True),
+            ",".join(job.tags),
+        )
+    return table
+
+
+def job_panel(job: Job) -> Table:
+    """`procq status`: every field a person asks about, one per line; empty ones left out."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, object]] = [
+        ("id", job.id),
+        ("state", state(job.status)),
+        ("command", command(job.args)),
+        ("exit code", job.exit_code),
+        ("error", job.error),
+        ("attempts", job.attempts),
+        ("submitted", job.enqueued_at),
+        ("started", job.started_at),
+        ("completed", job.completed_at),
+        ("ran for", duration(job)),
+        ("runs at", job.run_at),
+        ("priority", job.priority or None),
+        ("queue", job.queue if job.queue != "default" else None),
+        ("timeout", f"{job.timeout_seconds}s" if job.timeout_seconds else None),
+        ("tags", ", ".join(job.tags)),
+        ("result type", job.mime_type),
+        ("webhook", job.webhook),
+        ("resources", _resources(job)),
+        ("owner", job.owner),
+        ("rerun of", job.rerun_of),
+    ]
+    for name, value in rows:
+        if value not in (None, ""):
+            table.add_row(name, value if isinstance(value, Text) else str(value))
+    return table
+
+
+def keys_table(keys: list[ApiKey]) -> Table:
+    """`procq keys list`: id, name, scopes, created."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("ID", "NAME", "SCOPES", "CREATED"):
+        table.add_column(name)
+    for key in keys:
+        table.add_row(key.id, key.name, " ".join(key.scopes), key.created_at or "")
+    return table
+
+
+def _resources(job: Job) -> str:
+    usage = job.resources or {}
+    parts = []
+    if usage.get("cpu_user_seconds") is not None:
+        cpu = usage["cpu_user_seconds"] + (usage.get("cpu_system_seconds") or 0)
+        parts.append(f"cpu {cpu:.2f}s")
+    if usage.get("peak_rss_bytes"):
+        parts.append(f"peak memory {usage['peak_rss_bytes'] / (1 << 20):.1f} MiB")
+    if usage.get("wall_seconds") is not None:
+        parts.append(f"wall {usage['wall_seconds']:.2f}s")
+    return ", ".join(parts)
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
