@@ -11,6 +11,7 @@ import falcon
 import pykka
 
 from actors.errors import JobConflict, JobNotFound, ShuttingDown, StorageError
+from api.dashboard import DashboardResource
 from api.health import HealthResource
 from api.jobs import JobsResource
 
@@ -31,6 +32,9 @@ def create_app(
     for action in ("status", "result", "cancel"):
         app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
     app.add_route("/health", HealthResource(dispatcher, jobs_dir))
+    dashboard = DashboardResource()
+    app.add_route("/", dashboard)
+    app.add_route("/ui/{name}", dashboard, suffix="asset")
 
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
