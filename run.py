@@ -195,19 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
         ident="procq",
     )
-    osdeps.install_shutdown(lambda: log.info("stopping: no new jobs; ending running ones"))
+    osdeps.install_shutdown(lambda: _stopping(events))
     print(
         f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}", flush=True
     )
     try:
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
     finally:
-        events.close()  # open event streams end, so their waitress threads are free to stop
         server.close()
         _stop(dispatcher, args.grace + 10)
         lock.close()
     log.info("stopped")
     return 0
+
+
+def _stopping(events: EventHub) -> None:
+    log.info("stopping: no new jobs; ending running ones")
+    # Open event streams end now: waitress waits for its threads before server.run() returns.
+    events.close()
 
 
 def _stop(dispatcher: object, wait_s: float) -> None:
