@@ -73,7 +73,7 @@ def test_jobs_wait_in_fifo_order_for_a_free_worker(settings: Settings, jobs_dir:
 def test_ten_thousand_queued_jobs_do_not_mean_ten_thousand_threads(settings: Settings, jobs_dir: Path) -> None:
     dispatcher = _start(Settings(jobs_dir=jobs_dir, workers=2, grace_s=1))
     blockers = [_submit(dispatcher, py("import time; time.sleep(30)")) for _ in range(2)]
-    for i in range(300):  # queued behind the blockers; each would be a thread if Supervisors existed early
+    for _ in range(300):  # queued behind the blockers; each would be a thread if Supervisors existed early
         _submit(dispatcher, ["true"])
     _wait_status(dispatcher, blockers[1], Status.IN_PROGRESS)
     # 2 supervisors + 2 waiters + the dispatcher + pytest's own: bounded by workers plus a constant
