@@ -63,10 +63,5 @@ def test_an_interrupted_job_runs_again_until_its_restart_limit() -> None:
         None,
         "interrupted by a crash of the server",
     )
-    spent = interrupted(
-        job.__class__(**{**job.to_dict(), "args": ("true",), "status": Status.IN_PROGRESS, "attempts": 2}),
-        "interrupted by a crash of the server",
-        restart_limit=2,
-        now="t",
-    )
+    spent = interrupted(dataclasses.replace(job, attempts=2), "interrupted by a crash", restart_limit=2, now="t")
     assert spent.status is Status.FAILED and "started 2 times" in spent.error
