@@ -66,10 +66,16 @@ class Supervisor(pykka.ThreadingActor):
         self._self = self.actor_ref.proxy()
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        # A bug must not leave a job IN_PROGRESS forever: record it and let the Dispatcher move on.
+        # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
+        # let the Dispatcher move on.
+        log.error("job %s: supervisor failed: %r", self._job.id, exc)
+        reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
-            log.error("job %s: supervisor failed: %r", self._job.id, exc)
-            self._finish(Status.FAILED, error=f"internal error in procq: {exc!r}")
+            self._finish(Status.FAILED, error=reason)
+        elif self._job.webhook_delivery is not None and self._job.webhook_delivery.state == "pending":
+            failed = dataclasses.replace(self._job.webhook_delivery, state="failed", last_error=reason)
+            self._update(webhook_delivery=failed)
+            self._dispatcher.delivery_ended.defer(self._job)
 
     # --- running the job -------------------------------------------------------------------------
 
