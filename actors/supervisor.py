@@ -235,10 +235,18 @@ def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
 
 
 def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> None:
-    survivors = osdeps.stop_tree(pid, created, grace_s)
+    try:
+        survivors = osdeps.stop_tree(pid, created, grace_s)
+    except Exception:  # a thread that dies silently would leave the cancel waiting forever
+        log.exception("ending the process tree of pid %d failed", pid)
+        survivors = [pid]
     _tell(lambda: supervisor.tree_stopped.defer(survivors))
 
 
 def _deliver(send: SendWebhook, url: str, body: bytes, timeout_s: float, supervisor: Any) -> None:
-    error = send(url, body, timeout_s)
+    try:
+        error = send(url, body, timeout_s)
+    except Exception as exc:  # counted as a failed attempt, so the delivery is retried, then given up
+        log.exception("webhook delivery to %s failed unexpectedly", url)
+        error = f"internal error in procq: {exc!r}"
     _tell(lambda: supervisor.delivery_finished.defer(error))
