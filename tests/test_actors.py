@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_a_bug_while_delivering_a_webhook_is_recorded_and_frees_the_delivery_slo
     def broken_sender(url, body, timeout_s):
         raise RuntimeError("sender bug")
 
-    dispatcher = _start(Settings(jobs_dir=settings.jobs_dir, webhook_concurrency=1), send_webhook=broken_sender)
+    dispatcher = _start(dataclasses.replace(settings, webhook_concurrency=1), send_webhook=broken_sender)
     ids = [_submit(dispatcher, ["true"], webhook="http://127.0.0.1:9/h") for _ in range(2)]
     for job_id in ids:
         job = _wait_delivery(dispatcher, job_id, "failed")
