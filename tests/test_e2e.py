@@ -224,3 +224,15 @@ def test_environment_variables_configure_the_server(monkeypatch) -> None:
 def test_bad_settings_stop_the_server_with_a_message(flag: str) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), flag], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and flag.split("=")[0] in proc.stderr
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs a POSIX shell")
+def test_cancel_ends_a_shell_script_and_the_sleeps_it_started(start_server) -> None:
+    server = start_server()
+    job = server.submit(["/bin/sh", "-c", "sleep 60 & sleep 61 & echo started; wait"])
+    running = server.wait_status(job["id"], "IN_PROGRESS")
+    sleeps = wait_until(lambda: len(kids := psutil.Process(running["pid"]).children()) == 2 and kids)
+    response = server.put(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "CANCELED"
+    assert not any(pid_alive(p.pid) for p in sleeps) and not pid_alive(running["pid"])
+    assert server.stop() == 0
