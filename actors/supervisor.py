@@ -66,10 +66,16 @@ class Supervisor(pykka.ThreadingActor):
         self._self = self.actor_ref.proxy()
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        # A bug must not leave a job IN_PROGRESS forever: record it and let the Dispatcher move on.
+        # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
+        # let the Dispatcher move on.
+        log.error("job %s: supervisor failed: %r", self._job.id, exc)
+        reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
-            log.error("job %s: supervisor failed: %r", self._job.id, exc)
-            self._finish(Status.FAILED, error=f"internal error in procq: {exc!r}")
+            self._finish(Status.FAILED, error=reason)
+        elif self._job.webhook_delivery is not None and self._job.webhook_delivery.state == "pending":
+            failed = dataclasses.replace(self._job.webhook_delivery, state="failed", last_error=reason)
+            self._update(webhook_delivery=failed)
+            self._dispatcher.delivery_ended.defer(self._job)
 
     # --- running the job -------------------------------------------------------------------------
 
@@ -85,7 +91,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         pid, created = osdeps.identity(child.pid)
         self._update(status=Status.IN_PROGRESS, pid=pid, pid_started_at=created, attempts=attempt, started_at=now)
-        log.info("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
+        log.debug("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
         self._dispatcher.job_started.defer(self._job)
         threading.Thread(target=_report_exit, args=(child, self._self), daemon=True).start()
 
@@ -126,7 +132,7 @@ class Supervisor(pykka.ThreadingActor):
             )
             self._job = dataclasses.replace(job, exit_code=code)
             self._dir_write()
-            log.info("job %s: %s after shutdown", job.id, job.status.value)
+            log.debug("job %s: %s after shutdown", job.id, job.status.value)
             self._report_end()
         elif self._stop_reason == "cancel":
             self._finish(Status.CANCELED, exit_code=code, error="canceled by request")
@@ -138,7 +144,7 @@ class Supervisor(pykka.ThreadingActor):
     def _finish(self, status: Status, **changes: Any) -> None:
         delivery = Delivery() if self._job.webhook else None
         self._update(status=status, completed_at=self._stamp(), webhook_delivery=delivery, **changes)
-        log.info("job %s: %s exit_code=%s", self._job.id, status.value, self._job.exit_code)
+        log.debug("job %s: %s exit_code=%s", self._job.id, status.value, self._job.exit_code)
         self._report_end()
 
     def _report_end(self) -> None:
@@ -229,10 +235,18 @@ def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
 
 
 def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> None:
-    survivors = osdeps.stop_tree(pid, created, grace_s)
+    try:
+        survivors = osdeps.stop_tree(pid, created, grace_s)
+    except Exception:  # a thread that dies silently would leave the cancel waiting forever
+        log.exception("ending the process tree of pid %d failed", pid)
+        survivors = [pid]
     _tell(lambda: supervisor.tree_stopped.defer(survivors))
 
 
 def _deliver(send: SendWebhook, url: str, body: bytes, timeout_s: float, supervisor: Any) -> None:
-    error = send(url, body, timeout_s)
+    try:
+        error = send(url, body, timeout_s)
+    except Exception as exc:  # counted as a failed attempt, so the delivery is retried, then given up
+        log.exception("webhook delivery to %s failed unexpectedly", url)
+        error = f"internal error in procq: {exc!r}"
     _tell(lambda: supervisor.delivery_finished.defer(error))
