@@ -266,7 +266,13 @@ function renderSparkline() {
     poly.setAttribute("class", key);
     return poly;
   };
-  svg.replaceChildren(line("submitted"), line("completed"));
+  const baseline = document.createElementNS("http://www.w3.org/2000/svg", "line");
+  for (const [name, value] of Object.entries({ x1: 0, y1: 58, x2: 300, y2: 58, class: "baseline" })) {
+    baseline.setAttribute(name, String(value));
+  }
+  svg.dataset.points = String(points.length);
+  $("spark-note").hidden = points.length > 1;
+  svg.replaceChildren(baseline, ...(points.length > 1 ? [line("submitted"), line("completed")] : []));
 }
 
 // --------------------------------------------------------------------------------------- job list
@@ -359,7 +365,7 @@ function jobRow(job) {
     el("td", { class: "age", title: job.enqueued_at || "", text: ago(job.enqueued_at) }),
     el("td", { class: "ran num", text: ran(job) }),
     el("td", { class: "exit num", text: job.exit_code ?? "" }),
-    el("td", { class: "id", title: job.id, text: job.id }),
+    el("td", { class: "id", title: job.id, text: `…${job.id.slice(-10)}` }), // ids share their time prefix
   );
   row.addEventListener("click", (event) => {
     if (event.target.tagName !== "A") location.hash = `#/jobs/${job.id}`;
@@ -383,6 +389,7 @@ async function showJob(id) {
   }
   $("list-view").hidden = true;
   $("job-view").hidden = false;
+  document.body.classList.add("on-job");
   await refreshJob();
   if (view.job && !view.logAbort) followLog(id);
 }
@@ -714,6 +721,7 @@ function route() {
   document.title = "procq";
   $("job-view").hidden = true;
   $("list-view").hidden = false;
+  document.body.classList.remove("on-job");
   refreshList();
 }
 
