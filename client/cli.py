@@ -257,7 +257,7 @@ def keys_create(client: Client, name: str, scopes: tuple[str, ...], as_json: boo
 @click.pass_obj
 def keys_list(client: Client, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    found = client.keys()
+    found = client.list_keys()
     if as_json:
         _print_json([key.raw for key in found])
     else:

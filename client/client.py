@@ -281,7 +281,7 @@ class Client:
         body = {"name": name, "scopes": list(scopes)}
         return ApiKey.from_dict(self._request("POST", "/admin/keys", json=body).json())
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every API key (without its secret)."""
         data = self._request("GET", "/admin/keys").json()
         items = data.get("keys", []) if isinstance(data, dict) else data

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.admin_key import create_admin_key
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
 
@@ -217,3 +218,26 @@ def test_serve_starts_the_server_with_run_py_flags(tmp_path: Path) -> None:
 
 def _jobs(server: ServerProcess) -> list[dict]:
     return server.get("/jobs").json()["jobs"]
+
+
+def test_keys_create_list_and_revoke_over_the_api(start_server, jobs_dir: Path) -> None:
+    admin_key = create_admin_key(jobs_dir)
+    server = start_server()
+    refused = procq(server, "ls")
+    assert refused.returncode == 1 and "401" in refused.stderr
+    made = procq(server, "keys", "create", "ci", "--scope", "jobs:read", PROCQ_KEY=admin_key)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert "shown only now" in made.stderr and secret
+    listed = procq(server, "keys", "list", PROCQ_KEY=admin_key)
+    assert "ci" in listed.stdout and "jobs:read" in listed.stdout and secret not in listed.stdout
+    key_id = next(
+        k["id"]
+        for k in json.loads(procq(server, "keys", "list", "--json", PROCQ_KEY=admin_key).stdout)
+        if k["name"] == "ci"
+    )
+    assert procq(server, "--key", secret, "ls").returncode == 0
+    forbidden = procq(server, "--key", secret, "submit", "--", *py("pass"))
+    assert forbidden.returncode == 1 and "403" in forbidden.stderr
+    assert procq(server, "keys", "revoke", key_id, PROCQ_KEY=admin_key).returncode == 0
+    assert "401" in procq(server, "--key", secret, "ls").stderr

@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import BadRequest, Client, Conflict, ConnectionFailed, Job, JobNotFound, WaitTimeout
+from client import (
+    BadRequest,
+    Client,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    Job,
+    JobNotFound,
+    Unauthorized,
+    WaitTimeout,
+)
+from tests.admin_key import create_admin_key
 from tests.helpers import ServerProcess, py
 
 # Writes five stderr lines 0.4 s apart, then its result: long enough to watch it happen.
@@ -33,6 +44,14 @@ def server(start_server) -> ServerProcess:
 def client(server: ServerProcess) -> Iterator[Client]:
     with Client(server.url, timeout=10) as c:
         yield c
+
+
+def require_submit_field(server: ServerProcess, field: str, value: object) -> None:
+    """Skip, naming the missing piece, when POST /jobs does not know `field` yet (issue 5 unmerged)."""
+    answer = server.post("/jobs", json={"args": py("pass"), field: value})
+    if answer.status_code == 400 and field in answer.json().get("description", ""):
+        pytest.skip(f"POST /jobs does not accept {field!r} on this server (issue 5, control, not merged)")
+    assert answer.status_code == 201, answer.text
 
 
 def count_requests(client: Client) -> list[str]:
@@ -194,9 +213,30 @@ def test_stats_and_events_show_what_the_server_does(client: Client) -> None:
     assert stats["counts"]["COMPLETED"] >= 1 and stats["workers"]["total"] == 2
 
 
+def test_submit_sends_priority_delay_and_timeout(client: Client, server: ServerProcess) -> None:
+    require_submit_field(server, "priority", 1)
+    job = client.submit(py("pass"), priority=7, delay_seconds=0.5, timeout_seconds=30, queue="batch")
+    assert (job.priority, job.timeout_seconds, job.queue) == (7, 30, "batch")
+    assert job.run_at is not None and job.time("run_at") > job.time("enqueued_at")
+    done = client.wait(job.id, timeout=20)
+    assert done.status == "COMPLETED" and done.time("started_at") >= job.time("run_at")
+
+
+def test_rerun_makes_a_new_job_from_the_same_request(client: Client, server: ServerProcess) -> None:
+    require_submit_field(server, "priority", 1)
+    first = client.wait(client.submit(py("print('again')")).id, timeout=20)
+    second = client.rerun(first.id)
+    assert second.id != first.id and second.rerun_of == first.id and second.args == first.args
+    assert client.wait(second.id, timeout=20).status == "COMPLETED"
+    assert client.result(second.id) == b"again\n"
+
+
 def test_submit_is_retried_with_one_idempotency_key_after_a_lost_answer(client: Client, server: ServerProcess) -> None:
     """A proxy forwards the first POST /jobs and then drops the connection before answering: the
     client must retry, and the server must recognise the retry, so exactly one job exists."""
+    probe = [server.post("/jobs", json={"args": py("pass")}, headers={"Idempotency-Key": "probe"}) for _ in "ab"]
+    if probe[0].json()["id"] != probe[1].json()["id"]:
+        pytest.skip("POST /jobs ignores Idempotency-Key on this server (issue 5, control, not merged)")
     proxy = LossyProxy(server.url)
     try:
         with Client(proxy.url, backoff_s=0.05) as c:
@@ -259,3 +299,26 @@ def test_job_tolerates_fields_it_does_not_know() -> None:
 def test_wait_reports_a_job_that_does_not_exist(client: Client) -> None:
     with pytest.raises(JobNotFound):
         client.wait("f" * 32, timeout=5)
+
+
+def test_keys_are_created_listed_and_revoked_and_errors_say_401_or_403(start_server, jobs_dir: Path) -> None:
+    admin_key = create_admin_key(jobs_dir)
+    server = start_server()
+    with Client(server.url) as anonymous, pytest.raises(Unauthorized) as refused:
+        anonymous.list(limit=1).__next__()
+    assert refused.value.status == 401
+    with Client(server.url, key=admin_key) as admin:
+        worker_key = admin.create_key("worker", ["jobs:submit", "jobs:read"])
+        assert worker_key.key and worker_key.scopes == ["jobs:submit", "jobs:read"]
+        assert {"admin", "worker"} <= {key.name for key in admin.list_keys()}
+        assert all(key.key is None for key in admin.list_keys())  # secrets are shown once, at creation
+        with Client(server.url, key=worker_key.key) as worker:
+            job = worker.submit(py("pass"))
+            assert worker.wait(job.id, timeout=20).status == "COMPLETED"
+            assert admin.status(job.id).owner == worker_key.id
+            with pytest.raises(Forbidden) as forbidden:
+                worker.cancel(job.id)  # needs jobs:cancel
+            assert forbidden.value.status == 403 and forbidden.value.description
+            admin.revoke_key(worker_key.id)
+            with pytest.raises(Unauthorized):
+                worker.status(job.id)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.admin_key import create_admin_key
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
 CHROMIUM = os.environ.get("PROCQ_CHROMIUM", "/usr/bin/chromium")
@@ -232,3 +233,25 @@ def test_unknown_and_escaping_asset_names_are_json_404s(server: ServerProcess) -
 
 def asset_etag(server: ServerProcess, name: str) -> str:
     return server.get(f"/ui/{name}").headers["ETag"]
+
+
+@needs_browser
+def test_the_page_asks_for_a_key_when_the_server_needs_one_and_keeps_it(
+    page: Page, start_server, jobs_dir: Path
+) -> None:
+    key = create_admin_key(jobs_dir)
+    server = start_server()
+    made = server.post("/jobs", json={"args": py("print('secret work')")}, headers={"Authorization": f"Bearer {key}"})
+    job = made.json()
+    page.goto(server.url + "/")
+    dialog = page.locator("#key-dialog")
+    expect(dialog).to_be_visible()
+    page.locator("#key-input").fill(key)
+    page.locator("#key-form button[type=submit]").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator(f'tr[data-id="{job["id"]}"]')).to_be_visible()
+    expect(page.locator("#live")).to_have_text("live")  # the event stream carries the key too
+    assert page.evaluate("() => localStorage.getItem('procq.apiKey')") == key
+    page.reload()
+    expect(page.locator(f'tr[data-id="{job["id"]}"] .badge .word')).to_have_text("Completed")
+    expect(dialog).to_be_hidden()
