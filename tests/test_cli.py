@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin_key import create_admin_key
+from tests.features import create_admin_key
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
 

@@ -21,7 +21,7 @@ from client import (
     Unauthorized,
     WaitTimeout,
 )
-from tests.admin_key import create_admin_key
+from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ServerProcess, py
 
 # Writes five stderr lines 0.4 s apart, then its result: long enough to watch it happen.
@@ -44,14 +44,6 @@ def server(start_server) -> ServerProcess:
 def client(server: ServerProcess) -> Iterator[Client]:
     with Client(server.url, timeout=10) as c:
         yield c
-
-
-def require_submit_field(server: ServerProcess, field: str, value: object) -> None:
-    """Skip, naming the missing piece, when POST /jobs does not know `field` yet (issue 5 unmerged)."""
-    answer = server.post("/jobs", json={"args": py("pass"), field: value})
-    if answer.status_code == 400 and field in answer.json().get("description", ""):
-        pytest.skip(f"POST /jobs does not accept {field!r} on this server (issue 5, control, not merged)")
-    assert answer.status_code == 201, answer.text
 
 
 def count_requests(client: Client) -> list[str]:
@@ -115,7 +107,8 @@ def test_logs_follow_yields_chunks_while_the_job_writes_and_ends_with_it(client:
 
 
 def test_logs_without_follow_returns_what_is_written_from_an_offset(client: Client) -> None:
-    job = client.wait(client.submit(WRITER).id, timeout=20)
+    quick = WRITER[:-1] + [WRITER[-1].replace("time.sleep(0.4)", "pass")]
+    job = client.wait(client.submit(quick).id, timeout=20)
     assert "".join(client.logs(job.id)) == "".join(f"line {i}\n" for i in range(5))
     assert "".join(client.logs(job.id, offset=7)) == "".join(f"line {i}\n" for i in range(1, 5))
     assert "".join(client.logs(job.id, stream="stdout")) == "done\n"

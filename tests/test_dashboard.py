@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.admin_key import create_admin_key
+from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
 CHROMIUM = os.environ.get("PROCQ_CHROMIUM", "/usr/bin/chromium")
@@ -255,3 +255,25 @@ def test_the_page_asks_for_a_key_when_the_server_needs_one_and_keeps_it(
     page.reload()
     expect(page.locator(f'tr[data-id="{job["id"]}"] .badge .word')).to_have_text("Completed")
     expect(dialog).to_be_hidden()
+
+
+@needs_browser
+def test_the_form_sends_priority_delay_and_timeout(page: Page, server: ServerProcess) -> None:
+    require_submit_field(server, "priority", 1)
+    page.goto(server.url + "/")
+    page.locator("#new-job").click()
+    page.locator("#arg-list input").first.fill(sys.executable)
+    for value in ("-c", "print('later')"):
+        page.locator("#add-arg").click()
+        page.locator("#arg-list input").last.fill(value)
+    form = page.locator("#submit-form")
+    form.locator('input[name="priority"]').fill("9")
+    form.locator('input[name="delay_seconds"]').fill("0.5")
+    form.locator('input[name="timeout_seconds"]').fill("30")
+    page.locator("#submit-go").click()
+    expect(page.locator("#job-view")).to_be_visible()
+    job_id = wait_until(lambda: page.url.rsplit("/", 1)[-1] if "#/jobs/" in page.url else None)
+    job = server.wait_status(job_id, "COMPLETED")
+    assert (job["priority"], job["timeout_seconds"]) == (9, 30) and job["run_at"]
+    expect(page.locator('#job-details [data-field="Priority"] dd')).to_have_text("9")
+    expect(page.locator('#job-details [data-field="Timeout"] dd')).to_have_text("30 s")
