@@ -15,7 +15,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from client.errors import ConnectionFailed, JobNotFound, NotFound, WaitTimeout, error_for
+from client.errors import ConnectionFailed, JobNotFound, NotFound, Unavailable, WaitTimeout, error_for
 from client.job import ApiKey, Job
 from client.sse import iter_events
 
@@ -130,9 +130,9 @@ class Client:
 
     def wait(self, job_id: str, timeout: float | None = None, on_change: Callable[[Job], None] | None = None) -> Job:
         """Block until the job is COMPLETED, FAILED or CANCELED and return it. Follows GET /events (no
-        busy polling), reconnecting if the stream drops; polls with backoff only on a server without
-        /events. `on_change` is called with the job each time its state changes (and once at first).
-        Raises WaitTimeout after `timeout` seconds, JobNotFound for an unknown id."""
+        busy polling), reconnecting if the stream drops; polls with backoff only when the server has no
+        /events or no stream to spare. `on_change` is called with the job each time its state changes
+        (and once at first). Raises WaitTimeout after `timeout` seconds, JobNotFound for an unknown id."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: list[str] = []
 
@@ -156,7 +156,7 @@ class Client:
                         (EVENTS_IDLE_S if remaining is None else min(remaining, EVENTS_IDLE_S)) + 0.1,
                     ),
                 )
-            except NotFound:
+            except (NotFound, Unavailable):  # no /events here, or every stream slot taken: poll instead
                 return self._poll(job_id, deadline, check)
             except ConnectionFailed:
                 if deadline is not None and time.monotonic() >= deadline:
