@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import sys
 from collections.abc import Iterator
@@ -26,10 +27,17 @@ EXIT_ERROR = 1  # the server refused, or could not be reached; the message says 
 EXIT_WAIT_TIMEOUT = 124  # like timeout(1)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("procq")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without `pip install`
+        return "(not installed)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="PROCQ_URL", default=DEFAULT_URL, show_default=True, help="Server URL [PROCQ_URL].")
 @click.option("--key", envvar="PROCQ_KEY", default=None, help="API key, if the server requires one [PROCQ_KEY].")
-@click.version_option(package_name="procq", message="procq %(version)s")
+@click.version_option(version=_version(), prog_name="procq", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, url: str, key: str | None) -> None:
     """procq: run commands as jobs on a procq server, watch them and fetch their results."""
@@ -54,7 +62,10 @@ def main() -> None:
 )
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
 def serve(flags: tuple[str, ...]) -> None:
-    """Start the server, exactly as `python run.py FLAGS` (try `procq serve --help`)."""
+    """Start the server (same flags as run.py).
+
+    `procq serve FLAGS` is exactly `python run.py FLAGS`; try `procq serve --help`.
+    """
     import run  # the server lives in the same distribution; only this command needs it
 
     sys.exit(run.main(list(flags)))
@@ -79,7 +90,7 @@ def serve(flags: tuple[str, ...]) -> None:
 @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
 @click.pass_obj
 def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_json: bool, **options: Any) -> None:
-    """Submit ARGS (a command and its arguments, run without a shell) as a job.
+    """Submit a command (run without a shell) as a job.
 
     Put `--` before the command so its own options are not read as procq's:
 
@@ -115,7 +126,7 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
 @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
 @click.pass_obj
 def wait(client: Client, job_id: str, timeout: float | None, as_json: bool, cancel_on_interrupt: bool) -> None:
-    """Wait for a job to finish; print its result and exit with its exit code."""
+    """Wait for a job, print its result, exit with its code."""
     with _interruptible(client, job_id, cancel_on_interrupt):
         try:
             job = _wait_with_spinner(client, client.status(job_id), timeout)
@@ -130,7 +141,10 @@ def wait(client: Client, job_id: str, timeout: float | None, as_json: bool, canc
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.pass_obj
 def status(client: Client, job_id: str, as_json: bool) -> None:
-    """Show a job: its state, command, timestamps, exit code and resource use."""
+    """Show a job's state, command, times, exit code.
+
+    Also its tags, priority, resource use and error, where it has them.
+    """
     job = client.status(job_id)
     if as_json:
         _print_json(job.to_dict())
@@ -143,7 +157,10 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file.")
 @click.pass_obj
 def result(client: Client, job_id: str, output: str | None) -> None:
-    """Print the result (stdout) of a COMPLETED job, or write it to a file with -o."""
+    """Print a finished job's result (its stdout).
+
+    The job must be COMPLETED. With -o, the result is written to a file instead.
+    """
     if output:
         size = client.result_to(job_id, output)
         err.print(f"wrote {size} bytes to {output}")
@@ -158,7 +175,7 @@ def result(client: Client, job_id: str, output: str | None) -> None:
 @click.option("--stdout", "stdout_", is_flag=True, help="Show stdout (the result so far) instead of stderr.")
 @click.pass_obj
 def logs(client: Client, job_id: str, follow: bool, stdout_: bool) -> None:
-    """Print a job's stderr (its log); with -f, follow it live."""
+    """Print a job's stderr; -f follows it live."""
     try:
         for chunk in client.logs(job_id, follow=follow, stream="stdout" if stdout_ else "stderr"):
             sys.stdout.write(chunk)
@@ -172,7 +189,10 @@ def logs(client: Client, job_id: str, follow: bool, stdout_: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
 @click.pass_obj
 def cancel(client: Client, job_id: str, as_json: bool) -> None:
-    """Cancel a queued or running job (returns once its processes have ended)."""
+    """Cancel a queued or running job.
+
+    Returns once the job's processes have ended.
+    """
     job = client.cancel(job_id)
     if as_json:
         _print_json(job.to_dict())
@@ -226,7 +246,7 @@ def rm(client: Client, job_ids: tuple[str, ...]) -> None:
 
 @cli.group()
 def keys() -> None:
-    """Manage API keys (needs a key with the admin scope)."""
+    """Create, list and revoke API keys (admin scope)."""
 
 
 @keys.command(name="create")
@@ -243,7 +263,7 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
 @click.pass_obj
 def keys_create(client: Client, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
-    """Create a key; its secret is printed this once only."""
+    """Create a key; its secret is printed only now."""
     key = client.create_key(name, scopes)
     if as_json:
         _print_json(key.raw)
