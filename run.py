@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import ipaddress
 import logging
 import os
 import sys
@@ -12,13 +14,15 @@ from pathlib import Path
 import pykka
 import waitress
 
-from actors import osdeps
+from actors import osdeps, webhook
 from actors.dispatcher import Dispatcher
 from actors.job import timestamp, utc_now
 from actors.recovery import load_jobs
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
+from api import keys as api_keys
 from api.app import create_app
+from api.commands import CommandPolicy
 
 log = logging.getLogger("procq")
 
@@ -98,6 +102,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
     add(
+        "--keys-file",
+        type=Path,
+        default=env("PROCQ_KEYS_FILE"),
+        help="API keys file [PROCQ_KEYS_FILE]; "
+        "default <jobs-dir>/.keys.json. Manage keys with: python run.py keys --help",
+    )
+    add(
+        "--insecure-no-auth",
+        action="store_true",
+        default=env("PROCQ_INSECURE_NO_AUTH") == "1",
+        help="serve on a non-loopback --host with no API key: anyone who reaches it runs any command "
+        "[PROCQ_INSECURE_NO_AUTH=1]",
+    )
+    add(
+        "--allow-command",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_COMMAND", "").split(os.pathsep) if c],
+        help="only this executable may be run, by name (looked up on PATH) or absolute path; repeat "
+        "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
+    )
+    add(
+        "--max-queued",
+        type=int,
+        default=env("PROCQ_MAX_QUEUED"),
+        help="POST /jobs answers 429 while this many jobs wait; default no limit [PROCQ_MAX_QUEUED]",
+    )
+    add(
+        "--webhook-secret",
+        default=env("PROCQ_WEBHOOK_SECRET"),
+        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
+        "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+    )
+    add(
+        "--webhook-deny-private",
+        action="store_true",
+        default=env("PROCQ_WEBHOOK_DENY_PRIVATE") == "1",
+        help="refuse webhooks to private, loopback and reserved addresses (link-local is always refused) "
+        "[PROCQ_WEBHOOK_DENY_PRIVATE=1]",
+    )
+    add(
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -107,10 +151,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_queued is not None and args.max_queued < 1:
+        parser.error("--max-queued must be at least 1")
+    if args.webhook_secret is not None:
+        try:
+            args.webhook_secret = webhook.parse_secret(args.webhook_secret)
+        except ValueError:
+            parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     return args
 
 
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        return api_keys.command_line(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs_dir = args.jobs_dir.resolve()
@@ -120,6 +183,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         print(f"procq: another procq server is using {jobs_dir}; stop it or choose another --jobs-dir", file=sys.stderr)
         return 2
+    try:
+        keys = api_keys.KeyStore(api_keys.keys_path(jobs_dir, args.keys_file))
+    except api_keys.KeyFileError as exc:
+        print(f"procq: {exc}; fix or remove it", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and not keys.required:
+        if not args.insecure_no_auth:
+            print(
+                f"procq: refusing to listen on {args.host!r} with no API key: anyone who can reach it could run "
+                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create --name admin "
+                "--scopes admin\nor pass --insecure-no-auth to serve without keys anyway.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("INSECURE: serving on %s with no API key; anyone who reaches it can run any command", args.host)
+    commands = CommandPolicy(args.allow_command)
+    for entry in commands.unresolved:
+        log.warning("--allow-command %r is not an executable on PATH or an absolute path: it matches nothing", entry)
     settings = Settings(
         jobs_dir=jobs_dir,
         workers=args.workers,
@@ -129,10 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
         ),
         webhook_concurrency=args.webhook_concurrency,
+        max_queued=args.max_queued,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
-    dispatcher = Dispatcher.start(settings, jobs).proxy()
-    app = create_app(dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30)
+    send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
+    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send).proxy()
+    app = create_app(
+        dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30, keys=keys, commands=commands
+    )
     server = waitress.create_server(
         app,
         host=args.host,

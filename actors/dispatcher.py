@@ -13,7 +13,7 @@ from typing import Any
 import pykka
 
 from actors import webhook
-from actors.errors import JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.errors import JobConflict, JobNotFound, QueueFull, ShuttingDown, StorageError
 from actors.job import Delivery, IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
 from actors.jobdir import JobDir
 from actors.settings import Settings
@@ -75,14 +75,16 @@ class Dispatcher(pykka.ThreadingActor):
     # --- asked by the API ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest) -> Job:
-        """Create the job on disk (durably) and queue it. Raises ShuttingDown or StorageError."""
+        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull or StorageError."""
         if not self._accepting:
             raise ShuttingDown()
+        self._check_room()
         job = Job(
             id=self._new_id(),
             args=request.args,
             mime_type=request.mime_type,
             webhook=request.webhook,
+            owner=request.owner,
             enqueued_at=timestamp(self._now()),
         )
         try:
@@ -169,6 +171,15 @@ class Dispatcher(pykka.ThreadingActor):
         self._pump()
 
     # --- inside ----------------------------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        limit = self._settings.max_queued
+        # The heap also holds ids canceled while queued, so its length is an upper bound: count
+        # exactly only near the limit, and submit stays O(1) the rest of the time.
+        if limit is not None and len(self._queue) >= limit:
+            waiting = sum(1 for job_id in self._queue if self._jobs[job_id].status is Status.IN_QUEUE)
+            if waiting >= limit:
+                raise QueueFull(limit)
 
     def _ended(self, job: Job) -> None:
         self._jobs[job.id] = job

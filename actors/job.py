@@ -45,6 +45,7 @@ class JobRequest:
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
+    owner: str | None = None  # id of the API key that submits it
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Job:
     completed_at: str | None = None
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
+    owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
