@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+SIGTERM = signal.SIGTERM  # ServerProcess.signal (a method) shadows the module inside the class body
 
 
 def py(code: str) -> list[str]:
@@ -104,7 +105,7 @@ class ServerProcess:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int = SIGTERM, timeout: float = 30.0) -> int:
         """Send a shutdown signal and return the exit code (the server must exit by itself)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
