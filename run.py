@@ -227,11 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         ident="procq",
     )
     osdeps.install_shutdown(lambda: log.info("stopping: no new jobs; ending running ones"))
-    print(
-        f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}", flush=True
-    )
     try:
+        print(
+            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
+            flush=True,
+        )
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
+    except KeyboardInterrupt:
+        pass  # the signal came before waitress's loop started (clients may connect once we print)
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10)
