@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,12 @@ class LogsResource:
         job = self._get(job_id)
         if job.status.terminal:
             end.set()
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end))
+        gone = sse.client_gone(req)
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
 
-    def _follow(self, job: Job, path: Path, offset: int, end: threading.Event) -> Iterator[bytes]:
+    def _follow(
+        self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
+    ) -> Iterator[bytes]:
         yield b"retry: 1000\n\n"  # sent at once: the client knows it is connected
         quiet_since = time.monotonic()
         while True:
@@ -74,8 +77,8 @@ class LogsResource:
                     continue  # more is waiting
             if last:
                 break
-            if self._hub.closing.is_set():
-                return  # server shutdown: no end event; the client reconnects to the next server
+            if self._hub.closing.is_set() or gone():
+                return  # shutdown (no end event: the client reconnects to the next server) or hung up
             if time.monotonic() - quiet_since >= HEARTBEAT_S:
                 yield sse.comment("waiting for output")
                 quiet_since = time.monotonic()
@@ -101,8 +104,8 @@ def utf8_prefix(data: bytes) -> int:
         byte = data[size - back]
         if byte & 0xC0 == 0x80:
             continue  # a continuation byte: look further back for its lead byte
-        if byte < 0xC0:
-            return size  # ASCII: complete
+        if byte < 0xC0 or byte >= 0xF8:
+            return size  # ASCII (complete), or a byte no UTF-8 text has
         needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
         return size - back if back < needed else size
     return size  # not UTF-8 at all: send it as it is (decoded with replacement characters)
