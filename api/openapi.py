@@ -252,7 +252,13 @@ PATHS: dict[str, Any] = {
     "/health": {
         "get": _operation(
             "Liveness and readiness",
-            {"200": _json("Ready.", "Health"), "503": _json("Not ready; `checks` says why.", "Health")},
+            {
+                "200": _json("Ready.", "Health"),
+                "503": {
+                    "description": "Not ready; `checks` and `description` say why.",
+                    "content": {_JSON: {"schema": {"allOf": [_ref("Error"), _ref("Health")]}}},
+                },
+            },
         )
     },
     "/openapi.json": {

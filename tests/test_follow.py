@@ -112,3 +112,16 @@ def test_utf8_prefix_never_splits_a_character() -> None:
         head[:usable].decode("utf-8")  # never raises
         assert cut - usable < 4
     assert utf8_prefix(b"\xff\xfe") == 2  # not UTF-8 at all: sent as it is
+
+
+def test_shutdown_ends_open_streams_promptly(start_server) -> None:
+    server = start_server()
+    job = server.submit(py("import time; time.sleep(30)"))
+    server.wait_status(job["id"], "IN_PROGRESS")
+    follower = open_stream(f"{server.url}/jobs/{job['id']}/logs")
+    events = open_stream(f"{server.url}/events")
+    started = time.monotonic()
+    assert server.stop() == 0
+    # waitress would otherwise wait 5 s for each busy thread before giving up on it
+    assert time.monotonic() - started < 4.5
+    assert follower.next() is None and events.next() is None
