@@ -14,28 +14,41 @@ from pathlib import Path
 import pykka
 import waitress
 
+import logformat
 from actors import osdeps, webhook
 from actors.dispatcher import Dispatcher
+from actors.events import EventHub
 from actors.job import timestamp, utc_now
+from actors.lifecycle import LifecycleLog
+from actors.metrics import Metrics
 from actors.recovery import load_jobs
+from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
 from api import keys as api_keys
 from api.app import create_app
 from api.commands import CommandPolicy
+from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
+    try:
+        env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
+    except ConfigError as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="procq: a job server that runs every job as its own process. "
-        "Every flag can also be set with the PROCQ_* environment variable shown.",
+        "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
+        '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
+        "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
+    add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
         "--port", type=int, default=env("PROCQ_PORT", "8080"), help="port to listen on; 0 picks a free one [PROCQ_PORT]"
@@ -52,7 +65,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("PROCQ_WORKERS", str(os.cpu_count() or 1)),
         help="jobs running at once [PROCQ_WORKERS]",
     )
-    add("--threads", type=int, default=env("PROCQ_THREADS", "16"), help="HTTP worker threads [PROCQ_THREADS]")
+    add(
+        "--threads",
+        type=int,
+        default=env("PROCQ_THREADS", "64"),
+        help="HTTP worker threads; each open event stream (log follower, /events) holds one [PROCQ_THREADS]",
+    )
+    add(
+        "--max-streams",
+        type=int,
+        default=env("PROCQ_MAX_STREAMS", "0"),
+        help="open event streams allowed at once, the rest answered 503; 0 means 3/4 of --threads, "
+        "leaving threads for other requests [PROCQ_MAX_STREAMS]",
+    )
+    add(
+        "--retention",
+        type=_duration,
+        default=env("PROCQ_RETENTION", "7d"),
+        help="finished jobs older than this are deleted in the background: seconds, or a number with "
+        "s, m, h or d; 0 keeps them forever [PROCQ_RETENTION]",
+    )
     add(
         "--max-body-bytes",
         type=int,
@@ -104,14 +136,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--keys-file",
         type=Path,
-        default=env("PROCQ_KEYS_FILE"),
+        default=env("PROCQ_KEYS_FILE", "") or None,
         help="API keys file [PROCQ_KEYS_FILE]; "
         "default <jobs-dir>/.keys.json. Manage keys with: python run.py keys --help",
     )
     add(
         "--insecure-no-auth",
         action="store_true",
-        default=env("PROCQ_INSECURE_NO_AUTH") == "1",
+        default=_true(env("PROCQ_INSECURE_NO_AUTH", "false")),
         help="serve on a non-loopback --host with no API key: anyone who reaches it runs any command "
         "[PROCQ_INSECURE_NO_AUTH=1]",
     )
@@ -125,19 +157,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--max-queued",
         type=int,
-        default=env("PROCQ_MAX_QUEUED"),
-        help="POST /jobs answers 429 while this many jobs wait; default no limit [PROCQ_MAX_QUEUED]",
+        default=env("PROCQ_MAX_QUEUED", "0"),
+        help="POST /jobs answers 429 while this many jobs wait; 0 means no limit [PROCQ_MAX_QUEUED]",
     )
     add(
         "--webhook-secret",
-        default=env("PROCQ_WEBHOOK_SECRET"),
+        default=env("PROCQ_WEBHOOK_SECRET", "") or None,
         help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
         "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
     )
     add(
         "--webhook-deny-private",
         action="store_true",
-        default=env("PROCQ_WEBHOOK_DENY_PRIVATE") == "1",
+        default=_true(env("PROCQ_WEBHOOK_DENY_PRIVATE", "false")),
         help="refuse webhooks to private, loopback and reserved addresses (link-local is always refused) "
         "[PROCQ_WEBHOOK_DENY_PRIVATE=1]",
     )
@@ -147,18 +179,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[PROCQ_LOG_LEVEL]",
     )
+    add(
+        "--log-format",
+        default=env("PROCQ_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="log lines as text, or as one JSON object per line with job_id, status and event fields "
+        "on job lifecycle lines [PROCQ_LOG_FORMAT]",
+    )
     args = parser.parse_args(argv)
+    if env.unknown_keys(parser):
+        parser.error(f"unknown settings in {env.path}: {', '.join(env.unknown_keys(parser))}")
+    args.max_streams = args.max_streams or max(1, args.threads * 3 // 4)
+    if not 1 <= args.max_streams < args.threads:
+        parser.error("--max-streams must be at least 1 and less than --threads, so other requests still get a thread")
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_queued is not None and args.max_queued < 1:
-        parser.error("--max-queued must be at least 1")
+    if args.max_queued < 0:
+        parser.error("--max-queued must be 0 (no limit) or more")
+    args.max_queued = args.max_queued or None
     if args.webhook_secret is not None:
         try:
             args.webhook_secret = webhook.parse_secret(args.webhook_secret)
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     return args
+
+
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_loopback(host: str) -> bool:
@@ -175,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["keys"]:
         return api_keys.command_line(argv[1:])
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
     jobs_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -210,13 +259,23 @@ def main(argv: list[str] | None = None) -> int:
             args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
         ),
         webhook_concurrency=args.webhook_concurrency,
+        retention_s=args.retention,
         max_queued=args.max_queued,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
+    events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
-    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send).proxy()
+    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
     app = create_app(
-        dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30, keys=keys, commands=commands
+        dispatcher,
+        jobs_dir,
+        args.max_body_bytes,
+        cancel_wait_s=args.grace + 30,
+        events=events,
+        metrics=metrics,
+        max_streams=args.max_streams,
+        keys=keys,
+        commands=commands,
     )
     server = waitress.create_server(
         app,
@@ -224,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         threads=args.threads,
         max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+        channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
         ident="procq",
     )
-    osdeps.install_shutdown(lambda: log.info("stopping: no new jobs; ending running ones"))
+    osdeps.install_shutdown(lambda: _stopping(events))
     try:
         print(
             f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
@@ -243,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stopping(events: EventHub) -> None:
+    log.info("stopping: no new jobs; ending running ones")
+    # Open event streams end now: waitress waits for its threads before server.run() returns.
+    events.close()
+
+
 def _stop(dispatcher: object, wait_s: float) -> None:
     """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
     every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
@@ -252,6 +318,13 @@ def _stop(dispatcher: object, wait_s: float) -> None:
         while not event.wait(0.5) and time.monotonic() < deadline:
             pass
     pykka.ActorRegistry.stop_all(block=True, timeout=5)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 if __name__ == "__main__":
