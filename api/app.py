@@ -41,17 +41,17 @@ def create_app(
     (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
     keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
     what jobs may run."""
-    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)] if keys else [])
+    keys = keys or KeyStore(jobs_dir / ".keys.json")  # the server's default place: off until a key exists
+    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
     resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands)
     app.add_route("/jobs", resource)
     for action in ("status", "result", "cancel"):
         app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
     app.add_route("/health", HealthResource(dispatcher, jobs_dir))
     watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
-    if keys is not None:
-        admin = KeysResource(keys, max_body_bytes)
-        app.add_route("/admin/keys", admin)
-        app.add_route("/admin/keys/{key_id}", admin, suffix="key")
+    admin = KeysResource(keys, max_body_bytes)
+    app.add_route("/admin/keys", admin)
+    app.add_route("/admin/keys/{key_id}", admin, suffix="key")
 
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))

@@ -11,6 +11,7 @@ import falcon
 
 from actors.events import EVENT_FIELDS
 from actors.job import Status
+from api.openapi_security import add_security
 from api.schema import QUERY, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
@@ -272,7 +273,7 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
-    return copy.deepcopy(
+    doc = copy.deepcopy(
         {
             "openapi": "3.1.0",
             "info": {
@@ -285,6 +286,7 @@ def document() -> dict[str, Any]:
             "components": {"schemas": SCHEMAS},
         }
     )
+    return add_security(doc)  # api/openapi_security.py: Bearer keys, scopes, /admin/keys
 
 
 class OpenAPIResource:
