@@ -46,6 +46,7 @@ class JobRequest:
     mime_type: str = "text/plain"
     webhook: str | None = None
     tags: tuple[str, ...] = ()
+    owner: str | None = None  # id of the API key that submits it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Job:
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
+    owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

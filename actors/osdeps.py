@@ -238,3 +238,14 @@ def lock_exclusively(path: Path) -> IO[bytes]:
         handle.close()
         raise
     return handle
+
+
+def open_inside(path: Path, root: Path) -> IO[bytes]:
+    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
+    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
+    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
+        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    return open(fd, "rb")

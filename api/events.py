@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import falcon
 
@@ -25,16 +25,17 @@ class EventsResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         subscription = self._hub.subscribe()  # now, so no change after this response began is lost
+        gone = sse.client_gone(req)
         try:
-            sse.start(resp, self._slots, lambda: self._stream(subscription), cleanup=subscription.close)
+            sse.start(resp, self._slots, lambda: self._stream(subscription, gone), cleanup=subscription.close)
         except BaseException:
             subscription.close()
             raise
 
-    def _stream(self, subscription: Subscription) -> Iterator[bytes]:
+    def _stream(self, subscription: Subscription, gone: Callable[[], bool]) -> Iterator[bytes]:
         yield b"retry: 2000\n\n"  # sent at once: the client knows it is subscribed
         quiet_since = time.monotonic()
-        while not self._hub.closing.is_set():
+        while not (self._hub.closing.is_set() or gone()):
             item = subscription.get(timeout=WAKE_S)
             if item is not None:
                 kind, data = item

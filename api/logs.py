@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import falcon
 import pykka
 
+from actors import osdeps
 from actors.errors import JobNotFound, ProcqError
 from actors.events import EventHub
 from actors.job import Job, is_job_id
@@ -56,9 +57,12 @@ class LogsResource:
         job = self._get(job_id)
         if job.status.terminal:
             end.set()
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end))
+        gone = sse.client_gone(req)
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
 
-    def _follow(self, job: Job, path: Path, offset: int, end: threading.Event) -> Iterator[bytes]:
+    def _follow(
+        self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
+    ) -> Iterator[bytes]:
         yield b"retry: 1000\n\n"  # sent at once: the client knows it is connected
         quiet_since = time.monotonic()
         while True:
@@ -74,8 +78,8 @@ class LogsResource:
                     continue  # more is waiting
             if last:
                 break
-            if self._hub.closing.is_set():
-                return  # server shutdown: no end event; the client reconnects to the next server
+            if self._hub.closing.is_set() or gone():
+                return  # shutdown (no end event: the client reconnects to the next server) or hung up
             if time.monotonic() - quiet_since >= HEARTBEAT_S:
                 yield sse.comment("waiting for output")
                 quiet_since = time.monotonic()
@@ -101,8 +105,8 @@ def utf8_prefix(data: bytes) -> int:
         byte = data[size - back]
         if byte & 0xC0 == 0x80:
             continue  # a continuation byte: look further back for its lead byte
-        if byte < 0xC0:
-            return size  # ASCII: complete
+        if byte < 0xC0 or byte >= 0xF8:
+            return size  # ASCII (complete), or a byte no UTF-8 text has
         needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
         return size - back if back < needed else size
     return size  # not UTF-8 at all: send it as it is (decoded with replacement characters)
@@ -122,7 +126,7 @@ def _last_event_id(req: falcon.Request, offset: int) -> int:
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size  # lstat: a planted symlink must not reveal its target's size
     except FileNotFoundError:
         return 0  # the job has not started yet
 
@@ -130,7 +134,8 @@ def _size(path: Path) -> int:
 def _read(path: Path, offset: int, limit: int) -> bytes:
     """One short-lived handle per poll (WINDOWS.md §4); a file not there yet reads as empty."""
     try:
-        with open(path, "rb") as handle:
+        # jobs/<id>/<stream>.txt: a symlink planted there or on the job's directory is refused
+        with osdeps.open_inside(path, path.parent.parent) as handle:
             handle.seek(offset)
             return handle.read(limit)
     except FileNotFoundError:

@@ -11,6 +11,7 @@ import falcon
 
 from actors.events import EVENT_FIELDS
 from actors.job import Status
+from api.openapi_security import add_security
 from api.schema import QUERY, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
@@ -252,7 +253,13 @@ PATHS: dict[str, Any] = {
     "/health": {
         "get": _operation(
             "Liveness and readiness",
-            {"200": _json("Ready.", "Health"), "503": _json("Not ready; `checks` says why.", "Health")},
+            {
+                "200": _json("Ready.", "Health"),
+                "503": {
+                    "description": "Not ready; `checks` and `description` say why.",
+                    "content": {_JSON: {"schema": {"allOf": [_ref("Error"), _ref("Health")]}}},
+                },
+            },
         )
     },
     "/openapi.json": {
@@ -266,7 +273,7 @@ PATHS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
-    return copy.deepcopy(
+    doc = copy.deepcopy(
         {
             "openapi": "3.1.0",
             "info": {
@@ -279,6 +286,7 @@ def document() -> dict[str, Any]:
             "components": {"schemas": SCHEMAS},
         }
     )
+    return add_security(doc)  # api/openapi_security.py: Bearer keys, scopes, /admin/keys
 
 
 class OpenAPIResource:

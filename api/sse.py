@@ -23,6 +23,12 @@ def event(kind: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def client_gone(req: falcon.Request) -> Callable[[], bool]:
+    """A check for a client that hung up. waitress offers it (with channel_request_lookahead >= 1,
+    see run.py), so an idle stream frees its thread at the next poll instead of at its next write."""
+    return req.env.get("waitress.client_disconnected") or (lambda: False)
+
+
 def comment(text: str) -> bytes:
     """A comment line: ignored by EventSource, it keeps proxies from timing the stream out and
     lets waitress notice a client that went away (the write fails)."""
