@@ -268,6 +268,22 @@ PATHS: dict[str, Any] = {
             {"200": {"description": "OpenAPI 3.1.", "content": {_JSON: {"schema": {"type": "object"}}}}},
         )
     },
+    "/": {  # api/dashboard.py
+        "get": _operation(
+            "The web dashboard (needs no key: it asks for one and sends it with its API calls)",
+            {"200": {"description": "The dashboard page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        )
+    },
+    "/ui/{name}": {
+        "get": _operation(
+            "A file of the dashboard (script, stylesheet, icon)",
+            {
+                "200": {"description": "The file; ETag and Cache-Control: no-cache."},
+                "404": _error("The dashboard has no file of that name."),
+            },
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        )
+    },
 }
 
 

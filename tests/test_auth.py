@@ -75,6 +75,7 @@ def test_every_route_needs_a_valid_key_with_the_right_scope(jobs_dir: Path, star
 
     def call(method: str, template: str, headers: dict[str, str]) -> Any:
         values = {"job_id": job["id"], "id": job["id"], "key_id": make_key(jobs_dir, "jobs:read", name="victim")[0]}
+        values["name"] = "app.js"  # /ui/{name}: a dashboard file
         path = _fill(template, values)
         return server.http.request(
             method, server.url + path, json=_body(method, template), headers=headers, timeout=30, stream=True
