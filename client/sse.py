@@ -27,12 +27,15 @@ def iter_events(response: requests.Response) -> Iterator[Event]:
     # chunk_size=None hands over each chunk as it arrives; a fixed size would wait for that many bytes.
     for chunk in response.iter_content(chunk_size=None):
         buffer += decoder.decode(chunk)
-        buffer = buffer.replace("\r\n", "\n").replace("\r", "\n")
+        # A CR at the end may be the first half of a CRLF split across chunks: keep it raw until the next one.
+        held = "\r" if buffer.endswith("\r") else ""
+        buffer = buffer[: len(buffer) - len(held)].replace("\r\n", "\n").replace("\r", "\n")
         while "\n\n" in buffer:
             block, buffer = buffer.split("\n\n", 1)
             event = _parse(block)
             if event is not None:
                 yield event
+        buffer += held
 
 
 def _parse(block: str) -> Event | None:

@@ -81,13 +81,17 @@ async function sse(path, onEvent, { signal, lastEventId, onOpen } = {}) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value.replace(/\r\n?/g, "\n");
+    buffer += value;
+    // A CR at the end may be half of a CRLF split across chunks: normalise all but that one.
+    const held = buffer.endsWith("\r") ? "\r" : "";
+    buffer = buffer.slice(0, buffer.length - held.length).replace(/\r\n?/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = parseEvent(buffer.slice(0, end));
       buffer = buffer.slice(end + 2);
       if (event) onEvent(event);
     }
+    buffer += held;
   }
 }
 
