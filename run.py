@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
         channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
         ident="procq",
     )
     osdeps.install_shutdown(lambda: _stopping(events))
