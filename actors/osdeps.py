@@ -10,6 +10,7 @@ import _thread
 import logging
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -249,3 +250,17 @@ def open_inside(path: Path, root: Path) -> IO[bytes]:
         raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
     return open(fd, "rb")
+
+
+_FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # Windows: symlinks and junctions both carry it
+
+
+def is_plain_dir(path: Path) -> bool:
+    """True for a real directory at `path` itself: not a symlink, and on Windows not a junction
+    (os.lstat reports some junctions as directories). Raises OSError but FileNotFoundError -> False."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    reparse = getattr(info, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT
+    return stat.S_ISDIR(info.st_mode) and not reparse
