@@ -189,9 +189,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if env.unknown_keys(parser):
         parser.error(f"unknown settings in {env.path}: {', '.join(env.unknown_keys(parser))}")
-    args.max_streams = args.max_streams or max(1, args.threads * 3 // 4)
-    if not 1 <= args.max_streams < args.threads:
+    if args.max_streams and not 0 < args.max_streams < args.threads:
         parser.error("--max-streams must be at least 1 and less than --threads, so other requests still get a thread")
+    args.max_streams = args.max_streams or max(1, args.threads * 3 // 4)
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
         channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
         ident="procq",
     )
     osdeps.install_shutdown(lambda: _stopping(events))

@@ -35,6 +35,9 @@ class Dispatcher(pykka.ThreadingActor):
     A Supervisor exists only while its job runs or a delivery is in flight, so 10,000 queued jobs
     cost 10,000 index entries, not threads. The Dispatcher writes a job's meta.json only while the
     job has no Supervisor (creation, cancel while queued).
+    Every change of a job passes through `_store`: it updates the JobIndex (sorted ids for paging)
+    and tells the watchers (EventHub, Metrics, LifecycleLog), which never block. `delete` and the
+    retention timer (`sweep`) forget finished jobs; a helper thread removes their directories.
     """
 
     def __init__(

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import time
 import uuid
 from collections.abc import Callable, Container, Iterable
@@ -98,13 +97,13 @@ def _move_to_trash(jobs_dir: Path, trash: Path, job_id: str, sleep: Callable[[fl
         return True
     path = jobs_dir / job_id
     try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return True  # already gone
+        plain = osdeps.is_plain_dir(path)
+        if not plain and not os.path.lexists(path):
+            return True  # already gone
     except OSError as exc:
         log.warning("job %s: cannot inspect its directory, retrying later: %s", job_id, exc)
         return False
-    if not stat.S_ISDIR(mode):  # a symlink or a file planted there: not ours to follow or delete
+    if not plain:  # a symlink, junction or file planted there: not ours to follow or delete
         log.error("job %s: %s is not a plain directory; left alone", job_id, path)
         return True
     try:

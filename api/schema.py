@@ -181,6 +181,7 @@ QUERY: dict[str, dict[str, Any]] = {
     },
 }
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_QUERY_VALIDATORS = {name: jsonschema.Draft202012Validator(schema) for name, schema in QUERY.items()}
 
 
 def parse_query(req: falcon.Request, *names: str) -> dict[str, Any]:
@@ -195,8 +196,7 @@ def parse_query(req: falcon.Request, *names: str) -> dict[str, Any]:
                 values[name] = schema["default"]
             continue
         values[name] = value = _convert(name, schema["type"], raw)
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
-        if error is not None:
+        if not _QUERY_VALIDATORS[name].is_valid(value):
             raise _bad_query(name, raw)
     return values
 

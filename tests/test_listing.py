@@ -145,3 +145,17 @@ def test_removal_never_follows_a_symlink_out_of_the_jobs_dir(tmp_path: Path) -> 
     assert (jobs_dir / planted.id).is_symlink()  # left alone, not followed
     assert not (jobs_dir / real.id).exists()
     assert list((jobs_dir / ".trash").iterdir()) == []
+
+
+def test_deleting_a_job_canceled_in_the_queue_keeps_the_queue_moving(start_server) -> None:
+    server = start_server("--workers", "1")
+    blocker = server.submit(SLOW)["id"]
+    server.wait_status(blocker, "IN_PROGRESS")
+    canceled = server.submit(QUICK)["id"]
+    server.put(f"/jobs/{canceled}/cancel")
+    assert server.http.delete(f"{server.url}/jobs/{canceled}", timeout=10).status_code == 204
+    after = server.submit(QUICK)["id"]
+    server.put(f"/jobs/{blocker}/cancel")
+    server.wait_status(after, "COMPLETED")
+    assert page_ids(server, "")[0] == [after, blocker]
+    assert server.stop() == 0
