@@ -241,17 +241,6 @@ def lock_exclusively(path: Path) -> IO[bytes]:
     return handle
 
 
-def open_inside(path: Path, root: Path) -> IO[bytes]:
-    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
-    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
-    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
-    if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
-        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
-    return open(fd, "rb")
-
-
 _FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # Windows: symlinks and junctions both carry it
 
 
@@ -264,3 +253,14 @@ def is_plain_dir(path: Path) -> bool:
         return False
     reparse = getattr(info, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT
     return stat.S_ISDIR(info.st_mode) and not reparse
+
+
+def open_inside(path: Path, root: Path) -> IO[bytes]:
+    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
+    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
+    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
+        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    return open(fd, "rb")

@@ -24,6 +24,7 @@ from typing import Any
 
 from actors import osdeps
 from actors.job import timestamp, utc_now
+from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq.keys")
 
@@ -260,15 +261,24 @@ def _write(path: Path, keys: list[ApiKey]) -> None:
 
 def command_line(argv: list[str]) -> int:
     """`run.py keys create|list|revoke`: manage keys while the server runs or not. Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="run.py keys", description="Manage procq's API keys.")
+    try:
+        source = ConfigSource(argv)  # the server's own settings, so both find the same keys file
+    except ConfigError as exc:
+        print(f"procq keys: {exc}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(
+        prog="run.py keys",
+        description="Manage procq's API keys. Give the same --jobs-dir / --keys-file / --config as the server.",
+    )
+    parser.add_argument("--config", type=Path, default=source.path, help="the server's TOML file [PROCQ_CONFIG]")
     parser.add_argument(
         "--jobs-dir",
         type=Path,
-        default=Path(os.environ.get("PROCQ_JOBS_DIR", "jobs")),
+        default=source("PROCQ_JOBS_DIR", "jobs"),
         help="the server's data directory; the keys file is <jobs-dir>/.keys.json [PROCQ_JOBS_DIR]",
     )
     parser.add_argument(
-        "--keys-file", type=Path, default=_env_path("PROCQ_KEYS_FILE"), help="keys file [PROCQ_KEYS_FILE]"
+        "--keys-file", type=Path, default=source("PROCQ_KEYS_FILE", "") or None, help="keys file [PROCQ_KEYS_FILE]"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="make a key and print it (shown once)")
@@ -283,7 +293,7 @@ def command_line(argv: list[str]) -> int:
         store = KeyStore(keys_path(args.jobs_dir, args.keys_file))
         if args.command == "create":
             key, clear = store.create(args.name, tuple(s.strip() for s in args.scopes.split(",") if s.strip()))
-            print(f"created key {key.id} ({key.name}) with scopes {','.join(key.scopes)}")
+            print(f"created key {key.id} ({key.name}) with scopes {','.join(key.scopes)} in {store.path}")
             print("the key, shown this once; store it now:")
             print(clear)
         elif args.command == "list":
@@ -301,8 +311,3 @@ def command_line(argv: list[str]) -> int:
 
 def keys_path(jobs_dir: Path, keys_file: Path | None) -> Path:
     return (keys_file or jobs_dir / ".keys.json").resolve()
-
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None

@@ -210,3 +210,12 @@ def test_the_keys_file_is_private_to_the_servers_user(tmp_path: Path) -> None:
     store.create("ci", ("jobs:read",))
     assert (tmp_path / "keys.json").stat().st_mode & 0o077 == 0
     assert json.loads((tmp_path / "keys.json").read_text())["version"] == 1
+
+
+def test_the_keys_command_reads_the_servers_config_file(tmp_path: Path, jobs_dir: Path) -> None:
+    config = tmp_path / "procq.toml"
+    config.write_text(f"jobs_dir = {json.dumps(str(jobs_dir))}\n", encoding="utf-8")
+    cmd = [sys.executable, str(ROOT / "run.py"), "keys", "--config", str(config), "create", "--name", "ops"]
+    created = subprocess.run([*cmd, "--scopes", "admin"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert [key.name for key in KeyStore(jobs_dir / ".keys.json").list()] == ["ops"]

@@ -81,6 +81,7 @@ def test_oversize_inputs_get_clear_errors_and_store_nothing(jobs_dir: Path, star
         ({"args": ["x"] * 5000}, 400, "args has 5000 items; at most 4096"),
         ({"args": ["echo", "y" * 200_000]}, 400, "args[1] has 200000 characters; at most 131072"),
         ({"args": ["echo"], "webhook": "http://h/" + "z" * 3000}, 400, "at most 2048 characters"),
+        ({"args": ["echo"], "tags": [f"t{i}" for i in range(17)]}, 400, "tags has 17 items; at most 16"),
         ({"args": ["echo", "y" * 400_000]}, 413, "at most 300000 bytes"),
     ]
     for body, status, words in cases:
