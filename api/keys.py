@@ -178,7 +178,8 @@ class KeyStore:
         are compared too: a replace within one mtime tick still gives a new inode."""
         try:
             stat = os.stat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # No file: no key is valid, and auth stays required if a key was ever seen (sticky).
             self._keys, self._seen = (), None
             return
         except OSError as exc:

@@ -201,6 +201,8 @@ def test_revoking_every_key_keeps_auth_required_and_a_broken_file_fails_closed(t
     with pytest.raises(KeyFileError):
         KeyStore(tmp_path / "keys.json")  # and refuses to start
     assert list(tmp_path.glob("*.tmp")) == []
+    (tmp_path / "keys.json").unlink()
+    assert store.required and store.authenticate(live_clear) is None  # a deleted file does not open it
 
 
 def test_the_keys_file_is_private_to_the_servers_user(tmp_path: Path) -> None:
