@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from client import (
     BadRequest,
@@ -23,6 +22,7 @@ from client import (
 )
 from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ServerProcess, py
+from tests.proxies import CuttingProxy, LossyProxy
 
 # Writes five stderr lines 0.4 s apart, then its result: long enough to watch it happen.
 WRITER = py(
@@ -104,6 +104,19 @@ def test_logs_follow_yields_chunks_while_the_job_writes_and_ends_with_it(client:
     assert text == "".join(f"line {i}\n" for i in range(5))
     assert arrivals[-1][0] - arrivals[0][0] >= 1.0  # they came as written, not all at the end
     assert client.status(job.id).status == "COMPLETED"  # the iterator ended because the job did
+
+
+def test_logs_follow_resumes_a_cut_stream_without_losing_or_repeating_a_byte(server: ServerProcess) -> None:
+    proxy = CuttingProxy(server.url)
+    try:
+        job = server.submit(WRITER)
+        with Client(proxy.url, backoff_s=0.05) as c:
+            text = "".join(c.logs(job["id"], follow=True))
+    finally:
+        proxy.close()
+    assert text == "".join(f"line {i}\n" for i in range(5))
+    assert len(proxy.last_event_ids) >= 2 and proxy.last_event_ids[0] is None
+    assert proxy.last_event_ids[1] == proxy.cut_after_id  # resumed right after the last event it got
 
 
 def test_logs_without_follow_returns_what_is_written_from_an_offset(client: Client) -> None:
@@ -238,50 +251,6 @@ def test_submit_is_retried_with_one_idempotency_key_after_a_lost_answer(client: 
         assert [j.id for j in client.list(tag="once")] == [job.id]
     finally:
         proxy.close()
-
-
-class LossyProxy:
-    """A real HTTP proxy to `target` that swallows the answer to the first POST (connection closed)."""
-
-    def __init__(self, target: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from threading import Thread
-
-        self.posts = 0
-        self.keys: list[str] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                proxy.posts += 1
-                proxy.keys.append(self.headers.get("Idempotency-Key", ""))
-                answer = requests.post(target + self.path, data=body, headers=headers, timeout=10)
-                if proxy.posts == 1:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)  # the job exists; its answer is lost
-                    return
-                self.send_response(answer.status_code)
-                for name in ("Content-Type", "Location"):
-                    if name in answer.headers:
-                        self.send_header(name, answer.headers[name])
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def test_job_tolerates_fields_it_does_not_know() -> None:
