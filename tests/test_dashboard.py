@@ -156,6 +156,9 @@ def test_a_finished_job_page_shows_its_result_and_downloads_it(page: Page, serve
     expect(page.locator("#job-state .word")).to_have_text("Completed")
     expect(page.locator('#job-details [data-field="Exit code"] dd')).to_have_text("0")
     expect(page.locator("#job-result")).to_have_text("the answer is 42\n")
+    if server.status(job["id"]).get("resources"):  # resource use is measured once issue 5 is merged
+        expect(page.locator('#job-details [data-field="CPU time"] dd')).to_contain_text(" s")
+        expect(page.locator('#job-details [data-field="Peak memory"] dd')).to_contain_text("MiB")
     with page.expect_download() as download:
         page.locator("#download-result").click()
     path = download.value.path()
