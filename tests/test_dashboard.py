@@ -37,14 +37,17 @@ try:
 except ImportError:  # pragma: no cover - the HTTP tests below still run
     sync_playwright = None
 
+# Without a browser these tests skip, saying why; CI sets PROCQ_REQUIRE_BROWSER=1 so they fail instead.
 needs_browser = pytest.mark.skipif(
-    sync_playwright is None or not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
+    not os.environ.get("PROCQ_REQUIRE_BROWSER")
+    and (sync_playwright is None or not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM))),
     reason=f"needs Playwright for Python and Chromium at {CHROMIUM} (apt-get install chromium)",
 )
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    assert sync_playwright is not None, "pip install playwright (the Python package; never `playwright install`)"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
