@@ -264,3 +264,10 @@ def open_inside(path: Path, root: Path) -> IO[bytes]:
         raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
     return open(fd, "rb")
+
+
+def create_private(path: Path) -> IO[bytes]:
+    """A new file (it must not exist) readable only by the server's user, opened for binary writing.
+    The mode is ignored on Windows, where the directory's ACL decides; O_BINARY stops CRLF translation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return open(fd, "wb")

@@ -243,10 +243,7 @@ def _write(path: Path, keys: list[ApiKey]) -> None:
     data = json.dumps(document, indent=1).encode("utf-8")
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # 0o600: only the server's user may read the hashes (the mode is ignored on Windows, where
-        # the directory's ACL decides).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as handle:
+        with osdeps.create_private(tmp) as handle:  # only the server's user may read the hashes
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
