@@ -90,7 +90,7 @@ def test_every_route_needs_a_valid_key_with_the_right_scope(jobs_dir: Path, star
         ]:
             response = call(method, template, headers)
             if scope is None:
-                assert response.status_code == 200, (method, template, label)
+                assert response.status_code not in (401, 403) and response.status_code < 500, (method, template)
                 continue
             assert response.status_code == 401, (method, template, label, response.status_code)
             assert response.headers["WWW-Authenticate"].startswith("Bearer"), (method, template)
