@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pykka
-import waitress
 
 import logformat
 from actors import osdeps
@@ -24,6 +23,7 @@ from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
 from api.app import create_app
+from api.httpserver import create_server
 from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq")
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=metrics,
         max_streams=args.max_streams,
     )
-    server = waitress.create_server(
+    server = create_server(
         app,
         host=args.host,
         port=args.port,
