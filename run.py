@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from actors.events import EventHub
 from actors.job import timestamp, utc_now
 from actors.lifecycle import LifecycleLog
 from actors.metrics import Metrics
-from actors.recovery import load_jobs
+from actors.recovery import load_jobs, sweep_leftovers
 from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
+    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     dispatcher = Dispatcher.start(settings, jobs, watchers=(events, metrics, LifecycleLog())).proxy()
     app = create_app(
