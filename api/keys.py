@@ -208,6 +208,8 @@ class KeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = _acquire(self.path.with_name(self.path.name + ".lock"))
         try:
+            for stale in self.path.parent.glob(f"{self.path.name}.*.tmp"):  # a crashed write's; we hold the lock
+                stale.unlink(missing_ok=True)
             keys = list(_parse(osdeps.read_bytes(self.path), self.path)) if self.path.exists() else []
             yield keys
             _write(self.path, keys)
