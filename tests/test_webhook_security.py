@@ -172,3 +172,10 @@ def test_the_readme_receiver_verifies_a_real_delivery(start_server: Any) -> None
         assert not documented["verified"](headers, forged)  # a changed body fails the documented check
     finally:
         receiver.close()
+
+
+def test_a_host_name_with_several_addresses_is_reached_on_the_one_that_answers(verifying: VerifyingReceiver) -> None:
+    # localhost may resolve to ::1 first while the receiver listens on 127.0.0.1 only.
+    url = verifying.url.replace("127.0.0.1", "localhost")
+    assert webhook.send(url, b"{}", 5, secret=webhook.parse_secret(SECRET)) is None
+    assert len(verifying.verified) == 1
