@@ -8,11 +8,11 @@ import ipaddress
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pykka
-import waitress
 
 import logformat
 from actors import osdeps, webhook
@@ -21,13 +21,14 @@ from actors.events import EventHub
 from actors.job import timestamp, utc_now
 from actors.lifecycle import LifecycleLog
 from actors.metrics import Metrics
-from actors.recovery import load_jobs
+from actors.recovery import load_jobs, sweep_leftovers
 from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
 from api import keys as api_keys
 from api.app import create_app
 from api.commands import CommandPolicy
+from api.httpserver import create_server
 from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq")
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queued=args.max_queued,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
+    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
     dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         keys=keys,
         commands=commands,
     )
-    server = waitress.create_server(
+    server = create_server(
         app,
         host=args.host,
         port=args.port,

@@ -241,14 +241,8 @@ class Dispatcher(pykka.ThreadingActor):
 
     def _check_room(self) -> None:
         limit = self._settings.max_queued
-        # The heap also holds ids canceled while queued, so its length is an upper bound: count
-        # exactly only near the limit, and submit stays O(1) the rest of the time.
-        if limit is not None and len(self._queue) >= limit:
-            waiting = sum(
-                1 for job_id in self._queue if (job := self._jobs.get(job_id)) and job.status is Status.IN_QUEUE
-            )
-            if waiting >= limit:
-                raise QueueFull(limit)
+        if limit is not None and self._index.count(Status.IN_QUEUE) >= limit:  # O(1): the index counts
+            raise QueueFull(limit)
 
     def _ended(self, job: Job) -> None:
         self._store(job)

@@ -195,16 +195,21 @@ def replace_file(
         delay = min(delay * 2, 0.1)
 
 
-def read_bytes(path: Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
+def read_bytes(path: str | Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """Read a whole file with one short-lived handle, retrying briefly while Windows swaps it."""
     for delay in (0.001, 0.005, 0.02, 0.1):
         try:
-            return path.read_bytes()
+            return _read(path)
         except OSError as exc:
             if not is_transient(exc, windows):
                 raise
         sleep(delay)
-    return path.read_bytes()
+    return _read(path)
+
+
+def _read(path: str | Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def fsync_dir(path: Path, windows: bool = WINDOWS) -> None:
@@ -264,3 +269,10 @@ def open_inside(path: Path, root: Path) -> IO[bytes]:
         raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
     return open(fd, "rb")
+
+
+def create_private(path: Path) -> IO[bytes]:
+    """A new file (it must not exist) readable only by the server's user, opened for binary writing.
+    The mode is ignored on Windows, where the directory's ACL decides; O_BINARY stops CRLF translation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return open(fd, "wb")

@@ -140,15 +140,20 @@ def _checked_connect(conn: urllib3.connection.HTTPConnection, deny_private: bool
         refusal = address_refusal(address, deny_private)
         if refusal is not None:
             raise urllib3.exceptions.NewConnectionError(conn, refusal)
-    address = infos[0][4][0]
-    try:
-        return _connection.create_connection(
-            (address, conn.port), conn.timeout, source_address=conn.source_address, socket_options=conn.socket_options
-        )
-    except TimeoutError as exc:
-        raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect to {conn.host} timed out") from exc
-    except OSError as exc:
-        raise urllib3.exceptions.NewConnectionError(conn, f"failed to connect to {conn.host}: {exc}") from exc
+    error: OSError | None = None
+    for info in infos:  # each address in turn, as a plain connect would (localhost: ::1, then 127.0.0.1)
+        try:
+            return _connection.create_connection(
+                (info[4][0], conn.port),
+                conn.timeout,
+                source_address=conn.source_address,
+                socket_options=conn.socket_options,
+            )
+        except TimeoutError as exc:
+            raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect to {conn.host} timed out") from exc
+        except OSError as exc:
+            error = exc
+    raise urllib3.exceptions.NewConnectionError(conn, f"failed to connect to {conn.host}: {error}")
 
 
 @functools.cache

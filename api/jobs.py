@@ -39,8 +39,7 @@ class JobsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = parse_submit(read_json(req, self._max_body_bytes))
-        self._commands.check(request.args)
-        request = dataclasses.replace(request, owner=owner_of_request(req))
+        request = dataclasses.replace(self._commands.apply(request), owner=owner_of_request(req))
         job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"

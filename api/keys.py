@@ -208,6 +208,8 @@ class KeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = _acquire(self.path.with_name(self.path.name + ".lock"))
         try:
+            for stale in self.path.parent.glob(f"{self.path.name}.*.tmp"):  # a crashed write's; we hold the lock
+                stale.unlink(missing_ok=True)
             keys = list(_parse(osdeps.read_bytes(self.path), self.path)) if self.path.exists() else []
             yield keys
             _write(self.path, keys)
@@ -243,10 +245,7 @@ def _write(path: Path, keys: list[ApiKey]) -> None:
     data = json.dumps(document, indent=1).encode("utf-8")
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # 0o600: only the server's user may read the hashes (the mode is ignored on Windows, where
-        # the directory's ACL decides).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as handle:
+        with osdeps.create_private(tmp) as handle:  # only the server's user may read the hashes
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -91,7 +91,7 @@ def test_every_route_needs_a_valid_key_with_the_right_scope(jobs_dir: Path, star
         ]:
             response = call(method, template, headers)
             if scope is None:
-                assert response.status_code == 200, (method, template, label)
+                assert response.status_code not in (401, 403) and response.status_code < 500, (method, template)
                 continue
             assert response.status_code == 401, (method, template, label, response.status_code)
             assert response.headers["WWW-Authenticate"].startswith("Bearer"), (method, template)
@@ -174,10 +174,21 @@ def test_a_key_sees_and_cancels_only_its_own_jobs(jobs_dir: Path, start_server: 
     server = start_server()
     job = server.post("/jobs", json={"args": py("import time; time.sleep(30)")}, headers=bearer(alice)).json()
     assert job["owner"] == alice_id
-    for method, action in (("GET", "status"), ("GET", "result"), ("PUT", "cancel")):
-        response = server.http.request(method, f"{server.url}/jobs/{job['id']}/{action}", headers=bearer(bob))
+    for method, action in (
+        ("GET", "/status"),
+        ("GET", "/result"),
+        ("GET", "/logs"),
+        ("PUT", "/cancel"),
+        ("DELETE", ""),
+    ):
+        response = server.http.request(method, f"{server.url}/jobs/{job['id']}{action}", headers=bearer(bob))
         assert response.status_code == 404 and is_json_error(response), action
         assert job["id"] in response.json()["description"]
+    listed = {
+        name: server.get("/jobs", headers=bearer(k)).json()["jobs"] for name, k in (("alice", alice), ("bob", bob))
+    }
+    assert [j["id"] for j in listed["alice"]] == [job["id"]] and listed["bob"] == []
+    assert job["id"] in [j["id"] for j in server.get("/jobs", headers=bearer(admin)).json()["jobs"]]
     assert server.get(f"/jobs/{job['id']}/status", headers=bearer(admin)).json()["status"] in (
         "IN_QUEUE",
         "IN_PROGRESS",

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import falcon
 import pytest
 
+from api.commands import CommandPolicy
 from tests.helpers import ROOT, py, wait_until
 from tests.secure_helpers import bearer, is_json_error, make_key
 
@@ -53,6 +55,7 @@ def test_allow_command_admits_only_the_listed_executables(tmp_path: Path, start_
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = start_server("--allow-command", "pq-tool", env=env)
     job = server.submit(["pq-tool", "-c", "print('ran')"])  # by name, resolved on PATH as the server would
+    assert job["args"] == [str(tool), "-c", "print('ran')"]  # and run as exactly the file that was checked
     assert server.wait_status(job["id"], "COMPLETED")["status"] == "COMPLETED"
     assert server.get(f"/jobs/{job['id']}/result").text == "ran\n"
     assert server.post("/jobs", json={"args": [str(tool), "-c", "pass"]}).status_code == 201  # same file
@@ -170,3 +173,13 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     response = server.get(f"/jobs/{job['id']}/result")
     assert response.status_code == 500 and "TOP-SECRET-CONTENT" not in response.text
     assert secret.read_text() == "TOP-SECRET-CONTENT"
+
+
+def test_with_an_allow_list_a_job_cannot_set_variables_that_inject_code() -> None:
+    policy = CommandPolicy([sys.executable])
+    assert policy.check((sys.executable, "-V"), ["RENDER_QUALITY"])[0] == sys.executable
+    for name in ("LD_PRELOAD", "PATH", "PYTHONSTARTUP", "NODE_OPTIONS", "BASH_ENV", "dyld_insert_libraries"):
+        with pytest.raises(falcon.HTTPForbidden) as refused:
+            policy.check((sys.executable, "-V"), [name])
+        assert repr(name) in refused.value.description
+    assert CommandPolicy([]).check(("anything",), ["LD_PRELOAD"]) == ("anything",)  # no list: no check

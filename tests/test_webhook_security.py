@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from actors import webhook
-from tests.helpers import py, wait_until
+from tests.helpers import ROOT, py, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of 24 bytes!!!!").decode()
 
@@ -35,10 +35,20 @@ def verify(secret: str, headers: Any, body: bytes, tolerance_s: int = 300) -> bo
     )
 
 
+def readme_receiver() -> dict[str, Any]:
+    """The receiver the README shows, run as written (but for its last line, which would serve forever)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = text.split("### Verifying a signed webhook", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code.replace("HTTPServer((", "# HTTPServer(("), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
 class VerifyingReceiver:
     """A real HTTP server that answers 204 to a correctly signed delivery and 401 to anything else."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, verify: Any = None) -> None:
+        check = verify or (lambda headers, body: globals()["verify"](secret, headers, body))
         self.verified: list[tuple[dict[str, str], bytes]] = []
         self.rejected = 0
         owner = self
@@ -46,7 +56,7 @@ class VerifyingReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                ok = "webhook-signature" in self.headers and verify(secret, self.headers, body)
+                ok = "webhook-signature" in self.headers and check(self.headers, body)
                 if ok:
                     owner.verified.append((dict(self.headers), body))
                 else:
@@ -147,3 +157,25 @@ def test_the_signature_matches_the_standard_webhooks_example() -> None:
     body = b'{"test": 2432232314}'
     headers = webhook.signature_headers(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
     assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_readme_receiver_verifies_a_real_delivery(start_server: Any) -> None:
+    documented = readme_receiver()
+    secret = "whsec_" + base64.b64encode(documented["SECRET"]).decode()
+    receiver = VerifyingReceiver(secret, verify=documented["verified"])
+    try:
+        server = start_server(env={"PROCQ_WEBHOOK_SECRET": secret})
+        job = server.submit(py("pass"), webhook=receiver.url)
+        assert delivery(server, job["id"], "delivered")["webhook_delivery"]["attempts"] == 1
+        headers, body = receiver.verified[0]
+        forged = body.replace(b"COMPLETED", b"FAILED")
+        assert not documented["verified"](headers, forged)  # a changed body fails the documented check
+    finally:
+        receiver.close()
+
+
+def test_a_host_name_with_several_addresses_is_reached_on_the_one_that_answers(verifying: VerifyingReceiver) -> None:
+    # localhost may resolve to ::1 first while the receiver listens on 127.0.0.1 only.
+    url = verifying.url.replace("127.0.0.1", "localhost")
+    assert webhook.send(url, b"{}", 5, secret=webhook.parse_secret(SECRET)) is None
+    assert len(verifying.verified) == 1
