@@ -1,0 +1,91 @@
+"""Scenario 6, big output: one job writing GiBs to stdout, then GET /result streaming it back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.client import epoch
+from bench.report import Row
+from bench.server import BenchServer
+
+CHUNK = 1 << 20
+
+
+def writer(mib: int) -> list[str]:
+    """A command writing `mib` MiB of zeros to stdout in 1 MiB writes."""
+    code = f"import sys\nb = bytes({CHUNK})\nw = sys.stdout.buffer.write\nfor _ in range({mib}): w(b)"
+    return [sys.executable, "-c", code]
+
+
+def read_file(path: Path) -> float:
+    """Seconds to read a file in 1 MiB chunks (the file is in the page cache, as it is for the server)."""
+    before = time.perf_counter()
+    with open(path, "rb", buffering=0) as handle:
+        while handle.read(CHUNK):
+            pass
+    return time.perf_counter() - before
+
+
+class MemoryWatch:
+    """Samples the server's resident memory every 50 ms in a thread; `peak` is the highest seen."""
+
+    def __init__(self, server: BenchServer) -> None:
+        self.base = self.peak = server.rss_bytes()
+        self._server, self._stop = server, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._server.rss_bytes())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(work: Path, limit: float, mib: int) -> list[Row]:
+    size = mib * CHUNK
+    local = work / "local.out"
+    with open(local, "wb") as out:
+        before = time.perf_counter()
+        subprocess.run(writer(mib), stdout=out, check=True)
+        local_s = time.perf_counter() - before
+    local.unlink()
+    server = BenchServer(work / "jobs")
+    try:
+        server.wait_ready()
+        watch = MemoryWatch(server)
+        with server.client() as http:
+            job = http.submit(writer(mib))
+            while (job := http.status(job["id"]))["status"] not in ("COMPLETED", "FAILED"):
+                time.sleep(0.05)
+            if job["status"] != "COMPLETED":
+                raise RuntimeError(f"the big job failed: {job}")
+            run_s = epoch(job["completed_at"]) - epoch(job["started_at"])
+            before = time.perf_counter()
+            response = http.stream(f"/jobs/{job['id']}/result")
+            got = 0
+            while chunk := response.read(CHUNK):
+                got += len(chunk)
+            get_s = time.perf_counter() - before
+            if response.status != 200 or got != size:
+                raise RuntimeError(f"GET /result answered {response.status} with {got} of {size} bytes")
+        watch.close()
+        file_s = read_file(work / "jobs" / job["id"] / "stdout.txt")
+    finally:
+        server.stop()
+    gib = size / 2**30
+    growth = (watch.peak - watch.base) / 2**20
+    return [
+        Row("6 big output", f"job writing {mib} MiB: speed vs same command > file", f"{gib / run_s:.2f} GiB/s",
+            local_s / run_s, "outside procq", "≈ disk speed (≥ 0.8)", local_s / run_s >= 0.8),
+        Row("6 big output", "GET /result streaming", f"{gib / get_s:.2f} GiB/s", file_s / get_s,
+            "local file read", "≥ 0.5", file_s / get_s >= 0.5),
+        Row("6 big output", "server memory growth, run + download", f"{growth:.1f} MB", None, "", "flat (< 50 MB)",
+            growth < 50),
+    ]
