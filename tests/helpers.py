@@ -101,9 +101,6 @@ class ServerProcess:
     def wait_status(self, job_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
         return wait_until(lambda: (job := self.status(job_id))["status"] in statuses and job, timeout)
 
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send a shutdown signal and return the exit code (the server must exit by itself)."""
         if self.proc.poll() is None:
@@ -168,7 +165,3 @@ class Receiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def send_signal_name(name: str) -> int:
-    return getattr(signal, name)
