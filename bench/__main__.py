@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   ({time.perf_counter() - began:.1f} s)", flush=True)
         rows += got
     if not args.no_results:
-        command = "python -m bench" + (" --quick" if q else "") + (f" --only {' '.join(map(str, args.only))}" if args.only else "")
+        command = (
+            "python -m bench"
+            + (" --quick" if q else "")
+            + (f" --only {' '.join(map(str, args.only))}" if args.only else "")
+        )
         write_results(rows, command, date, NOTES)
         print(f"wrote {RESULTS}")
     return 1 if failed else 0

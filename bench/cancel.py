@@ -42,8 +42,15 @@ def run(work: Path, limit: float, n: int) -> list[Row]:
     p50, p99 = percentile(took, 50), percentile(took, 99)
     spawn = 1 / limit
     return [
-        Row("4 cancel", f"PUT cancel → 200, 2-process tree, p50, N={n}", ms(p50), p50 / spawn, "one raw spawn",
-            "< 50.00 ms", p50 < 0.05),
+        Row(
+            "4 cancel",
+            f"PUT cancel → 200, 2-process tree, p50, N={n}",
+            ms(p50),
+            p50 / spawn,
+            "one raw spawn",
+            "< 50.00 ms",
+            p50 < 0.05,
+        ),
         Row("4 cancel", "PUT cancel → 200, p99", ms(p99), p99 / spawn, "one raw spawn"),
     ]
 

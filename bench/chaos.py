@@ -205,11 +205,16 @@ def chaos(jobs: int, kills: int, threads: int, workers: int, timeout_s: float, s
     latencies = [epoch(j["completed_at"]) - ledger.acked[j["id"]] for j in completed]
     print(f"jobs {jobs}, kills {kills}, client threads {threads}, workers {workers}, seed {seed}")
     print(f"submitted (POSTs sent) {ledger.sent}, unanswered {ledger.unanswered}, refused {ledger.refused}")
-    print(f"acknowledged {len(ledger.acked)} / completed {len(completed)} / failed (interrupted) {len(failed)}"
-          f" / lost {len(lost)}")
-    print(f"throughput {len(completed) / elapsed:.0f} completed jobs/s over {elapsed:.1f} s (kills and restarts included)")
+    print(
+        f"acknowledged {len(ledger.acked)} / completed {len(completed)} / failed (interrupted) {len(failed)}"
+        f" / lost {len(lost)}"
+    )
+    print(
+        f"throughput {len(completed) / elapsed:.0f} completed jobs/s over {elapsed:.1f} s (kills and restarts included)"
+    )
     if latencies:
-        print(f"submit→completed p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms")
+        p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+        print(f"submit→completed p50 {p50:.0f} ms, p99 {p99:.0f} ms")
     print(f"meta.json checks: {'all parse, none IN_PROGRESS without a process' if not problems else problems[:20]}")
     if partial:
         print(f"job directories without meta.json (crash mid-create, never acknowledged): {len(partial)}")

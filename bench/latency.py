@@ -43,6 +43,15 @@ def run(work: Path, limit: float, n: int, rate_per_s: float = 50.0) -> list[Row]
         value = percentile(values, p)
         target = f"< {ms(target_s)}" if target_s else ""
         met = value < target_s if target_s else None
-        rows.append(Row("3 latency", f"{name} p{p} at {rate_per_s:.0f}/s, N={n}", ms(value), value / spawn,
-                        "one raw spawn", target, met))
+        rows.append(
+            Row(
+                "3 latency",
+                f"{name} p{p} at {rate_per_s:.0f}/s, N={n}",
+                ms(value),
+                value / spawn,
+                "one raw spawn",
+                target,
+                met,
+            )
+        )
     return rows

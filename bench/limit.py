@@ -32,7 +32,9 @@ def spawn_rate(args: list[str], n: int, threads: int = 2) -> float:
         def work(t: int) -> None:
             for i in range(per_thread):
                 with open(root / f"{t}-{i}.out", "wb") as out, open(root / f"{t}-{i}.err", "wb") as err:
-                    child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, **osdeps.spawn_kwargs())
+                    child = subprocess.Popen(
+                        args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, **osdeps.spawn_kwargs()
+                    )
                 child.wait()
 
         workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
@@ -50,7 +52,12 @@ def run(n: int, n_python: int) -> tuple[float, list[Row]]:
     rate_py = spawn_rate(PY_PASS, n_python)
     rows = [
         Row("1 limit", f"Popen+wait `{Path(true_command()[0]).name}`, 2 threads, N={n}", f"{rate_true:.0f} /s"),
-        Row("1 limit", f"Popen+wait `python -c pass`, 2 threads, N={n_python}", f"{rate_py:.0f} /s",
-            rate_py / rate_true, "limit"),
+        Row(
+            "1 limit",
+            f"Popen+wait `python -c pass`, 2 threads, N={n_python}",
+            f"{rate_py:.0f} /s",
+            rate_py / rate_true,
+            "limit",
+        ),
     ]
     return rate_true, rows

@@ -82,10 +82,31 @@ def run(work: Path, limit: float, mib: int) -> list[Row]:
     gib = size / 2**30
     growth = (watch.peak - watch.base) / 2**20
     return [
-        Row("6 big output", f"job writing {mib} MiB: speed vs same command > file", f"{gib / run_s:.2f} GiB/s",
-            local_s / run_s, "outside procq", "≈ disk speed (≥ 0.8)", local_s / run_s >= 0.8),
-        Row("6 big output", "GET /result streaming", f"{gib / get_s:.2f} GiB/s", file_s / get_s,
-            "local file read", "≥ 0.5", file_s / get_s >= 0.5),
-        Row("6 big output", "server memory growth, run + download", f"{growth:.1f} MB", None, "", "flat (< 50 MB)",
-            growth < 50),
+        Row(
+            "6 big output",
+            f"job writing {mib} MiB: speed vs same command > file",
+            f"{gib / run_s:.2f} GiB/s",
+            local_s / run_s,
+            "outside procq",
+            "≈ disk speed (≥ 0.8)",
+            local_s / run_s >= 0.8,
+        ),
+        Row(
+            "6 big output",
+            "GET /result streaming",
+            f"{gib / get_s:.2f} GiB/s",
+            file_s / get_s,
+            "local file read",
+            "≥ 0.5",
+            file_s / get_s >= 0.5,
+        ),
+        Row(
+            "6 big output",
+            "server memory growth, run + download",
+            f"{growth:.1f} MB",
+            None,
+            "",
+            "flat (< 50 MB)",
+            growth < 50,
+        ),
     ]

@@ -26,8 +26,17 @@ def write_jobs(jobs_dir: Path, total: int, queued: int) -> list[str]:
     for i in range(total):
         job_id = new_id()
         if i < total - queued:
-            job = Job(id=job_id, args=("true",), status=Status.COMPLETED, pid=1000 + i % 30000, exit_code=0,
-                      attempts=1, enqueued_at=now, started_at=now, completed_at=now)
+            job = Job(
+                id=job_id,
+                args=("true",),
+                status=Status.COMPLETED,
+                pid=1000 + i % 30000,
+                exit_code=0,
+                attempts=1,
+                enqueued_at=now,
+                started_at=now,
+                completed_at=now,
+            )
         else:
             job = Job(id=job_id, args=tuple(SLEEPER), enqueued_at=now)
         path = jobs_dir / job_id
@@ -62,29 +71,50 @@ def run(work: Path, limit: float, total: int, queued: int) -> list[Row]:
         ready_s = server.wait_ready(120)
         time.sleep(1.0)  # let the first jobs start and the server settle
         rows = [
-            Row("5 scale", f"start to ready, {label}", f"{ready_s:.2f} s", ready_s / 5, "target", "< 5 s",
-                ready_s < 5),
+            Row("5 scale", f"start to ready, {label}", f"{ready_s:.2f} s", ready_s / 5, "target", "< 5 s", ready_s < 5),
         ]
         picks = random.Random(5).choices(ids, k=READS)
         with server.client() as http:
             status_p99 = percentile(_latencies(http, lambda i: f"/jobs/{picks[i]}/status", READS), 99)
             list_status, _ = http.request("GET", "/jobs?limit=50")
             if list_status in (404, 405):
-                list_row = Row("5 scale", "GET /jobs first page p99", f"needs GET /jobs (server answered {list_status})")
+                list_row = Row(
+                    "5 scale", "GET /jobs first page p99", f"needs GET /jobs (server answered {list_status})"
+                )
             else:
                 list_p99 = percentile(_latencies(http, lambda i: "/jobs?limit=50", READS), 99)
-                list_row = Row("5 scale", f"GET /jobs?limit=50 p99, N={READS}", ms(list_p99), list_p99 / 0.02,
-                               "target", "< 20.00 ms", list_p99 < 0.02)
+                list_row = Row(
+                    "5 scale",
+                    f"GET /jobs?limit=50 p99, N={READS}",
+                    ms(list_p99),
+                    list_p99 / 0.02,
+                    "target",
+                    "< 20.00 ms",
+                    list_p99 < 0.02,
+                )
         rss = server.rss_bytes()
         threads = server.threads()
         rows += [
-            Row("5 scale", "resident memory", f"{rss / 2**20:.0f} MB", rss / (300 * 2**20), "target", "< 300 MB",
-                rss < 300 * 2**20),
-            Row("5 scale", f"GET /jobs/{{id}}/status p99, N={READS}", ms(status_p99), status_p99 / 0.02, "target",
-                "< 20.00 ms", status_p99 < 0.02),
+            Row(
+                "5 scale",
+                "resident memory",
+                f"{rss / 2**20:.0f} MB",
+                rss / (300 * 2**20),
+                "target",
+                "< 300 MB",
+                rss < 300 * 2**20,
+            ),
+            Row(
+                "5 scale",
+                f"GET /jobs/{{id}}/status p99, N={READS}",
+                ms(status_p99),
+                status_p99 / 0.02,
+                "target",
+                "< 20.00 ms",
+                status_p99 < 0.02,
+            ),
             list_row,
-            Row("5 scale", f"threads with {queued:,} queued", str(threads), None, "", "bounded (< 64)",
-                threads < 64),
+            Row("5 scale", f"threads with {queued:,} queued", str(threads), None, "", "bounded (< 64)", threads < 64),
         ]
     finally:
         server.stop()

@@ -23,7 +23,9 @@ class BenchServer:
     Its stderr goes to a log file next to the jobs directory (kept for post-mortems).
     """
 
-    def __init__(self, jobs_dir: Path, *flags: str, port: int = 0, workers: int = 2, ready_timeout_s: float = 60) -> None:
+    def __init__(
+        self, jobs_dir: Path, *flags: str, port: int = 0, workers: int = 2, ready_timeout_s: float = 60
+    ) -> None:
         self.jobs_dir = jobs_dir
         jobs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = jobs_dir.parent / f"{jobs_dir.name}-server-{time.monotonic_ns()}.log"
