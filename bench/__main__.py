@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [n for n in scenarios if not args.only or n in args.only]
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(" | ".join(HEADER), flush=True)
-    rate, rows = limit.run(n=300 if q else 1000, n_python=100 if q else 300)
+    rate, _, rows = limit.run(n=300 if q else 1000, n_python=100 if q else 300)
     for row in rows:
         print_row(row)
     failed = False
