@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -155,3 +156,25 @@ def test_a_receiver_that_never_answers_ends_as_a_failed_delivery(settings: Setti
     assert job.status is Status.COMPLETED  # a webhook never changes the job's outcome
     assert job.webhook_delivery.attempts == settings.webhook.max_attempts
     assert "ConnectionError" in job.webhook_delivery.last_error
+
+
+def test_a_bug_while_starting_a_job_fails_that_job_and_frees_its_slot(settings: Settings) -> None:
+    def broken_spawn(job, jobdir, attempt):
+        raise RuntimeError("spawner bug")
+
+    dispatcher = _start(Settings(jobs_dir=settings.jobs_dir, workers=1), spawn=broken_spawn)
+    first, second = _submit(dispatcher, ["true"]), _submit(dispatcher, ["true"])
+    for job_id in (first, second):  # the second one ran too: the slot was given back
+        job = _wait_status(dispatcher, job_id, Status.FAILED)
+        assert "internal error in procq" in job.error and "spawner bug" in job.error
+
+
+def test_a_bug_while_delivering_a_webhook_is_recorded_and_frees_the_delivery_slot(settings: Settings) -> None:
+    def broken_sender(url, body, timeout_s):
+        raise RuntimeError("sender bug")
+
+    dispatcher = _start(dataclasses.replace(settings, webhook_concurrency=1), send_webhook=broken_sender)
+    ids = [_submit(dispatcher, ["true"], webhook="http://127.0.0.1:9/h") for _ in range(2)]
+    for job_id in ids:
+        job = _wait_delivery(dispatcher, job_id, "failed")
+        assert job.status is Status.COMPLETED and "sender bug" in job.webhook_delivery.last_error
