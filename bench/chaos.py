@@ -178,8 +178,8 @@ def chaos(jobs: int, kills: int, threads: int, workers: int, timeout_s: float, s
     ]
     for client in clients:
         client.start()
-    # Spread the kills over the time the submissions are expected to take (~jobs/100 s here), at random moments.
-    span_s = max(2.0, jobs / 100)
+    # Spread the kills over the time the submissions are expected to take (~jobs/200 s here), at random moments.
+    span_s = max(2.0, jobs / 200)
     for kill in range(kills):
         time.sleep(rng.uniform(0.3, 2 * span_s / kills))
         if time.monotonic() > deadline:

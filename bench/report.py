@@ -12,6 +12,8 @@ import psutil
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CHAOS_BEGIN, CHAOS_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+# Hand-written analysis (profiles, what bounds a missed target, proposed fixes): kept across runs.
+FINDINGS_BEGIN, FINDINGS_END = "<!-- findings:begin -->", "<!-- findings:end -->"
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,11 @@ def machine() -> str:
 
 
 def write_results(rows: list[Row], command: str, date: str, notes: list[str], path: Path = RESULTS) -> None:
-    """Rewrite RESULTS.md with this run's table, keeping the chaos section a chaos run left there."""
-    chaos = _section(path.read_text(encoding="utf-8")) if path.exists() else ""
+    """Rewrite RESULTS.md with this run's table, keeping the chaos section a chaos run left there
+    and the hand-written findings."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    chaos = _section(old)
+    findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
     text = [
         "# procq benchmark results",
         "",
@@ -90,6 +95,8 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
         chaos or f"{CHAOS_BEGIN}\n(no chaos run recorded yet: `python bench/chaos.py`)\n{CHAOS_END}",
         "",
     ]
+    if findings:
+        text += [findings, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 
@@ -103,6 +110,6 @@ def write_chaos(output: str, command: str, date: str, path: Path = RESULTS) -> N
     path.write_text(text, encoding="utf-8")
 
 
-def _section(text: str) -> str:
-    start, end = text.find(CHAOS_BEGIN), text.find(CHAOS_END)
-    return text[start : end + len(CHAOS_END)] if start >= 0 and end > start else ""
+def _section(text: str, begin: str = CHAOS_BEGIN, end_mark: str = CHAOS_END) -> str:
+    start, end = text.find(begin), text.find(end_mark)
+    return text[start : end + len(end_mark)] if start >= 0 and end > start else ""
