@@ -45,6 +45,7 @@ class JobRequest:
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +68,12 @@ class Job:
     completed_at: str | None = None
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
+    tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["args"] = list(self.args)
+        data["tags"] = list(self.tags)
         data["status"] = self.status.value
         if self.webhook_delivery is not None:
             data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
@@ -85,6 +88,7 @@ class Job:
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ValueError("args must be a non-empty list of strings")
         fields["args"] = tuple(args)
+        fields["tags"] = tuple(str(tag) for tag in fields.get("tags") or ())
         fields["status"] = Status(fields["status"])
         if not is_job_id(fields["id"]):
             raise ValueError(f"not a job id: {fields['id']!r}")

@@ -16,3 +16,4 @@ class Settings:
     restart_limit: int = 3  # starts allowed to a job whose runs keep being cut short by shutdowns/crashes
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
     webhook_concurrency: int = 4  # deliveries in flight at once, so a dead receiver cannot pile up threads
+    retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
