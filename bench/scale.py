@@ -61,6 +61,13 @@ def _latencies(http, path_of, count: int) -> list[float]:
 
 
 def run(work: Path, limit: float, total: int, queued: int) -> list[Row]:
+    idle = BenchServer(work / "empty")
+    try:
+        idle.wait_ready()
+        time.sleep(1.0)
+        threads_empty = idle.threads()
+    finally:
+        idle.stop()
     jobs_dir = work / "jobs"
     written = time.perf_counter()
     ids = write_jobs(jobs_dir, total, queued)
@@ -114,7 +121,15 @@ def run(work: Path, limit: float, total: int, queued: int) -> list[Row]:
                 status_p99 < 0.02,
             ),
             list_row,
-            Row("5 scale", f"threads with {queued:,} queued", str(threads), None, "", "bounded (< 64)", threads < 64),
+            Row(
+                "5 scale",
+                f"threads with {queued:,} queued (empty server: {threads_empty})",
+                str(threads),
+                threads / threads_empty,
+                "empty server",
+                f"bounded (≤ {threads_empty} + 8)",
+                threads <= threads_empty + 8,  # 2 running jobs: a Supervisor and a waiter thread each
+            ),
         ]
     finally:
         server.stop()
