@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.client import Client
 from bench.report import Row, ms, percentile
 from bench.server import BenchServer
 
@@ -55,7 +56,7 @@ def run(work: Path, limit: float, n: int) -> list[Row]:
     ]
 
 
-def _running_tree(http, job_id: str) -> list[psutil.Process]:
+def _running_tree(http: Client, job_id: str) -> list[psutil.Process]:
     """Wait until the job runs and its grandchild exists, so the cancel has a whole tree to end."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -172,27 +172,33 @@ def chaos(jobs: int, kills: int, threads: int, workers: int, timeout_s: float, s
     ledger = Ledger()
     began = time.time()
     server = start(jobs_dir, port, workers)
-    clients = [
-        threading.Thread(target=submitter, args=(port, ledger, jobs, deadline, random.Random(seed + t)), daemon=True)
-        for t in range(threads)
-    ]
-    for client in clients:
-        client.start()
-    # Spread the kills over the time the submissions are expected to take (~jobs/200 s here), at random moments.
-    span_s = max(2.0, jobs / 200)
-    for kill in range(kills):
-        time.sleep(rng.uniform(0.3, 2 * span_s / kills))
-        if time.monotonic() > deadline:
-            break
-        server.kill()
-        print(f"kill {kill + 1}/{kills}: SIGKILL after {len(ledger.acked)} acknowledged", flush=True)
-        server = start(jobs_dir, port, workers)
-    for client in clients:
-        client.join(max(0.0, deadline - time.monotonic()))
-    with server.client() as http:
-        final = settle(http, list(ledger.acked), deadline)
-    problems, partial = check_disk(jobs_dir, set(ledger.acked))
-    code = server.stop()
+    try:
+        clients = [
+            threading.Thread(
+                target=submitter, args=(port, ledger, jobs, deadline, random.Random(seed + t)), daemon=True
+            )
+            for t in range(threads)
+        ]
+        for client in clients:
+            client.start()
+        # Spread the kills over the time the submissions are expected to take (~jobs/200 s here), at random moments.
+        span_s = max(2.0, jobs / 200)
+        for kill in range(kills):
+            time.sleep(rng.uniform(0.3, 2 * span_s / kills))
+            if time.monotonic() > deadline:
+                break
+            server.kill()
+            print(f"kill {kill + 1}/{kills}: SIGKILL after {len(ledger.acked)} acknowledged", flush=True)
+            server = start(jobs_dir, port, workers)
+        for client in clients:
+            client.join(max(0.0, deadline - time.monotonic()))
+        with server.client() as http:
+            final = settle(http, list(ledger.acked), deadline)
+        problems, partial = check_disk(jobs_dir, set(ledger.acked))
+        code = server.stop()
+    finally:
+        if server.proc.poll() is None:  # an error cut the run short: never leave a server behind
+            server.kill()
     if code != 0:
         problems.append(f"the server exited with {code} on SIGTERM")
     time.sleep(0.2)

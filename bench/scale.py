@@ -6,9 +6,11 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from actors.job import IdGenerator, Job, Status, timestamp, utc_now
+from bench.client import Client
 from bench.report import Row, ms, percentile
 from bench.server import BenchServer
 
@@ -49,7 +51,7 @@ def write_jobs(jobs_dir: Path, total: int, queued: int) -> list[str]:
     return ids
 
 
-def _latencies(http, path_of, count: int) -> list[float]:
+def _latencies(http: Client, path_of: Callable[[int], str], count: int) -> list[float]:
     took = []
     for i in range(count):
         before = time.perf_counter()
