@@ -14,7 +14,7 @@ from typing import Any
 import pykka
 
 from actors import retention, webhook
-from actors.errors import JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.errors import JobConflict, JobNotFound, QueueFull, ShuttingDown, StorageError
 from actors.events import Watcher
 from actors.index import JobIndex
 from actors.job import Delivery, IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
@@ -89,14 +89,16 @@ class Dispatcher(pykka.ThreadingActor):
     # --- asked by the API ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest) -> Job:
-        """Create the job on disk (durably) and queue it. Raises ShuttingDown or StorageError."""
+        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull or StorageError."""
         if not self._accepting:
             raise ShuttingDown()
+        self._check_room()
         job = Job(
             id=self._new_id(),
             args=request.args,
             mime_type=request.mime_type,
             webhook=request.webhook,
+            owner=request.owner,
             enqueued_at=timestamp(self._now()),
             tags=request.tags,
         )
@@ -167,12 +169,17 @@ class Dispatcher(pykka.ThreadingActor):
     # --- finding and removing jobs ----------------------------------------------------------------
 
     def list_jobs(
-        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int
+        self,
+        statuses: frozenset[Status] | None,
+        tag: str | None,
+        before: str | None,
+        limit: int,
+        owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first, with ids below `before` (the last id of the previous page),
         and the id to continue from, or None on the last page. New jobs have larger ids, so paging
         while jobs are added neither skips nor repeats one. Returns at once."""
-        ids, more = self._index.page(statuses, tag, before, limit, self._jobs)
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner)
         return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
 
     def stats(self) -> dict[str, Any]:
@@ -231,6 +238,11 @@ class Dispatcher(pykka.ThreadingActor):
         self._pump()
 
     # --- inside ----------------------------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        limit = self._settings.max_queued
+        if limit is not None and self._index.count(Status.IN_QUEUE) >= limit:  # O(1): the index counts
+            raise QueueFull(limit)
 
     def _ended(self, job: Job) -> None:
         self._store(job)

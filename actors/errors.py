@@ -36,3 +36,11 @@ class StorageError(ProcqError):
 
     def __init__(self, what: str, exc: OSError) -> None:
         super().__init__(f"Could not {what}: {exc.strerror or exc}. Nothing was stored; check the jobs directory.")
+
+
+class QueueFull(ProcqError):
+    """Raised when a job is submitted while --max-queued jobs are already waiting."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are already waiting (the server's --max-queued); retry later.")
+        self.limit = limit

@@ -46,6 +46,7 @@ class JobRequest:
     mime_type: str = "text/plain"
     webhook: str | None = None
     tags: tuple[str, ...] = ()
+    owner: str | None = None  # id of the API key that submits it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Job:
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
+    owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -82,8 +84,7 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         """Build a Job from its JSON form; raises ValueError, TypeError or KeyError if it is not one."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in data.items() if k in known}  # tolerate fields of newer versions
+        fields = {k: v for k, v in data.items() if k in _JOB_FIELDS}  # tolerate fields of newer versions
         args = fields["args"]
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ValueError("args must be a non-empty list of strings")
@@ -95,6 +96,9 @@ class Job:
         if fields.get("webhook_delivery") is not None:
             fields["webhook_delivery"] = Delivery(**fields["webhook_delivery"])
         return cls(**fields)
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
 def is_job_id(value: object) -> bool:

@@ -195,16 +195,21 @@ def replace_file(
         delay = min(delay * 2, 0.1)
 
 
-def read_bytes(path: Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
+def read_bytes(path: str | Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """Read a whole file with one short-lived handle, retrying briefly while Windows swaps it."""
     for delay in (0.001, 0.005, 0.02, 0.1):
         try:
-            return path.read_bytes()
+            return _read(path)
         except OSError as exc:
             if not is_transient(exc, windows):
                 raise
         sleep(delay)
-    return path.read_bytes()
+    return _read(path)
+
+
+def _read(path: str | Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def fsync_dir(path: Path, windows: bool = WINDOWS) -> None:
@@ -253,3 +258,21 @@ def is_plain_dir(path: Path) -> bool:
         return False
     reparse = getattr(info, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT
     return stat.S_ISDIR(info.st_mode) and not reparse
+
+
+def open_inside(path: Path, root: Path) -> IO[bytes]:
+    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
+    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
+    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
+        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    return open(fd, "rb")
+
+
+def create_private(path: Path) -> IO[bytes]:
+    """A new file (it must not exist) readable only by the server's user, opened for binary writing.
+    The mode is ignored on Windows, where the directory's ACL decides; O_BINARY stops CRLF translation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return open(fd, "wb")

@@ -17,3 +17,4 @@ class Settings:
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
     webhook_concurrency: int = 4  # deliveries in flight at once, so a dead receiver cannot pile up threads
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
+    max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)
