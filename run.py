@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pykka
 import waitress
@@ -97,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("PROCQ_WEBHOOK_CONCURRENCY", "4"),
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
+    _add_control_flags(add, env)
     add(
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
@@ -107,7 +110,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    _check_control_flags(parser, args)
     return args
+
+
+def _add_control_flags(add: Any, env: Any) -> None:
+    """Flags of issue 5: queues, aging, default limits, sampling, the cwd root."""
+    add(
+        "--queue",
+        action="append",
+        default=[q for q in env("PROCQ_QUEUES", "").split(",") if q],
+        metavar="NAME=N",
+        help="a named queue running at most N jobs at once; repeat for more [PROCQ_QUEUES, comma-separated]",
+    )
+    add(
+        "--aging-seconds",
+        type=float,
+        default=env("PROCQ_AGING_SECONDS", "60"),
+        help="a queued job's priority grows by 1 per this many seconds waited [PROCQ_AGING_SECONDS]",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=env("PROCQ_TIMEOUT") or None,
+        help="default timeout_seconds of a job; none if unset [PROCQ_TIMEOUT]",
+    )
+    add(
+        "--max-output-bytes",
+        type=int,
+        default=env("PROCQ_MAX_OUTPUT_BYTES") or None,
+        help="default max_output_bytes (stdout + stderr) of a job; none if unset [PROCQ_MAX_OUTPUT_BYTES]",
+    )
+    add(
+        "--sample-interval",
+        type=float,
+        default=env("PROCQ_SAMPLE_INTERVAL", "0.5"),
+        help="seconds between measurements of a running job's memory and output [PROCQ_SAMPLE_INTERVAL]",
+    )
+    add(
+        "--cwd-root",
+        type=Path,
+        default=env("PROCQ_CWD_ROOT") or None,
+        help="jobs may ask for a cwd inside this directory; without it they run in their own [PROCQ_CWD_ROOT]",
+    )
+
+
+def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    queues = []
+    for spec in args.queue:
+        name, _, count = spec.partition("=")
+        if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not count.isdigit() or int(count) < 1:
+            parser.error(f"--queue {spec!r}: expected NAME=N, NAME of 1-32 of a-z 0-9 _ -, N at least 1")
+        queues.append((name, int(count)))
+    args.queues = tuple(queues)
+    if args.aging_seconds <= 0 or args.sample_interval <= 0:
+        parser.error("--aging-seconds and --sample-interval must be positive")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.max_output_bytes is not None and args.max_output_bytes < 1:
+        parser.error("--max-output-bytes must be at least 1")
+    if args.cwd_root is not None and not args.cwd_root.is_dir():
+        parser.error(f"--cwd-root {str(args.cwd_root)!r} is not a directory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +192,18 @@ def main(argv: list[str] | None = None) -> int:
             args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
         ),
         webhook_concurrency=args.webhook_concurrency,
+        queues=args.queues,
+        aging_s=args.aging_seconds,
+        default_timeout_s=args.timeout,
+        default_max_output_bytes=args.max_output_bytes,
+        sample_interval_s=args.sample_interval,
+        cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
     dispatcher = Dispatcher.start(settings, jobs).proxy()
-    app = create_app(dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30)
+    app = create_app(
+        dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30, cwd_root=settings.cwd_root
+    )
     server = waitress.create_server(
         app,
         host=args.host,

@@ -10,9 +10,10 @@ from typing import Any
 import falcon
 import pykka
 
-from actors.errors import JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.errors import IdempotencyConflict, InvalidRequest, JobConflict, JobNotFound, ShuttingDown, StorageError
 from api.health import HealthResource
 from api.jobs import JobsResource
+from api.queues import QueuesResource
 
 log = logging.getLogger("procq.api")
 
@@ -22,19 +23,26 @@ def create_app(
     jobs_dir: Path,
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,
+    cwd_root: Path | None = None,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
-    waits for a job's process tree to end."""
+    waits for a job's process tree to end; jobs may ask for a `cwd` inside `cwd_root`."""
     app = falcon.App()
-    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s)
+    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, cwd_root)
     app.add_route("/jobs", resource)
     for action in ("status", "result", "cancel"):
         app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
     app.add_route("/health", HealthResource(dispatcher, jobs_dir))
+    app.add_route("/jobs/{job_id}/rerun", resource, suffix="rerun")
+    queues = QueuesResource(dispatcher)
+    app.add_route("/queues", queues)
+    app.add_route("/queues/{name}", queues, suffix="queue")
 
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
     app.add_error_handler(JobConflict, _raise_http(falcon.HTTPConflict, "Job is in the wrong state"))
+    app.add_error_handler(InvalidRequest, _raise_http(falcon.HTTPBadRequest, "Invalid job request"))
+    app.add_error_handler(IdempotencyConflict, _raise_http(falcon.HTTPConflict, "Idempotency-Key reused"))
     app.add_error_handler(StorageError, _raise_http(falcon.HTTPInternalServerError, "Storage error"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
     app.add_error_handler(pykka.Timeout, _unavailable("Server busy"))

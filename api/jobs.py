@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +15,54 @@ from actors.job import Job, Status, is_job_id
 from api.schema import parse_submit, read_json
 
 ASK_TIMEOUT_S = 10.0  # how long a request waits for the Dispatcher before answering 503
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 class JobsResource:
     """POST /jobs and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress threads."""
 
-    def __init__(self, dispatcher: Any, jobs_dir: Path, max_body_bytes: int, cancel_wait_s: float) -> None:
+    def __init__(
+        self, dispatcher: Any, jobs_dir: Path, max_body_bytes: int, cancel_wait_s: float, cwd_root: Path | None = None
+    ) -> None:
         self._dispatcher = dispatcher
+        self._cwd_root = cwd_root
         self._jobs_dir = jobs_dir
         self._max_body_bytes = max_body_bytes
         self._cancel_wait_s = cancel_wait_s
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_submit(read_json(req, self._max_body_bytes))
-        job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
+        data = read_json(req, self._max_body_bytes)
+        request = parse_submit(data, self._cwd_root)
+        key = req.get_header("Idempotency-Key")
+        if key is not None:
+            job, created = self._submit_once(request, key, data)
+            if not created:  # a replay: the original job, as it is now
+                resp.status = falcon.HTTP_200
+                resp.location = f"/jobs/{job.id}/status"
+                resp.media = job.to_dict()
+                return
+        else:
+            job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/jobs/{job.id}/status"
+        resp.media = job.to_dict()
+
+    def _submit_once(self, request: Any, key: str, data: Any) -> tuple[Job, bool]:
+        """Submit under an Idempotency-Key. Only hashes reach the Dispatcher and the disk."""
+        if _IDEMPOTENCY_KEY.fullmatch(key) is None:
+            raise falcon.HTTPBadRequest(
+                title="Invalid Idempotency-Key",
+                description="The Idempotency-Key header must be 1 to 255 printable ASCII characters "
+                "(a UUID is a good choice).",
+            )
+        key_sha256 = hashlib.sha256(key.encode("ascii")).hexdigest()
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return self._dispatcher.submit_once(request, key_sha256, body_sha256).get(timeout=ASK_TIMEOUT_S)
+
+    def on_post_rerun(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        self._job(job_id)  # 404 for an unknown or malformed id
+        job = self._dispatcher.rerun(job_id).get(timeout=ASK_TIMEOUT_S)
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
