@@ -72,10 +72,16 @@ class Supervisor(pykka.ThreadingActor):
         self._self = self.actor_ref.proxy()
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        # A bug must not leave a job IN_PROGRESS forever: record it and let the Dispatcher move on.
+        # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
+        # let the Dispatcher move on.
+        log.error("job %s: supervisor failed: %r", self._job.id, exc)
+        reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
-            log.error("job %s: supervisor failed: %r", self._job.id, exc)
-            self._finish(Status.FAILED, error=f"internal error in procq: {exc!r}")
+            self._finish(Status.FAILED, error=reason)
+        elif self._job.webhook_delivery is not None and self._job.webhook_delivery.state == "pending":
+            failed = dataclasses.replace(self._job.webhook_delivery, state="failed", last_error=reason)
+            self._update(webhook_delivery=failed)
+            self._dispatcher.delivery_ended.defer(self._job)
 
     # --- running the job -------------------------------------------------------------------------
 
@@ -321,10 +327,18 @@ def _limit_reached(supervisor: Any, error: str) -> None:
 
 
 def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> None:
-    survivors = osdeps.stop_tree(pid, created, grace_s)
+    try:
+        survivors = osdeps.stop_tree(pid, created, grace_s)
+    except Exception:  # a thread that dies silently would leave the cancel waiting forever
+        log.exception("ending the process tree of pid %d failed", pid)
+        survivors = [pid]
     _tell(lambda: supervisor.tree_stopped.defer(survivors))
 
 
 def _deliver(send: SendWebhook, url: str, body: bytes, timeout_s: float, supervisor: Any) -> None:
-    error = send(url, body, timeout_s)
+    try:
+        error = send(url, body, timeout_s)
+    except Exception as exc:  # counted as a failed attempt, so the delivery is retried, then given up
+        log.exception("webhook delivery to %s failed unexpectedly", url)
+        error = f"internal error in procq: {exc!r}"
     _tell(lambda: supervisor.delivery_finished.defer(error))

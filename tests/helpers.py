@@ -101,9 +101,6 @@ class ServerProcess:
     def wait_status(self, job_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
         return wait_until(lambda: (job := self.status(job_id))["status"] in statuses and job, timeout)
 
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send a shutdown signal and return the exit code (the server must exit by itself)."""
         if self.proc.poll() is None:
@@ -131,7 +128,7 @@ class Receiver:
     """A real local HTTP server that records webhook deliveries. `fail_next` makes the next N
     deliveries answer 500; `delay_s` makes each answer late."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.deliveries: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.fail_next = 0
@@ -156,7 +153,8 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True  # a receiver can come back on the same port
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -168,7 +166,3 @@ class Receiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def send_signal_name(name: str) -> int:
-    return getattr(signal, name)

@@ -1,0 +1,63 @@
+"""JobDir: atomic meta.json, nothing half-made, earlier runs' output kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.job import Job, Status
+from actors.jobdir import JobDir
+
+
+def _job(status: Status = Status.IN_QUEUE) -> Job:
+    return Job(id="0" * 32, args=("true",), status=status)
+
+
+def test_create_writes_meta_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    jobdir = JobDir(tmp_path / ("0" * 32))
+    jobdir.create(_job())
+    jobdir.write(_job(Status.COMPLETED))
+    assert jobdir.read().status is Status.COMPLETED
+    assert [p.name for p in jobdir.path.iterdir()] == ["meta.json"]
+
+
+def test_a_failed_write_keeps_the_previous_meta(tmp_path: Path, monkeypatch) -> None:
+    jobdir = JobDir(tmp_path / ("0" * 32))
+    jobdir.create(_job())
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("actors.jobdir.osdeps.replace_file", disk_full)
+    with pytest.raises(OSError):
+        jobdir.write(_job(Status.COMPLETED))
+    assert jobdir.read().status is Status.IN_QUEUE
+    assert [p.name for p in jobdir.path.iterdir()] == ["meta.json"]
+
+
+def test_create_leaves_nothing_when_it_cannot_finish(tmp_path: Path, monkeypatch) -> None:
+    jobdir = JobDir(tmp_path / ("0" * 32))
+    monkeypatch.setattr("actors.jobdir.osdeps.replace_file", lambda *a: (_ for _ in ()).throw(OSError(28, "full")))
+    with pytest.raises(OSError):
+        jobdir.create(_job())
+    assert not jobdir.path.exists()
+
+
+def test_each_run_gets_fresh_output_files_and_earlier_ones_are_kept(tmp_path: Path) -> None:
+    jobdir = JobDir(tmp_path / ("0" * 32))
+    jobdir.create(_job())
+    for attempt in (1, 2):
+        out, err = jobdir.open_outputs(attempt)
+        with out, err:
+            out.write(f"run {attempt}".encode())
+    assert jobdir.stdout.read_bytes() == b"run 2"
+    assert (jobdir.path / "stdout.1.txt").read_bytes() == b"run 1"
+
+
+def test_leftover_temporary_files_are_swept(tmp_path: Path) -> None:
+    jobdir = JobDir(tmp_path / ("0" * 32))
+    jobdir.create(_job())
+    (jobdir.path / "meta.json.abc.tmp").write_bytes(b"{half")
+    jobdir.sweep_tmp()
+    assert [p.name for p in jobdir.path.iterdir()] == ["meta.json"]
