@@ -100,7 +100,9 @@ def requeued_for_retry(job: Job, now: datetime) -> Job:
 
 
 def may_retry(job: Job) -> bool:
-    return job.status is Status.FAILED and job.attempts < job.max_attempts
+    """A FAILED attempt is retried while attempts remain; a job that never started (attempts 0:
+    procq itself failed) is not, so a bug cannot loop."""
+    return job.status is Status.FAILED and 1 <= job.attempts < job.max_attempts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
