@@ -227,8 +227,8 @@ def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, An
         raise _invalid(f"env: {reserved[0]!r} is reserved: PROCQ_* variables are the server's own")
     if sum(len(name) + len(value) for name, value in env.items()) > MAX_ENV_TOTAL:
         raise _invalid(f"env: names and values together may be at most {MAX_ENV_TOTAL} characters")
-    if data.get("webhook_events") and not data.get("webhook"):
-        raise _invalid("webhook_events: events are sent to the webhook URL, so give a webhook too")
+    if {"start", "logs"} & set(data.get("webhook_events", ())) and not data.get("webhook"):
+        raise _invalid("webhook_events: 'start' and 'logs' are sent to the webhook URL, so give a webhook too")
     fields: dict[str, Any] = {
         name: data[name]
         for name in ("priority", "queue", "timeout_seconds", "max_output_bytes", "max_memory_bytes", "max_attempts")

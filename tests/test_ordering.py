@@ -200,3 +200,24 @@ def test_queued_jobs_keep_their_places_across_a_restart(settings: Settings) -> N
     for job_id in [*ids, dependent]:
         _wait_status(restarted, job_id, Status.COMPLETED)
     assert log.read_text().split() == ["b", "a", "d", "c"]
+
+
+def test_jobs_waiting_for_their_time_a_dependency_or_a_paused_queue_can_be_canceled(settings: Settings) -> None:
+    dispatcher = _start(settings)
+    dispatcher.set_queue("held", paused=True).get(timeout=ASK)
+    timed = _submit(dispatcher, py("pass"), delay_seconds=0.3, queue="held")
+    blocked = _submit(dispatcher, py("pass"), after=(timed,), queue="held")
+    paused = _submit(dispatcher, py("pass"), queue="held")
+    assert _queue(dispatcher, "held")["queued"] == 3
+    for job_id in (timed, paused):
+        assert dispatcher.cancel(job_id).get(timeout=ASK).wait(5)
+        assert _job(dispatcher, job_id).status is Status.CANCELED
+    job = _wait_status(dispatcher, blocked, Status.FAILED)  # its dependency was canceled
+    assert job.error == f"dependency {timed} ended CANCELED; the job was not run"
+    assert _queue(dispatcher, "held")["queued"] == 0
+    run_at = parse_timestamp(_job(dispatcher, timed).run_at)
+    wait_until(lambda: datetime.now(UTC) > run_at + timedelta(seconds=0.1))
+    dispatcher.set_queue("held", paused=False).get(timeout=ASK)
+    later = _submit(dispatcher, py("pass"), queue="held")
+    _wait_status(dispatcher, later, Status.COMPLETED)
+    assert _job(dispatcher, timed).status is Status.CANCELED  # its run_at passed; it stayed canceled
