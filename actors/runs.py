@@ -13,57 +13,31 @@ from actors.job import Delivery, Job, JobRequest, Run, Status, parse_timestamp, 
 from actors.settings import Settings
 
 MAX_RETRY_DELAY_S = 3600.0  # backoff grows no further than an hour between attempts
+_SHARED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(JobRequest) if f.name in {g.name for g in dataclasses.fields(Job)}
+)
 
 
 def new_job(job_id: str, request: JobRequest, now: datetime, settings: Settings, **extra: Any) -> Job:
-    """The IN_QUEUE job a validated request asks for; server defaults fill the limits it leaves open."""
-    run_at = request.run_at
+    """The IN_QUEUE job a validated request asks for; server defaults fill the limits it leaves open.
+    Every request field the Job also has is copied as is (so fields other features add travel too)."""
+    fields = {name: getattr(request, name) for name in _SHARED_FIELDS}
     if request.delay_seconds is not None:
-        run_at = timestamp(now + timedelta(seconds=request.delay_seconds))
-    timeout = request.timeout_seconds if request.timeout_seconds is not None else settings.default_timeout_s
-    max_output = request.max_output_bytes
-    if max_output is None:
-        max_output = settings.default_max_output_bytes
-    return Job(
-        id=job_id,
-        args=request.args,
-        mime_type=request.mime_type,
-        webhook=request.webhook,
-        enqueued_at=timestamp(now),
-        priority=request.priority,
-        queue=request.queue,
-        run_at=run_at,
-        after=request.after,
-        timeout_seconds=timeout,
-        max_output_bytes=max_output,
-        max_memory_bytes=request.max_memory_bytes,
-        max_attempts=request.max_attempts,
-        retry_backoff_seconds=request.retry_backoff_seconds,
-        env=dict(request.env),
-        cwd=request.cwd,
-        webhook_events=request.webhook_events,
-        **extra,
-    )
+        fields["run_at"] = timestamp(now + timedelta(seconds=request.delay_seconds))
+    if request.timeout_seconds is None:
+        fields["timeout_seconds"] = settings.default_timeout_s
+    if request.max_output_bytes is None:
+        fields["max_output_bytes"] = settings.default_max_output_bytes
+    fields["env"] = dict(request.env)
+    return Job(id=job_id, enqueued_at=timestamp(now), **fields, **extra)
 
 
 def rerun_request(job: Job) -> JobRequest:
     """The request behind `job`, for POST /jobs/{id}/rerun: it runs now, its dependencies are not
     waited for again, and its limits are the ones the original job ran with."""
-    return JobRequest(
-        args=job.args,
-        mime_type=job.mime_type,
-        webhook=job.webhook,
-        priority=job.priority,
-        queue=job.queue,
-        timeout_seconds=job.timeout_seconds,
-        max_output_bytes=job.max_output_bytes,
-        max_memory_bytes=job.max_memory_bytes,
-        max_attempts=job.max_attempts,
-        retry_backoff_seconds=job.retry_backoff_seconds,
-        env=tuple(job.env.items()),
-        cwd=job.cwd,
-        webhook_events=job.webhook_events,
-    )
+    fields = {name: getattr(job, name) for name in _SHARED_FIELDS}
+    fields.update(run_at=None, after=(), env=tuple(sorted(job.env.items())))
+    return JobRequest(**fields)
 
 
 def completion_delivery(job: Job) -> Delivery | None:
