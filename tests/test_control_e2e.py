@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from api import control_openapi
 from tests.helpers import ROOT, Receiver, py, wait_until
 
 KEY = {"Idempotency-Key": "order-42 from the shop"}
@@ -181,3 +183,23 @@ def test_every_bad_new_field_is_a_400_naming_it_and_nothing_is_created(start_ser
 def test_bad_control_flags_stop_the_server_with_a_message(flag: str) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), flag], capture_output=True, timeout=30)
     assert done.returncode == 2 and flag.split("=")[0].encode() in done.stderr
+
+
+def _check(schema_name: str, instance: object) -> None:
+    components = {**control_openapi.SCHEMAS, "Job": {"type": "object", "properties": control_openapi.JOB_FIELDS}}
+    root = {"$ref": f"#/components/schemas/{schema_name}", "components": {"schemas": components}}
+    jsonschema.Draft202012Validator(root).validate(instance)
+
+
+def test_the_documented_schemas_match_real_jobs_and_queues(start_server) -> None:
+    server = start_server("--queue", "gpu=1")
+    job = server.submit(py("raise SystemExit(1)"), max_attempts=2, retry_backoff_seconds=0.01, priority=2)
+    failed = server.wait_status(job["id"], "FAILED")
+    assert len(failed["runs"]) == 2
+    _check("Job", failed)
+    _check("Job", server.post(f"/jobs/{job['id']}/rerun").json())
+    _check("QueueList", server.get("/queues").json())
+    _check("Queue", server.put("/queues/gpu", json={"paused": True}).json())
+    with pytest.raises(jsonschema.ValidationError):
+        _check("Queue", {**server.get("/queues").json()["queues"][0], "paused": "no"})  # the check can fail
+    assert server.stop() == 0
