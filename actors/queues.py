@@ -47,6 +47,9 @@ class Scheduler:
         self._queues: dict[str, _Queue] = {DEFAULT_QUEUE: _Queue(default_parallelism)}
         for name, parallelism in queues:
             self._queues[name] = _Queue(parallelism)
+        # queues named by flags or PUT stay listed; others exist only while they hold jobs, so
+        # clients naming many queues cannot make next_to_start (O(queues)) slow for long
+        self._configured = set(self._queues)
         self._entries: dict[str, _Entry] = {}  # every IN_QUEUE job the scheduler holds
         self._timed: list[tuple[float, str]] = []  # (run_at, id) heap of jobs not yet due
         self._blocked: dict[str, set[str]] = {}  # dependent id -> dependencies not yet COMPLETED
@@ -88,12 +91,14 @@ class Scheduler:
         self._queues[entry.queue].members.discard(job_id)
         for dependency in self._blocked.pop(job_id, ()):
             self._dependents.get(dependency, set()).discard(job_id)
+        self._prune(entry.queue)
 
     def ended(self, job_id: str) -> None:
         """A started job's run is over (it may come back with `add` for a retry)."""
         queue = self._running.pop(job_id, None)
         if queue is not None:
             self._queues[queue].running.discard(job_id)
+            self._prune(queue)
 
     def dependency_ended(self, job: Job, now_s: float) -> list[tuple[str, str]]:
         """`job` reached a terminal state: unblock its dependents, or return those that can never run
@@ -152,6 +157,7 @@ class Scheduler:
     def configure(self, name: str, parallelism: int | None = None, paused: bool | None = None) -> dict[str, object]:
         """Change a queue (creating it if new) and return its view."""
         queue = self._queue(name)
+        self._configured.add(name)
         if parallelism is not None:
             queue.parallelism = parallelism
         if paused is not None:
@@ -167,6 +173,11 @@ class Scheduler:
         if name not in self._queues:
             self._queues[name] = _Queue(self._default_parallelism)
         return self._queues[name]
+
+    def _prune(self, name: str) -> None:
+        queue = self._queues[name]
+        if name not in self._configured and not queue.members and not queue.running:
+            del self._queues[name]
 
     def _place(self, job_id: str, now_s: float) -> None:
         entry = self._entries[job_id]

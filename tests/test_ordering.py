@@ -221,3 +221,15 @@ def test_jobs_waiting_for_their_time_a_dependency_or_a_paused_queue_can_be_cance
     later = _submit(dispatcher, py("pass"), queue="held")
     _wait_status(dispatcher, later, Status.COMPLETED)
     assert _job(dispatcher, timed).status is Status.CANCELED  # its run_at passed; it stayed canceled
+
+
+def test_a_queue_named_only_by_jobs_is_listed_while_it_holds_jobs(settings: Settings) -> None:
+    dispatcher = _start(settings)
+    gate = settings.jobs_dir.parent / "go"
+    job_id = _submit(dispatcher, _gate(gate), queue="adhoc")
+    wait_until(lambda: _queue(dispatcher, "adhoc")["running"] == 1)
+    assert _queue(dispatcher, "adhoc")["parallelism"] == settings.workers  # unconfigured: only --workers caps it
+    gate.touch()
+    _wait_status(dispatcher, job_id, Status.COMPLETED)
+    names = [q["name"] for q in dispatcher.queues().get(timeout=ASK)]
+    assert names == ["default"]  # configured queues (flags, PUT) stay; this one is gone
