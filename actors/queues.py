@@ -164,6 +164,10 @@ class Scheduler:
             queue.paused = paused
         return self._view(name, queue)
 
+    def queued(self) -> int:
+        """How many IN_QUEUE jobs the scheduler holds (waiting ones included). O(1)."""
+        return len(self._entries)
+
     def views(self) -> list[dict[str, object]]:
         return [self._view(name, self._queues[name]) for name in sorted(self._queues)]
 

@@ -55,7 +55,10 @@ class JobsResource:
                 description="The Idempotency-Key header must be 1 to 255 printable ASCII characters "
                 "(a UUID is a good choice).",
             )
-        key_sha256 = hashlib.sha256(key.encode("ascii")).hexdigest()
+        # Scoped to the submitter when keys identify one (issue 6's `owner`): one client's key can
+        # never return another client's job.
+        scope = getattr(request, "owner", None) or ""
+        key_sha256 = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         body_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         return self._dispatcher.submit_once(request, key_sha256, body_sha256).get(timeout=ASK_TIMEOUT_S)
