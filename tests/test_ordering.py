@@ -141,9 +141,9 @@ def test_raising_a_queues_parallelism_starts_waiting_jobs_at_once(settings: Sett
 def test_a_delayed_job_waits_until_its_time_and_a_past_run_at_runs_now(settings: Settings) -> None:
     dispatcher = _start(settings)
     delayed = _submit(dispatcher, py("pass"), delay_seconds=1.0)
+    assert _job(dispatcher, delayed).status is Status.IN_QUEUE  # a worker is free, but it waits
     past = _submit(dispatcher, py("pass"), run_at="2020-01-01T00:00:00.000000Z")
     _wait_status(dispatcher, past, Status.COMPLETED)
-    assert _job(dispatcher, delayed).status is Status.IN_QUEUE
     job = _wait_status(dispatcher, delayed, Status.COMPLETED)
     assert parse_timestamp(job.started_at) >= parse_timestamp(job.run_at)
     assert parse_timestamp(job.run_at) - parse_timestamp(job.enqueued_at) == timedelta(seconds=1)
