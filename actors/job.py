@@ -192,7 +192,10 @@ def parse_timestamp(text: str) -> datetime:
 def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     """The job after a shutdown or crash cut its run short: queued to run again, or FAILED once it
     has been started `restart_limit` times (a job that keeps crashing the server must not loop)."""
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason)
+    runs = job.runs
+    if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
+        runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
+    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)

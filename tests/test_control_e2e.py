@@ -204,3 +204,28 @@ def test_the_documented_schemas_match_real_jobs_and_queues(start_server) -> None
     with pytest.raises(jsonschema.ValidationError):
         _check("Queue", {**server.get("/queues").json()["queues"][0], "paused": "no"})  # the check can fail
     assert server.stop() == 0
+
+
+def test_runs_cut_short_by_a_crash_or_a_shutdown_are_recorded(start_server, jobs_dir: Path) -> None:
+    gate = jobs_dir.parent / "go"
+    server = start_server()
+    job = server.submit(py(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)"))
+    server.wait_status(job["id"], "IN_PROGRESS")
+    server.kill()
+    server = start_server()
+    server.wait_status(job["id"], "IN_PROGRESS")
+    assert server.stop(signal.SIGTERM) == 0
+    server = start_server()
+    gate.touch()
+    done = server.wait_status(job["id"], "COMPLETED")
+    errors = [(run["attempt"], run["error"]) for run in done["runs"]]
+    assert errors == [
+        (1, "interrupted by a crash of the server"),
+        (2, "interrupted by a server shutdown"),
+        (3, None),
+    ]
+    assert done["runs"][1]["wall_seconds"] > 0 and done["resources"] == {
+        key: done["runs"][2][key]
+        for key in ("wall_seconds", "cpu_user_seconds", "cpu_system_seconds", "peak_rss_bytes")
+    }
+    assert server.stop() == 0
