@@ -66,7 +66,7 @@ def watch(
     if sender is not None and "start" in progress.events:
         sender.post({"id": progress.job_id, "event": "start", "status": "IN_PROGRESS", "attempt": progress.attempt})
     follower = _LogFollower(outputs[1], progress) if progress is not None and "logs" in progress.events else None
-    tree = _Tree(pid, created)
+    tree = ProcessTree(pid, created)
     while True:
         sample = tree.measure(outputs)
         try:
@@ -106,7 +106,7 @@ def truncate_outputs(stdout: Path, stderr: Path, limit: int) -> None:
             log.error("could not truncate %s to the output limit: %s", path, exc)
 
 
-class _Tree:
+class ProcessTree:
     """The job's process tree as seen so far. Members stay counted after they exit (their last
     CPU reading) or leave the tree (orphans re-parented elsewhere), so CPU totals never shrink."""
 
