@@ -142,7 +142,9 @@ class Job:
         for name in ("after", "webhook_events"):
             if name in fields:
                 fields[name] = tuple(fields[name])
-        fields["runs"] = tuple(Run(**run) for run in fields.get("runs", ()))
+        known_run = {f.name for f in dataclasses.fields(Run)}
+        runs = fields.get("runs", ())
+        fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in known_run}) for run in runs)
         return cls(**fields)
 
 

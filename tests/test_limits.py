@@ -10,7 +10,7 @@ import pykka
 import pytest
 
 from actors.dispatcher import Dispatcher
-from actors.job import JobRequest, Status, parse_timestamp
+from actors.job import Job, JobRequest, Status, parse_timestamp
 from actors.settings import Settings
 from tests.helpers import pid_alive, py, wait_until
 
@@ -153,3 +153,10 @@ def test_limits_apply_to_each_attempt_and_a_limit_failure_is_retried(fast: Setti
     )
     job = _wait_status(dispatcher, job_id, Status.FAILED)
     assert len(job.runs) == 2 and all(run.error.startswith("timed out") for run in job.runs)
+
+
+def test_a_job_object_from_a_newer_version_with_unknown_run_fields_still_loads() -> None:
+    data = {"id": "0" * 32, "args": ["true"], "status": "COMPLETED", "runs": [{"attempt": 1, "gpu_seconds": 3.0}]}
+    job = Job.from_dict(data)
+    assert job.runs[0].attempt == 1 and job.priority == 0 and job.queue == "default" and job.env == {}
+    assert Job.from_dict(job.to_dict()) == job
