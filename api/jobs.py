@@ -19,7 +19,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 class JobsResource:
-    """POST /jobs and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress threads."""
+    """POST /jobs, POST /jobs/{job_id}/rerun and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress
+    threads."""
 
     def __init__(
         self, dispatcher: Any, jobs_dir: Path, max_body_bytes: int, cancel_wait_s: float, cwd_root: Path | None = None
