@@ -106,13 +106,17 @@ PATHS: dict[str, Any] = {
                 "201": _json("The new job.", "#/components/schemas/Job"),
                 "404": _error("Unknown job."),
                 "409": _error("The job has not finished."),
+                "default": _error("Any other error: always JSON {title, description}."),
             },
         }
     },
     "/queues": {
         "get": {
             "summary": "Every queue with its parallelism, pause state and counts",
-            "responses": {"200": _json("The queues.", "#/components/schemas/QueueList")},
+            "responses": {
+                "200": _json("The queues.", "#/components/schemas/QueueList"),
+                "default": _error("Any other error: always JSON {title, description}."),
+            },
         }
     },
     "/queues/{name}": {
@@ -126,6 +130,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("The queue.", "#/components/schemas/Queue"),
                 "400": _error("A bad name or body."),
+                "default": _error("Any other error: always JSON {title, description}."),
             },
         }
     },
