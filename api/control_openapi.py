@@ -135,3 +135,9 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+# Added to POST /jobs's responses next to its 201.
+SUBMIT_RESPONSES: dict[str, Any] = {
+    "200": _json("A replay: the job this Idempotency-Key made, as it is now.", "#/components/schemas/Job"),
+    "409": _error("The Idempotency-Key was used with a different body in the last 24 h."),
+}
