@@ -132,13 +132,13 @@ def _add_control_flags(add: Any, env: Any) -> None:
     add(
         "--timeout",
         type=float,
-        default=env("PROCQ_TIMEOUT") or None,
+        default=env("PROCQ_TIMEOUT", "") or None,
         help="default timeout_seconds of a job; none if unset [PROCQ_TIMEOUT]",
     )
     add(
         "--max-output-bytes",
         type=int,
-        default=env("PROCQ_MAX_OUTPUT_BYTES") or None,
+        default=env("PROCQ_MAX_OUTPUT_BYTES", "") or None,
         help="default max_output_bytes (stdout + stderr) of a job; none if unset [PROCQ_MAX_OUTPUT_BYTES]",
     )
     add(
@@ -150,7 +150,7 @@ def _add_control_flags(add: Any, env: Any) -> None:
     add(
         "--cwd-root",
         type=Path,
-        default=env("PROCQ_CWD_ROOT") or None,
+        default=env("PROCQ_CWD_ROOT", "") or None,
         help="jobs may ask for a cwd inside this directory; without it they run in their own [PROCQ_CWD_ROOT]",
     )
 
