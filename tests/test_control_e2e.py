@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +16,14 @@ from api import control_openapi
 from tests.helpers import ROOT, Receiver, py, wait_until
 
 KEY = {"Idempotency-Key": "order-42 from the shop"}
+
+
+@pytest.fixture
+def gate(jobs_dir: Path) -> Iterator[Path]:
+    """The file gated jobs wait for; created at teardown too, so a failed test leaves no job running."""
+    path = jobs_dir.parent / "go"
+    yield path
+    path.touch()
 
 
 def test_the_same_idempotency_key_returns_the_original_job_even_after_a_restart(start_server, jobs_dir: Path) -> None:
@@ -45,9 +54,8 @@ def test_the_same_idempotency_key_returns_the_original_job_even_after_a_restart(
     assert restarted.stop() == 0
 
 
-def test_rerun_makes_a_new_job_with_the_same_request_that_names_the_original(start_server) -> None:
+def test_rerun_makes_a_new_job_with_the_same_request_that_names_the_original(start_server, gate: Path) -> None:
     server = start_server()
-    gate = server.jobs_dir.parent / "go"
     job = server.submit(py("import os; print(os.environ['GREETING'])"), priority=3, env={"GREETING": "hi"})
     server.wait_status(job["id"], "COMPLETED")
     response = server.post(f"/jobs/{job['id']}/rerun")
@@ -206,8 +214,7 @@ def test_the_documented_schemas_match_real_jobs_and_queues(start_server) -> None
     assert server.stop() == 0
 
 
-def test_runs_cut_short_by_a_crash_or_a_shutdown_are_recorded(start_server, jobs_dir: Path) -> None:
-    gate = jobs_dir.parent / "go"
+def test_runs_cut_short_by_a_crash_or_a_shutdown_are_recorded(start_server, gate: Path) -> None:
     server = start_server()
     job = server.submit(py(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)"))
     server.wait_status(job["id"], "IN_PROGRESS")

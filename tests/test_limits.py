@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pykka
 import pytest
 
@@ -34,13 +37,24 @@ def _wait_status(dispatcher: pykka.ActorProxy, job_id: str, *statuses: Status, t
     return wait_until(lambda: (job := dispatcher.get(job_id).get(timeout=ASK)).status in statuses and job, timeout)
 
 
+@pytest.fixture
+def pid_file(fast: Settings) -> Iterator[Path]:
+    """Where a job records its grandchild's pid; a failed test still ends that grandchild (and so
+    the job's child, which waits for it)."""
+    path = fast.jobs_dir.parent / "grandchild"
+    yield path
+    if path.exists():
+        with contextlib.suppress(psutil.Error, ValueError):
+            psutil.Process(int(path.read_text())).kill()
+
+
 def _tree(pid_file: Path, grandchild_code: str) -> list[str]:
-    """A job whose child starts a grandchild running `grandchild_code`, records its pid, and waits."""
+    """A job whose child starts a grandchild running `grandchild_code`, records its pid, and waits for it."""
     parent = (
         "import subprocess, sys, time\n"
         f"g = subprocess.Popen([sys.executable, '-c', {grandchild_code!r}])\n"
         f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
-        "g.wait(); time.sleep(60)\n"
+        "g.wait()\n"
     )
     return py(parent)
 
@@ -49,9 +63,8 @@ def _grandchild_pid(pid_file: Path) -> int:
     return int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=10))
 
 
-def test_a_timeout_ends_the_whole_tree_and_fails_the_job_saying_so(fast: Settings) -> None:
+def test_a_timeout_ends_the_whole_tree_and_fails_the_job_saying_so(fast: Settings, pid_file: Path) -> None:
     dispatcher = _start(dataclasses.replace(fast, default_timeout_s=0.7))
-    pid_file = fast.jobs_dir.parent / "grandchild"
     job_id = _submit(dispatcher, _tree(pid_file, "import time; time.sleep(60)"))
     grandchild = _grandchild_pid(pid_file)
     job = _wait_status(dispatcher, job_id, Status.FAILED)
@@ -61,9 +74,8 @@ def test_a_timeout_ends_the_whole_tree_and_fails_the_job_saying_so(fast: Setting
     assert 0.7 <= job.resources["wall_seconds"] < 5
 
 
-def test_a_tree_over_its_memory_limit_is_ended_and_fails_with_the_reason(fast: Settings) -> None:
+def test_a_tree_over_its_memory_limit_is_ended_and_fails_with_the_reason(fast: Settings, pid_file: Path) -> None:
     dispatcher = _start(fast)
-    pid_file = fast.jobs_dir.parent / "grandchild"
     hog = "import time; block = b'x' * 300_000_000; time.sleep(60)"  # the grandchild holds 300 MB
     job_id = _submit(dispatcher, _tree(pid_file, hog), max_memory_bytes=150_000_000)
     grandchild = _grandchild_pid(pid_file)
@@ -74,9 +86,10 @@ def test_a_tree_over_its_memory_limit_is_ended_and_fails_with_the_reason(fast: S
     assert not pid_alive(grandchild)
 
 
-def test_output_past_its_limit_ends_the_tree_and_the_files_are_kept_cut_to_the_limit(fast: Settings) -> None:
+def test_output_past_its_limit_ends_the_tree_and_the_files_are_kept_cut_to_the_limit(
+    fast: Settings, pid_file: Path
+) -> None:
     dispatcher = _start(fast)
-    pid_file = fast.jobs_dir.parent / "grandchild"
     writer = "import sys, time\nwhile True:\n    sys.stdout.write('x' * 10000); sys.stdout.flush(); time.sleep(0.005)"
     job_id = _submit(dispatcher, _tree(pid_file, writer), max_output_bytes=300_000)
     grandchild = _grandchild_pid(pid_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def _wait_status(dispatcher: pykka.ActorProxy, job_id: str, *statuses: Status, t
     return wait_until(lambda: (job := _job(dispatcher, job_id)).status in statuses and job, timeout)
 
 
+@pytest.fixture
+def gate(settings: Settings) -> Iterator[Path]:
+    """The file gated jobs wait for; created at teardown too, so a failed test leaves no job running."""
+    path = settings.jobs_dir.parent / "go"
+    yield path
+    path.touch()
+
+
 def _gate(path: Path) -> list[str]:
     """A job that runs until `path` exists: the test decides when it ends."""
     return py(f"import os, time\nwhile not os.path.exists({str(path)!r}): time.sleep(0.01)")
@@ -58,9 +67,11 @@ class Clock:
         return self.now
 
 
-def test_higher_priority_starts_first_and_equal_priorities_keep_submission_order(settings: Settings) -> None:
+def test_higher_priority_starts_first_and_equal_priorities_keep_submission_order(
+    settings: Settings, gate: Path
+) -> None:
     dispatcher = _start(dataclasses.replace(settings, workers=1))
-    gate, log = settings.jobs_dir.parent / "go", settings.jobs_dir.parent / "order.txt"
+    log = settings.jobs_dir.parent / "order.txt"
     blocker = _submit(dispatcher, _gate(gate))
     _wait_status(dispatcher, blocker, Status.IN_PROGRESS)
     names = [("low", -5), ("first0", 0), ("high", 10), ("second0", 0), ("mid", 3)]
@@ -71,12 +82,14 @@ def test_higher_priority_starts_first_and_equal_priorities_keep_submission_order
     assert log.read_text().split() == ["high", "mid", "first0", "second0", "low"]
 
 
-def test_a_low_priority_job_that_waited_long_enough_goes_before_a_newer_high_priority_one(settings: Settings) -> None:
+def test_a_low_priority_job_that_waited_long_enough_goes_before_a_newer_high_priority_one(
+    settings: Settings, gate: Path
+) -> None:
     # Rule: effective priority = priority + seconds waited / aging_s. With aging_s = 60, a job that
     # waited 10 minutes counts as priority 10.
     clock = Clock()
     dispatcher = _start(dataclasses.replace(settings, workers=1, aging_s=60.0), now=clock)
-    gate, log = settings.jobs_dir.parent / "go", settings.jobs_dir.parent / "order.txt"
+    log = settings.jobs_dir.parent / "order.txt"
     blocker = _submit(dispatcher, _gate(gate))
     _wait_status(dispatcher, blocker, Status.IN_PROGRESS)
     old_low = _submit(dispatcher, _append(log, "old_low"), priority=0)
@@ -89,9 +102,8 @@ def test_a_low_priority_job_that_waited_long_enough_goes_before_a_newer_high_pri
     assert log.read_text().split() == ["newer_11", "old_low", "newer_9"]
 
 
-def test_each_queue_has_its_own_parallelism_under_the_global_worker_limit(settings: Settings) -> None:
+def test_each_queue_has_its_own_parallelism_under_the_global_worker_limit(settings: Settings, gate: Path) -> None:
     dispatcher = _start(dataclasses.replace(settings, workers=3, queues=(("gpu", 1),)))
-    gate = settings.jobs_dir.parent / "go"
     gpu = [_submit(dispatcher, _gate(gate), queue="gpu") for _ in range(2)]
     cpu = [_submit(dispatcher, _gate(gate)) for _ in range(3)]
     wait_until(lambda: _queue(dispatcher, "default")["running"] == 2)
@@ -109,9 +121,8 @@ def test_each_queue_has_its_own_parallelism_under_the_global_worker_limit(settin
         _wait_status(dispatcher, job_id, Status.COMPLETED)
 
 
-def test_a_paused_queue_starts_nothing_new_until_it_is_resumed(settings: Settings) -> None:
+def test_a_paused_queue_starts_nothing_new_until_it_is_resumed(settings: Settings, gate: Path) -> None:
     dispatcher = _start(dataclasses.replace(settings, workers=2))
-    gate = settings.jobs_dir.parent / "go"
     running = _submit(dispatcher, _gate(gate), queue="batch")
     _wait_status(dispatcher, running, Status.IN_PROGRESS)
     view = dispatcher.set_queue("batch", paused=True).get(timeout=ASK)
@@ -126,9 +137,8 @@ def test_a_paused_queue_starts_nothing_new_until_it_is_resumed(settings: Setting
     _wait_status(dispatcher, waiting, Status.COMPLETED)
 
 
-def test_raising_a_queues_parallelism_starts_waiting_jobs_at_once(settings: Settings) -> None:
+def test_raising_a_queues_parallelism_starts_waiting_jobs_at_once(settings: Settings, gate: Path) -> None:
     dispatcher = _start(dataclasses.replace(settings, workers=4, queues=(("one", 1),)))
-    gate = settings.jobs_dir.parent / "go"
     ids = [_submit(dispatcher, _gate(gate), queue="one") for _ in range(3)]
     wait_until(lambda: _queue(dispatcher, "one")["running"] == 1)
     dispatcher.set_queue("one", parallelism=3).get(timeout=ASK)
@@ -149,9 +159,8 @@ def test_a_delayed_job_waits_until_its_time_and_a_past_run_at_runs_now(settings:
     assert parse_timestamp(job.run_at) - parse_timestamp(job.enqueued_at) == timedelta(seconds=1)
 
 
-def test_a_dependent_runs_only_after_all_its_dependencies_completed(settings: Settings) -> None:
+def test_a_dependent_runs_only_after_all_its_dependencies_completed(settings: Settings, gate: Path) -> None:
     dispatcher = _start(dataclasses.replace(settings, workers=3))
-    gate = settings.jobs_dir.parent / "go"
     first = _submit(dispatcher, _gate(gate))
     second = _submit(dispatcher, py("pass"))
     dependent = _submit(dispatcher, py("pass"), after=(first, second))
@@ -164,10 +173,9 @@ def test_a_dependent_runs_only_after_all_its_dependencies_completed(settings: Se
 
 @pytest.mark.parametrize("ending", ["fails", "is canceled"])
 def test_when_a_dependency_does_not_complete_its_dependents_fail_without_running(
-    settings: Settings, ending: str
+    settings: Settings, gate: Path, ending: str
 ) -> None:
     dispatcher = _start(settings)
-    gate = settings.jobs_dir.parent / "go"
     marker = settings.jobs_dir.parent / "ran"
     first = _submit(dispatcher, _gate(gate) if ending == "is canceled" else py("raise SystemExit(2)"))
     dependent = _submit(dispatcher, py(f"open({str(marker)!r}, 'w')"), after=(first,))
@@ -223,9 +231,8 @@ def test_jobs_waiting_for_their_time_a_dependency_or_a_paused_queue_can_be_cance
     assert _job(dispatcher, timed).status is Status.CANCELED  # its run_at passed; it stayed canceled
 
 
-def test_a_queue_named_only_by_jobs_is_listed_while_it_holds_jobs(settings: Settings) -> None:
+def test_a_queue_named_only_by_jobs_is_listed_while_it_holds_jobs(settings: Settings, gate: Path) -> None:
     dispatcher = _start(settings)
-    gate = settings.jobs_dir.parent / "go"
     job_id = _submit(dispatcher, _gate(gate), queue="adhoc")
     wait_until(lambda: _queue(dispatcher, "adhoc")["running"] == 1)
     assert _queue(dispatcher, "adhoc")["parallelism"] == settings.workers  # unconfigured: only --workers caps it
