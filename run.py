@@ -14,26 +14,39 @@ from typing import Any
 import pykka
 import waitress
 
+import logformat
 from actors import osdeps
 from actors.dispatcher import Dispatcher
+from actors.events import EventHub
 from actors.job import timestamp, utc_now
+from actors.lifecycle import LifecycleLog
+from actors.metrics import Metrics
 from actors.recovery import load_jobs
+from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
 from api.app import create_app
+from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
+    try:
+        env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
+    except ConfigError as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="procq: a job server that runs every job as its own process. "
-        "Every flag can also be set with the PROCQ_* environment variable shown.",
+        "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
+        '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
+        "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
+    add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
         "--port", type=int, default=env("PROCQ_PORT", "8080"), help="port to listen on; 0 picks a free one [PROCQ_PORT]"
@@ -50,7 +63,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("PROCQ_WORKERS", str(os.cpu_count() or 1)),
         help="jobs running at once [PROCQ_WORKERS]",
     )
-    add("--threads", type=int, default=env("PROCQ_THREADS", "16"), help="HTTP worker threads [PROCQ_THREADS]")
+    add(
+        "--threads",
+        type=int,
+        default=env("PROCQ_THREADS", "64"),
+        help="HTTP worker threads; each open event stream (log follower, /events) holds one [PROCQ_THREADS]",
+    )
+    add(
+        "--max-streams",
+        type=int,
+        default=env("PROCQ_MAX_STREAMS", "0"),
+        help="open event streams allowed at once, the rest answered 503; 0 means 3/4 of --threads, "
+        "leaving threads for other requests [PROCQ_MAX_STREAMS]",
+    )
+    add(
+        "--retention",
+        type=_duration,
+        default=env("PROCQ_RETENTION", "7d"),
+        help="finished jobs older than this are deleted in the background: seconds, or a number with "
+        "s, m, h or d; 0 keeps them forever [PROCQ_RETENTION]",
+    )
     add(
         "--max-body-bytes",
         type=int,
@@ -106,7 +138,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[PROCQ_LOG_LEVEL]",
     )
+    add(
+        "--log-format",
+        default=env("PROCQ_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="log lines as text, or as one JSON object per line with job_id, status and event fields "
+        "on job lifecycle lines [PROCQ_LOG_FORMAT]",
+    )
     args = parser.parse_args(argv)
+    if env.unknown_keys(parser):
+        parser.error(f"unknown settings in {env.path}: {', '.join(env.unknown_keys(parser))}")
+    if args.max_streams and not 0 < args.max_streams < args.threads:
+        parser.error("--max-streams must be at least 1 and less than --threads, so other requests still get a thread")
+    args.max_streams = args.max_streams or max(1, args.threads * 3 // 4)
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -118,6 +162,7 @@ def _add_control_flags(add: Any, env: Any) -> None:
     """Flags of issue 5: queues, aging, default limits, sampling, the cwd root."""
     add(
         "--queue",
+        dest="queues",  # named like PROCQ_QUEUES, so a config file's `queues = "gpu=1,cpu=4"` is known
         action="append",
         default=[q for q in env("PROCQ_QUEUES", "").split(",") if q],
         metavar="NAME=N",
@@ -157,7 +202,7 @@ def _add_control_flags(add: Any, env: Any) -> None:
 
 def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     queues = []
-    for spec in args.queue:
+    for spec in (part for value in args.queues for part in value.split(",") if part):
         name, _, count = spec.partition("=")
         if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not count.isdigit() or int(count) < 1:
             parser.error(f"--queue {spec!r}: expected NAME=N, NAME of 1-32 of a-z 0-9 _ -, N at least 1")
@@ -175,7 +220,7 @@ def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
     jobs_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -198,11 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         default_max_output_bytes=args.max_output_bytes,
         sample_interval_s=args.sample_interval,
         cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
+        retention_s=args.retention,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
-    dispatcher = Dispatcher.start(settings, jobs).proxy()
+    events, metrics = EventHub(), Metrics()
+    dispatcher = Dispatcher.start(settings, jobs, watchers=(events, metrics, LifecycleLog())).proxy()
     app = create_app(
-        dispatcher, jobs_dir, args.max_body_bytes, cancel_wait_s=args.grace + 30, cwd_root=settings.cwd_root
+        dispatcher,
+        jobs_dir,
+        args.max_body_bytes,
+        cancel_wait_s=args.grace + 30,
+        cwd_root=settings.cwd_root,
+        events=events,
+        metrics=metrics,
+        max_streams=args.max_streams,
     )
     server = waitress.create_server(
         app,
@@ -210,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         threads=args.threads,
         max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+        channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
         ident="procq",
     )
-    osdeps.install_shutdown(lambda: log.info("stopping: no new jobs; ending running ones"))
+    osdeps.install_shutdown(lambda: _stopping(events))
     print(
         f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}", flush=True
     )
@@ -226,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stopping(events: EventHub) -> None:
+    log.info("stopping: no new jobs; ending running ones")
+    # Open event streams end now: waitress waits for its threads before server.run() returns.
+    events.close()
+
+
 def _stop(dispatcher: object, wait_s: float) -> None:
     """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
     every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
@@ -235,6 +297,13 @@ def _stop(dispatcher: object, wait_s: float) -> None:
         while not event.wait(0.5) and time.monotonic() < deadline:
             pass
     pykka.ActorRegistry.stop_all(block=True, timeout=5)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 if __name__ == "__main__":

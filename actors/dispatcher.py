@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
 
-from actors import webhook
+from actors import retention, webhook
 from actors.errors import IdempotencyConflict, InvalidRequest, JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.events import Watcher
+from actors.index import JobIndex
 from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
 from actors.jobdir import JobDir
 from actors.queues import Scheduler
@@ -38,6 +41,9 @@ class Dispatcher(pykka.ThreadingActor):
     A Supervisor exists only while its job runs or a delivery is in flight, so 10,000 queued jobs
     cost 10,000 index entries, not threads. The Dispatcher writes a job's meta.json only while the
     job has no Supervisor (creation, cancel while queued).
+    Every change of a job passes through `_store`: it updates the JobIndex (sorted ids for paging)
+    and tells the watchers (EventHub, Metrics, LifecycleLog), which never block. `delete` and the
+    retention timer (`sweep`) forget finished jobs; a helper thread removes their directories.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class Dispatcher(pykka.ThreadingActor):
         now: Callable[[], datetime] = utc_now,
         spawn: Spawn | None = None,
         send_webhook: SendWebhook = webhook.send,
+        watchers: Sequence[Watcher] = (),
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -70,6 +77,10 @@ class Dispatcher(pykka.ThreadingActor):
         self._timer: threading.Timer | None = None
         self._timer_due = ""
         self._accepting = True
+        self._watchers = tuple(watchers)  # told of every change by _store; they never block
+        self._index = JobIndex(self._jobs.values())
+        self._postponed: list[Job] = []  # deleted jobs whose directory could not be removed yet
+        self._sweep_timer: threading.Timer | None = None
 
     def on_start(self) -> None:
         self._self = self.actor_ref.proxy()
@@ -77,10 +88,13 @@ class Dispatcher(pykka.ThreadingActor):
             if job.status is Status.IN_QUEUE:
                 self._enqueue(job)
         self._pump()
+        self._arm_sweep(1.0)  # soon after start: empty the trash a crash left, expire what aged meanwhile
 
     def on_stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
 
     # --- asked by the API ------------------------------------------------------------------------
 
@@ -132,8 +146,8 @@ class Dispatcher(pykka.ThreadingActor):
         except OSError as exc:
             log.error("job %s: could not be stored: %s", job.id, exc)
             raise StorageError("create the job's directory", exc) from exc
-        log.info("job %s: IN_QUEUE args=%s", job.id, list(job.args))
-        self._jobs[job.id] = job
+        log.debug("job %s: IN_QUEUE args=%s", job.id, list(job.args))
+        self._store(job)
         self._enqueue(job)
         self._pump()
         return self._jobs[job.id]  # it may have failed at once (a dependency had failed) or started
@@ -174,7 +188,7 @@ class Dispatcher(pykka.ThreadingActor):
             self._dir(job).write(canceled)
         except OSError as exc:
             raise StorageError("record the cancel", exc) from exc
-        log.info("job %s: CANCELED while queued", job.id)
+        log.debug("job %s: CANCELED while queued", job.id)
         self._scheduler.remove(job.id)
         self._ended(canceled)
         done = threading.Event()
@@ -192,10 +206,57 @@ class Dispatcher(pykka.ThreadingActor):
                 pass
         return [finished for _, finished in self._running.values()]
 
+    # --- finding and removing jobs ----------------------------------------------------------------
+
+    def list_jobs(
+        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int
+    ) -> tuple[list[Job], str | None]:
+        """A page of jobs newest first, with ids below `before` (the last id of the previous page),
+        and the id to continue from, or None on the last page. New jobs have larger ids, so paging
+        while jobs are added neither skips nor repeats one. Returns at once."""
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs)
+        return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
+        return {
+            "counts": {status.value: self._index.count(status) for status in Status},
+            "workers": {"busy": len(self._running), "total": self._settings.workers},
+        }
+
+    def delete(self, job_id: str) -> threading.Event:
+        """Forget a finished job and remove its directory on a helper thread. Returns an event set
+        once the directory is gone (or its removal postponed). Raises JobNotFound, or JobConflict
+        while it is queued, running, or delivering its webhook (its Supervisor owns the files)."""
+        job = self.get(job_id)
+        if not job.status.terminal or job_id in self._delivering:
+            state = job.status.value if not job.status.terminal else "delivering its webhook"
+            raise JobConflict(job.id, state, "delete", "COMPLETED, FAILED or CANCELED (and not delivering)")
+        self._forget(job)
+        done = threading.Event()
+        self._remove_dirs([job], done)
+        return done
+
+    def sweep(self) -> None:
+        """The retention timer fired: remove finished jobs older than the retention, at most a batch
+        at a time, and retry removals that were postponed."""
+        self._sweep_timer = None
+        expired = self._expired(retention.BATCH) if self._settings.retention_s > 0 else []
+        for job in expired:
+            self._forget(job)
+        retry, self._postponed = self._postponed, []
+        self._remove_dirs(expired + retry, threading.Event())
+        full = len(expired) >= retention.BATCH
+        self._arm_sweep(0.1 if full else retention.sweep_interval(self._settings.retention_s))
+
+    def dirs_removed(self, postponed: list[Job]) -> None:
+        """From the removal thread: these jobs' directories could not be moved away yet."""
+        self._postponed.extend(postponed)
+
     # --- told by Supervisors and the timer -------------------------------------------------------
 
     def job_started(self, job: Job) -> None:
-        self._jobs[job.id] = job
+        self._store(job)
 
     def job_ended(self, job: Job) -> None:
         """A run is over: the job is terminal, or back IN_QUEUE after a shutdown interrupted it."""
@@ -215,7 +276,7 @@ class Dispatcher(pykka.ThreadingActor):
     # --- inside ----------------------------------------------------------------------------------
 
     def _ended(self, job: Job) -> None:
-        self._jobs[job.id] = job
+        self._store(job)
         if job.status is Status.IN_QUEUE:
             self._enqueue(job)  # back for a retry (or after a shutdown cut its run short)
         elif job.status.terminal:
@@ -293,9 +354,65 @@ class Dispatcher(pykka.ThreadingActor):
     def _dir(self, job: Job) -> JobDir:
         return JobDir(self._settings.jobs_dir / job.id)
 
+    def _store(self, job: Job) -> None:
+        """Every new job and every change of one passes here: the index, then the watchers."""
+        before = self._jobs.get(job.id)
+        self._jobs[job.id] = job
+        self._index.put(before, job)
+        for watcher in self._watchers:
+            try:
+                watcher.job_changed(before, job)
+            except Exception:  # a broken watcher must not stop the Dispatcher
+                log.exception("watcher %r failed on job %s", watcher, job.id)
+
+    def _forget(self, job: Job) -> None:
+        del self._jobs[job.id]
+        self._index.remove(job)
+        self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
+        if job.idempotency_key_sha256 and self._idempotency.get(job.idempotency_key_sha256) == job.id:
+            del self._idempotency[job.idempotency_key_sha256]  # its key may make a new job now
+        if any(job_id == job.id for _, job_id in self._deliveries):
+            self._deliveries = [entry for entry in self._deliveries if entry[1] != job.id]
+            heapq.heapify(self._deliveries)
+        for watcher in self._watchers:
+            try:
+                watcher.job_removed(job)
+            except Exception:
+                log.exception("watcher %r failed on removed job %s", watcher, job.id)
+
+    def _expired(self, limit: int) -> list[Job]:
+        cutoff = timestamp(self._now() - timedelta(seconds=self._settings.retention_s))
+        terminal = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+        finished = (self._jobs[i] for status in terminal for i in self._index.ids_with_status(status))
+        return retention.expired(finished, cutoff, self._delivering, limit)
+
+    def _remove_dirs(self, jobs: list[Job], done: threading.Event) -> None:
+        report = functools.partial(_removed, self._self, jobs, done)
+        args = (self._settings.jobs_dir, jobs, report)
+        threading.Thread(target=retention.remove_jobs, args=args, daemon=True).start()
+
+    def _arm_sweep(self, delay_s: float) -> None:
+        self._sweep_timer = threading.Timer(delay_s, _tell, args=(self._self.sweep.defer,))
+        self._sweep_timer.daemon = True
+        self._sweep_timer.start()
+
 
 def _wake(dispatcher: Any) -> None:
     try:
         dispatcher.wake.defer()
     except pykka.ActorDeadError:
         pass
+
+
+def _tell(deliver: Callable[[], Any]) -> None:
+    try:
+        deliver()
+    except pykka.ActorDeadError:
+        pass  # the Dispatcher stopped; nothing is waiting for this report
+
+
+def _removed(dispatcher: Any, jobs: list[Job], done: threading.Event, postponed_ids: list[str]) -> None:
+    postponed = [job for job in jobs if job.id in postponed_ids]
+    if postponed:
+        _tell(lambda: dispatcher.dirs_removed.defer(postponed))
+    done.set()

@@ -74,6 +74,7 @@ class JobRequest:
     env: tuple[tuple[str, str], ...] = ()
     cwd: str | None = None
     webhook_events: tuple[str, ...] = ("completed",)
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +115,12 @@ class Job:
     webhook_events: tuple[str, ...] = ("completed",)
     idempotency_key_sha256: str | None = None  # a hash: the client's key itself is never stored
     request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
+    tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["args"] = list(self.args)
+        data["tags"] = list(self.tags)
         data["status"] = self.status.value
         if self.webhook_delivery is not None:
             data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
@@ -134,6 +137,7 @@ class Job:
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ValueError("args must be a non-empty list of strings")
         fields["args"] = tuple(args)
+        fields["tags"] = tuple(str(tag) for tag in fields.get("tags") or ())
         fields["status"] = Status(fields["status"])
         if not is_job_id(fields["id"]):
             raise ValueError(f"not a job id: {fields['id']!r}")

@@ -10,6 +10,7 @@ import _thread
 import logging
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -253,3 +254,17 @@ def lock_exclusively(path: Path) -> IO[bytes]:
         handle.close()
         raise
     return handle
+
+
+_FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # Windows: symlinks and junctions both carry it
+
+
+def is_plain_dir(path: Path) -> bool:
+    """True for a real directory at `path` itself: not a symlink, and on Windows not a junction
+    (os.lstat reports some junctions as directories). Raises OSError but FileNotFoundError -> False."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    reparse = getattr(info, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT
+    return stat.S_ISDIR(info.st_mode) and not reparse

@@ -102,7 +102,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         pid, created = osdeps.identity(child.pid)
         self._update(status=Status.IN_PROGRESS, pid=pid, pid_started_at=created, attempts=attempt, started_at=now)
-        log.info("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
+        log.debug("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
         self._dispatcher.job_started.defer(self._job)
         threading.Thread(target=_report_exit, args=(child, self._self), daemon=True).start()
         self._watch(pid, created, attempt)
@@ -148,7 +148,7 @@ class Supervisor(pykka.ThreadingActor):
             job = interrupted(self._job, reason, self._settings.restart_limit, self._stamp())
             self._job = dataclasses.replace(job, exit_code=code)
             self._dir_write()
-            log.info("job %s: %s after shutdown", job.id, job.status.value)
+            log.debug("job %s: %s after shutdown", job.id, job.status.value)
             self._report_end()
         elif self._stop_reason == "cancel":
             self._finish(Status.CANCELED, exit_code=code, error="canceled by request")
@@ -175,7 +175,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         self._job = ended
         self._update(completed_at=now, webhook_delivery=completion_delivery(ended))
-        log.info("job %s: %s exit_code=%s", self._job.id, status.value, self._job.exit_code)
+        log.debug("job %s: %s exit_code=%s", self._job.id, status.value, self._job.exit_code)
         self._report_end()
 
     def _report_end(self) -> None:

@@ -11,6 +11,9 @@ import falcon
 import pykka
 
 from actors.errors import IdempotencyConflict, InvalidRequest, JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.events import EventHub
+from actors.metrics import Metrics
+from api import watch
 from api.health import HealthResource
 from api.jobs import JobsResource
 from api.queues import QueuesResource
@@ -24,9 +27,13 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,
     cwd_root: Path | None = None,
+    events: EventHub | None = None,
+    metrics: Metrics | None = None,
+    max_streams: int = 32,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
-    waits for a job's process tree to end; jobs may ask for a `cwd` inside `cwd_root`."""
+    waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
+    (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams."""
     app = falcon.App()
     resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, cwd_root)
     app.add_route("/jobs", resource)
@@ -37,6 +44,7 @@ def create_app(
     queues = QueuesResource(dispatcher)
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
+    watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
 
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
@@ -88,5 +96,5 @@ def _default_description(req: falcon.Request, exc: falcon.HTTPError) -> str:
         allowed = (exc.headers or {}).get("Allow", "")
         return f"{req.method} is not allowed on {req.path}; allowed: {allowed}."
     if exc.status == falcon.HTTP_404:
-        return f"There is nothing at {req.path}. The routes are POST /jobs and /jobs/{{id}}/status|result|cancel."
+        return f"There is nothing at {req.path}. The routes are listed in GET /openapi.json."
     return exc.title

@@ -22,6 +22,9 @@ class HealthResource:
         ready = all(value == "ok" for value in checks.values())
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.media = {"status": "ok" if ready else "unavailable", "checks": checks}
+        if not ready:  # like every error body, it also says what is wrong in title/description
+            failing = "; ".join(f"{name}: {value}" for name, value in checks.items() if value != "ok")
+            resp.media |= {"title": "Not ready", "description": failing}
 
     def _dispatcher_check(self) -> str:
         try:

@@ -12,6 +12,7 @@ import falcon
 
 from actors.errors import JobConflict, JobNotFound, StorageError
 from actors.job import Job, Status, is_job_id
+from api.listing import list_page
 from api.schema import parse_submit, read_json
 
 ASK_TIMEOUT_S = 10.0  # how long a request waits for the Dispatcher before answering 503
@@ -70,6 +71,9 @@ class JobsResource:
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = list_page(self._dispatcher, req)  # GET /jobs: see api/listing.py
 
     def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         resp.media = self._job(job_id).to_dict()

@@ -13,7 +13,7 @@ import falcon
 import jsonschema
 
 from actors import osdeps
-from actors.job import JobRequest, timestamp
+from actors.job import JobRequest, Status, timestamp
 from actors.runs import resolve_cwd
 
 MAX_ARGS = 4096
@@ -30,6 +30,8 @@ RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\
 # type/subtype with optional parameters; no CR/LF, so it can never split the Content-Type header.
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 MEDIA_TYPE = rf"^{_TOKEN}/{_TOKEN}( *; *{_TOKEN}=({_TOKEN}|\"[^\"\r\n\\\\]*\"))*$"
+
+TAG: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 
 SUBMIT: dict[str, Any] = {
     "type": "object",
@@ -58,6 +60,14 @@ SUBMIT: dict[str, Any] = {
             "pattern": "^https?://[^\\s/?#@]+([/?#][^\\s]*)?$",
             "description": "Absolute http(s) URL that receives the completion callback.",
             "x-message": "webhook must be an absolute http:// or https:// URL with a host, without spaces",
+        },
+        "tags": {
+            "type": "array",
+            "maxItems": 16,
+            "items": TAG,
+            "default": [],
+            "description": "Labels to find the job by (GET /jobs?tag=...).",
+            "x-message": "tags must be a list of at most 16 strings of 1 to 64 characters of A-Z a-z 0-9 _ . : -",
         },
         # issue 5 (control): README "Deciding what runs" explains each of these
         "priority": {
@@ -212,8 +222,13 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
     webhook = data.get("webhook")
     if webhook is not None and not urlsplit(webhook).hostname:
         raise _invalid(SUBMIT["properties"]["webhook"]["x-message"])
+    tags = tuple(dict.fromkeys(data.get("tags", ())))  # duplicates dropped, order kept
     return JobRequest(
-        args=args, mime_type=data.get("mime_type", "text/plain"), webhook=webhook, **_control_fields(data, cwd_root)
+        args=args,
+        mime_type=data.get("mime_type", "text/plain"),
+        webhook=webhook,
+        tags=tags,
+        **_control_fields(data, cwd_root),
     )
 
 
@@ -285,8 +300,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = ", ".join(SUBMIT["properties"])
         return f"{error.message}; the fields are: {allowed}"
     field_schema = SUBMIT["properties"].get(str(error.absolute_path[0])) if error.absolute_path else None
-    if error.validator == "pattern" and field_schema:
-        return f"{path}: {field_schema['x-message']}"
+    if error.validator in ("pattern", "maxItems") and field_schema:
+        return f"{path}: {field_schema['x-message']}; got {_short(error.instance)}"
     if error.validator == "type" and not path:
         return 'The body must be a JSON object such as {"args": ["echo", "hi"]}'
     return f"{path}: {error.message}" if path else error.message
@@ -301,3 +316,95 @@ def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
         title="Request body too large",
         description=f"The body may be at most {limit} bytes.",
     )
+
+
+# Query parameters, by name: validated here and shown in the OpenAPI document from the same objects.
+QUERY: dict[str, dict[str, Any]] = {
+    "status": {
+        "type": "array",
+        "items": {"type": "string", "enum": [status.value for status in Status]},
+        "description": "Only jobs in these states; repeat the parameter for several.",
+        "x-message": "status must be one of " + ", ".join(status.value for status in Status),
+    },
+    "tag": {
+        **TAG,
+        "description": "Only jobs with this tag.",
+        "x-message": "tag must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+    },
+    "limit": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500,
+        "default": 50,
+        "description": "Jobs per page.",
+        "x-message": "limit must be a whole number from 1 to 500",
+    },
+    "cursor": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]{1,64}$",
+        "description": "next_cursor of the previous page; opaque.",
+        "x-message": "cursor must be the next_cursor of an earlier page, unchanged",
+    },
+    "stream": {
+        "type": "string",
+        "enum": ["stderr", "stdout"],
+        "default": "stderr",
+        "description": "Which output file to read.",
+        "x-message": "stream must be stderr or stdout",
+    },
+    "offset": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 0,
+        "description": "Byte offset to start from (Last-Event-ID takes precedence when following).",
+        "x-message": "offset must be a whole number of bytes, 0 or more",
+    },
+    "follow": {
+        "type": "boolean",
+        "default": False,
+        "description": "Follow the log as Server-Sent Events (like Accept: text/event-stream).",
+        "x-message": "follow must be 1, true, 0 or false",
+    },
+}
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_QUERY_VALIDATORS = {name: jsonschema.Draft202012Validator(schema) for name, schema in QUERY.items()}
+
+
+def parse_query(req: falcon.Request, *names: str) -> dict[str, Any]:
+    """The named query parameters, converted and checked against QUERY (defaults filled in);
+    400 naming the parameter, the value and what is allowed. Unknown parameters are ignored."""
+    values: dict[str, Any] = {}
+    for name in names:
+        schema = QUERY[name]
+        raw: Any = req.get_param_as_list(name) if schema["type"] == "array" else req.get_param(name)
+        if raw is None:
+            if "default" in schema:
+                values[name] = schema["default"]
+            continue
+        values[name] = value = _convert(name, schema["type"], raw)
+        if not _QUERY_VALIDATORS[name].is_valid(value):
+            raise _bad_query(name, raw)
+    return values
+
+
+def _convert(name: str, kind: str, raw: Any) -> Any:
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "boolean":
+            return _BOOLEANS[raw.lower()]
+    except (ValueError, KeyError):
+        raise _bad_query(name, raw) from None
+    return raw
+
+
+def _bad_query(name: str, raw: Any) -> falcon.HTTPBadRequest:
+    return falcon.HTTPBadRequest(
+        title="Invalid query parameter",
+        description=f"{QUERY[name]['x-message']}; got {name}={_short(raw)}",
+    )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

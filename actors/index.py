@@ -1,0 +1,97 @@
+"""The Dispatcher's search index of jobs: ids kept sorted overall, per status and per tag, for paging."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+
+from actors.job import Job, Status
+
+
+class JobIndex:
+    """Sorted id lists (ids sort by creation time) so a page of GET /jobs costs O(log n + page size)
+    instead of a scan of every job. Owned by the Dispatcher's thread, like the jobs themselves.
+
+    New ids are the largest yet, so adding a job is an append; a status change moves one id between
+    two per-status lists (a bisect and a memmove: microseconds with 100,000 jobs).
+    """
+
+    def __init__(self, jobs: Iterable[Job] = ()) -> None:
+        self._all: list[str] = []
+        self._by_status: dict[Status, list[str]] = {status: [] for status in Status}
+        self._by_tag: dict[str, list[str]] = {}
+        for job in sorted(jobs, key=lambda job: job.id):
+            self.put(None, job)
+
+    def put(self, before: Job | None, after: Job) -> None:
+        """Record a new job (`before` None) or a change of one."""
+        if before is None:
+            _insert(self._all, after.id)
+            for tag in after.tags:
+                _insert(self._by_tag.setdefault(tag, []), after.id)
+        elif before.status is after.status:
+            return
+        else:
+            _remove(self._by_status[before.status], after.id)
+        _insert(self._by_status[after.status], after.id)
+
+    def remove(self, job: Job) -> None:
+        _remove(self._all, job.id)
+        _remove(self._by_status[job.status], job.id)
+        for tag in job.tags:
+            ids = self._by_tag.get(tag, [])
+            _remove(ids, job.id)
+            if not ids:
+                self._by_tag.pop(tag, None)
+
+    def count(self, status: Status) -> int:
+        return len(self._by_status[status])
+
+    def ids_with_status(self, status: Status) -> list[str]:
+        """The ids in one state, oldest first (a copy: the caller may change the index meanwhile)."""
+        return list(self._by_status[status])
+
+    def page(
+        self,
+        statuses: frozenset[Status] | None,
+        tag: str | None,
+        before: str | None,
+        limit: int,
+        status_of: dict[str, Job],
+    ) -> tuple[list[str], bool]:
+        """Up to `limit` ids newest first, all smaller than `before` (the cursor), matching every
+        filter given. Returns them and whether more follow. Walks the narrowest list that answers:
+        the tag's, else the union of the chosen statuses', else all ids."""
+        if tag is not None:
+            source = _newest_first(self._by_tag.get(tag, []), before)
+            if statuses is not None:
+                source = (i for i in source if status_of[i].status in statuses)
+        elif statuses is not None:
+            lists = [_newest_first(self._by_status[s], before) for s in statuses]
+            source = heapq.merge(*lists, reverse=True)
+        else:
+            source = _newest_first(self._all, before)
+        found = list(itertools.islice(source, limit + 1))
+        return found[:limit], len(found) > limit
+
+
+def _newest_first(ids: list[str], before: str | None) -> Iterator[str]:
+    end = len(ids) if before is None else bisect.bisect_left(ids, before)
+    return (ids[i] for i in range(end - 1, -1, -1))
+
+
+def _insert(ids: list[str], job_id: str) -> None:
+    if not ids or ids[-1] < job_id:
+        ids.append(job_id)  # the common case: the newest job
+    else:
+        position = bisect.bisect_left(ids, job_id)
+        if position == len(ids) or ids[position] != job_id:
+            ids.insert(position, job_id)
+
+
+def _remove(ids: list[str], job_id: str) -> None:
+    position = bisect.bisect_left(ids, job_id)
+    if position < len(ids) and ids[position] == job_id:
+        del ids[position]

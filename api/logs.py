@@ -1,0 +1,166 @@
+"""GET /jobs/{id}/logs: a job's output from a byte offset, or followed live as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import falcon
+import pykka
+
+from actors.errors import JobNotFound, ProcqError
+from actors.events import EventHub
+from actors.job import Job, is_job_id
+from api import sse
+from api.schema import parse_query
+
+log = logging.getLogger("procq.api.logs")
+
+ASK_TIMEOUT_S = 10.0
+CHUNK_BYTES = 64 * 1024  # most bytes one event carries
+POLL_S = 0.1  # how late a follower may see new output
+HEARTBEAT_S = 15.0
+
+
+class LogsResource:
+    """Plain mode streams the file's bytes from `offset` (as they are at the request). Follow mode
+    polls the file (open, read a chunk, close: Windows must be able to rotate or delete it) and
+    learns of the job's end from the EventHub, so a follower never asks the Dispatcher while it waits."""
+
+    def __init__(self, dispatcher: Any, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
+        self._dispatcher = dispatcher
+        self._jobs_dir = jobs_dir
+        self._hub = hub
+        self._slots = slots
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        query = parse_query(req, "stream", "offset", "follow")
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id)
+        path = self._jobs_dir / job_id / f"{query['stream']}.txt"
+        if not (query["follow"] or sse.wants_stream(req)):
+            self._get(job_id)  # 404 for an unknown job
+            size = _size(path)
+            start = min(query["offset"], size)
+            resp.content_type = falcon.MEDIA_TEXT
+            resp.set_header("X-Next-Offset", str(size))
+            resp.content_length = size - start
+            resp.stream = _FileSlice(path, start, size - start) if size > start else None
+            return
+        offset = _last_event_id(req, query["offset"])
+        end = self._hub.end_of(job_id)  # before reading the state, so an end in between is not missed
+        job = self._get(job_id)
+        if job.status.terminal:
+            end.set()
+        gone = sse.client_gone(req)
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
+
+    def _follow(
+        self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
+    ) -> Iterator[bytes]:
+        yield b"retry: 1000\n\n"  # sent at once: the client knows it is connected
+        quiet_since = time.monotonic()
+        while True:
+            ended = end.is_set()  # checked before reading: output written before the end is then read
+            chunk = _read(path, offset, CHUNK_BYTES)
+            last = ended and len(chunk) < CHUNK_BYTES
+            cut = len(chunk) if last else utf8_prefix(chunk)
+            if cut:
+                offset += cut
+                yield sse.event("log", chunk[:cut].decode("utf-8", "replace"), str(offset))
+                quiet_since = time.monotonic()
+                if len(chunk) == CHUNK_BYTES:
+                    continue  # more is waiting
+            if last:
+                break
+            if self._hub.closing.is_set() or gone():
+                return  # shutdown (no end event: the client reconnects to the next server) or hung up
+            if time.monotonic() - quiet_since >= HEARTBEAT_S:
+                yield sse.comment("waiting for output")
+                quiet_since = time.monotonic()
+            end.wait(POLL_S)
+        yield sse.event("end", self._final(job).to_dict())
+
+    def _final(self, job: Job) -> Job:
+        try:
+            return self._get(job.id)
+        except (ProcqError, pykka.Timeout, pykka.ActorDeadError) as exc:
+            log.warning("job %s: final state unavailable for a log follower: %s", job.id, exc)
+            return job
+
+    def _get(self, job_id: str) -> Job:
+        return self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+
+
+def utf8_prefix(data: bytes) -> int:
+    """The length of the longest prefix of `data` that does not end inside a UTF-8 character, so
+    an event never splits one (the rest is sent with the next chunk)."""
+    size = len(data)
+    for back in range(1, min(4, size) + 1):
+        byte = data[size - back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: look further back for its lead byte
+        if byte < 0xC0 or byte >= 0xF8:
+            return size  # ASCII (complete), or a byte no UTF-8 text has
+        needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+        return size - back if back < needed else size
+    return size  # not UTF-8 at all: send it as it is (decoded with replacement characters)
+
+
+def _last_event_id(req: falcon.Request, offset: int) -> int:
+    value = req.get_header("Last-Event-ID")
+    if value is None:
+        return offset
+    if not value.strip().isdigit():
+        raise falcon.HTTPBadRequest(
+            title="Invalid Last-Event-ID",
+            description=f"Last-Event-ID must be the id of an earlier log event (a byte offset); got {value!r}",
+        )
+    return int(value)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0  # the job has not started yet
+
+
+def _read(path: Path, offset: int, limit: int) -> bytes:
+    """One short-lived handle per poll (WINDOWS.md §4); a file not there yet reads as empty."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(limit)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:  # e.g. a Windows sharing violation while the file is swapped: next poll
+        log.debug("reading %s: %s", path, exc)
+        return b""
+
+
+class _FileSlice:
+    """`length` bytes of a file from `start`, read in chunks; the file is opened on the first read
+    and closed at the end, so nothing is held open between requests."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        self._path = path
+        self._offset = start
+        self._left = length
+
+    def __iter__(self) -> _FileSlice:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left <= 0:
+            raise StopIteration
+        chunk = _read(self._path, self._offset, min(CHUNK_BYTES, self._left))
+        if not chunk:  # the file shrank or vanished (rerun, delete): end early rather than hang
+            raise StopIteration
+        self._offset += len(chunk)
+        self._left -= len(chunk)
+        return chunk

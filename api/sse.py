@@ -1,0 +1,111 @@
+"""Server-Sent Events plumbing: the wire format, a bound on open streams, and the WSGI iterable."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import falcon
+
+MEDIA_TYPE = "text/event-stream"
+
+
+def wants_stream(req: falcon.Request) -> bool:
+    """True when the client's Accept header asks for Server-Sent Events."""
+    return MEDIA_TYPE in (req.accept or "")
+
+
+def event(kind: str, data: Any, event_id: str | None = None) -> bytes:
+    """One SSE event. `data` goes out as JSON on a single line (JSON escapes every newline)."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def client_gone(req: falcon.Request) -> Callable[[], bool]:
+    """A check for a client that hung up. waitress offers it (with channel_request_lookahead >= 1,
+    see run.py), so an idle stream frees its thread at the next poll instead of at its next write."""
+    return req.env.get("waitress.client_disconnected") or (lambda: False)
+
+
+def comment(text: str) -> bytes:
+    """A comment line: ignored by EventSource, it keeps proxies from timing the stream out and
+    lets waitress notice a client that went away (the write fails)."""
+    return f": {text}\n\n".encode()
+
+
+class StreamSlots:
+    """A bound on open SSE streams. Each holds a waitress thread for its whole life, so without a
+    bound followers could take every thread and starve ordinary requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    def claim(self) -> Callable[[], None]:
+        """A slot's release function (idempotent), or 503 when every slot is taken."""
+        if not self._free.acquire(blocking=False):
+            raise falcon.HTTPServiceUnavailable(
+                title="Too many streams",
+                description=f"All {self.limit} event-stream slots are in use (--max-streams); "
+                "retry shortly or poll without following.",
+                retry_after=5,
+            )
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._free.release()
+
+        return release
+
+
+class Stream:
+    """The response body of one SSE stream: iterates `events`, and gives its slot back when the
+    server closes it (end, client gone, or shutdown) even if iteration never started; a bare
+    generator would skip its `finally` in that case."""
+
+    def __init__(self, events: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release = release
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        try:
+            self._events.close()  # type: ignore[attr-defined]
+        finally:
+            self._release()
+
+
+def start(
+    resp: falcon.Response,
+    slots: StreamSlots,
+    events: Callable[[], Iterator[bytes]],
+    cleanup: Callable[[], None] | None = None,
+) -> None:
+    """Make `resp` an SSE stream of `events()`, holding one of `slots` for as long as it is open;
+    `cleanup` runs when it closes, however it closes."""
+    claimed = slots.claim()
+
+    def release() -> None:
+        try:
+            if cleanup is not None:
+                cleanup()
+        finally:
+            claimed()
+
+    try:
+        resp.content_type = MEDIA_TYPE
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")  # tell nginx-style proxies not to buffer it
+        resp.stream = Stream(events(), release)
+    except BaseException:
+        release()
+        raise

@@ -1,0 +1,37 @@
+"""GET /stats (counts, worker slots, one-minute rates) and GET /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from actors.metrics import Metrics
+
+ASK_TIMEOUT_S = 10.0
+
+
+class StatsResource:
+    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
+        submitted, completed = self._metrics.rates()
+        resp.media = {**stats, "submitted_per_s": round(submitted, 4), "completed_per_s": round(completed, 4)}
+
+
+class MetricsResource:
+    """The state gauges are set from the Dispatcher's answer at each scrape, so they never drift."""
+
+    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
+        self._metrics.set_state(stats["counts"], stats["workers"]["busy"], stats["workers"]["total"])
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self._metrics.registry)
