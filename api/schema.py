@@ -283,7 +283,8 @@ def parse_queue_update(data: Any) -> dict[str, Any]:
             if path
             else f'{error.message}; the body is {{"parallelism": n, "paused": true|false}}, either field or both',
         )
-    return {"parallelism": data.get("parallelism"), "paused": data.get("paused")}
+    parallelism = data.get("parallelism")
+    return {"parallelism": None if parallelism is None else int(parallelism), "paused": data.get("paused")}
 
 
 def check_queue_name(name: str) -> None:
