@@ -7,12 +7,12 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pykka
-import waitress
 
 import logformat
 from actors import osdeps
@@ -21,11 +21,12 @@ from actors.events import EventHub
 from actors.job import timestamp, utc_now
 from actors.lifecycle import LifecycleLog
 from actors.metrics import Metrics
-from actors.recovery import load_jobs
+from actors.recovery import load_jobs, sweep_leftovers
 from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
 from api.app import create_app
+from api.httpserver import create_server
 from config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq")
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
+    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     dispatcher = Dispatcher.start(settings, jobs, watchers=(events, metrics, LifecycleLog())).proxy()
     app = create_app(
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=metrics,
         max_streams=args.max_streams,
     )
-    server = waitress.create_server(
+    server = create_server(
         app,
         host=args.host,
         port=args.port,

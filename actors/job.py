@@ -131,8 +131,7 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         """Build a Job from its JSON form; raises ValueError, TypeError or KeyError if it is not one."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in data.items() if k in known}  # tolerate fields of newer versions
+        fields = {k: v for k, v in data.items() if k in _JOB_FIELDS}  # tolerate fields of newer versions
         args = fields["args"]
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ValueError("args must be a non-empty list of strings")
@@ -150,6 +149,9 @@ class Job:
         runs = fields.get("runs", ())
         fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in known_run}) for run in runs)
         return cls(**fields)
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
 def is_job_id(value: object) -> bool:

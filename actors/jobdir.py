@@ -66,11 +66,6 @@ class JobDir:
             stdout.close()
             raise
 
-    def sweep_tmp(self) -> None:
-        """Remove temporary files a crash left behind mid-write."""
-        for tmp in self.path.glob("meta.json.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
     def remove_partial(self) -> None:
         """Undo a create() that failed half way."""
         for entry in self.path.iterdir():

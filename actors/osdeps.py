@@ -210,16 +210,21 @@ def replace_file(
         delay = min(delay * 2, 0.1)
 
 
-def read_bytes(path: Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
+def read_bytes(path: str | Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """Read a whole file with one short-lived handle, retrying briefly while Windows swaps it."""
     for delay in (0.001, 0.005, 0.02, 0.1):
         try:
-            return path.read_bytes()
+            return _read(path)
         except OSError as exc:
             if not is_transient(exc, windows):
                 raise
         sleep(delay)
-    return path.read_bytes()
+    return _read(path)
+
+
+def _read(path: str | Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def fsync_dir(path: Path, windows: bool = WINDOWS) -> None:

@@ -236,3 +236,16 @@ def test_cancel_ends_a_shell_script_and_the_sleeps_it_started(start_server) -> N
     assert response.status_code == 200 and response.json()["status"] == "CANCELED"
     assert not any(pid_alive(p.pid) for p in sleeps) and not pid_alive(running["pid"])
     assert server.stop() == 0
+
+
+def test_a_body_far_over_the_limit_is_refused_in_json_by_the_http_layer_too(start_server, jobs_dir: Path) -> None:
+    server = start_server("--max-body-bytes", "1000")
+    huge = b'{"args": ["echo", "' + b"x" * 5000 + b'"]}'  # past waitress's own cap (twice the app's limit)
+    response = server.post("/jobs", data=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.headers["Content-Type"] == "application/json"
+    assert response.json()["description"]
+    just_over = b'{"args": ["echo", "' + b"x" * 1000 + b'"]}'
+    response = server.post("/jobs", data=just_over, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "1000" in response.json()["description"]
+    assert [p for p in jobs_dir.iterdir() if not p.name.startswith(".")] == []
+    assert server.stop() == 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from actors.job import Job, Status
 from actors.jobdir import JobDir
+from actors.recovery import sweep_leftovers
 
 
 def _job(status: Status = Status.IN_QUEUE) -> Job:
@@ -55,9 +58,12 @@ def test_each_run_gets_fresh_output_files_and_earlier_ones_are_kept(tmp_path: Pa
     assert (jobdir.path / "stdout.1.txt").read_bytes() == b"run 1"
 
 
-def test_leftover_temporary_files_are_swept(tmp_path: Path) -> None:
+def test_old_temporary_files_are_swept_and_young_ones_kept(tmp_path: Path) -> None:
     jobdir = JobDir(tmp_path / ("0" * 32))
     jobdir.create(_job())
-    (jobdir.path / "meta.json.abc.tmp").write_bytes(b"{half")
-    jobdir.sweep_tmp()
-    assert [p.name for p in jobdir.path.iterdir()] == ["meta.json"]
+    old, young = jobdir.path / "meta.json.old.tmp", jobdir.path / "meta.json.young.tmp"
+    old.write_bytes(b"{half")
+    young.write_bytes(b"{half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert sweep_leftovers(tmp_path) == 1
+    assert sorted(p.name for p in jobdir.path.iterdir()) == ["meta.json", "meta.json.young.tmp"]
