@@ -145,13 +145,13 @@ class Job:
         for name in ("after", "webhook_events"):
             if name in fields:
                 fields[name] = tuple(fields[name])
-        known_run = {f.name for f in dataclasses.fields(Run)}
         runs = fields.get("runs", ())
-        fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in known_run}) for run in runs)
+        fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}) for run in runs)
         return cls(**fields)
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(Run))
 
 
 def is_job_id(value: object) -> bool:
