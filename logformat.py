@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 
@@ -23,8 +26,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+class _HandOff(logging.handlers.QueueHandler):
+    """Passes records to the writer thread as they are. The stock QueueHandler formats them first,
+    on the caller's thread: that is the Dispatcher's, which must stay free for the next job."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def configure(level: str, style: str) -> None:
-    """Log to stderr at `level`, as 'text' or 'json'."""
+    """Log to stderr at `level`, as 'text' or 'json'. Formatting and writing happen on one writer
+    thread; the queue is flushed when the process exits."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if style == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    atexit.register(listener.stop)
+    logging.basicConfig(level=level, handlers=[_HandOff(records)], force=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import ipaddress
 import logging
 import os
 import re
@@ -15,7 +17,7 @@ from typing import Any
 import pykka
 
 import logformat
-from actors import osdeps
+from actors import osdeps, webhook
 from actors.dispatcher import Dispatcher
 from actors.events import EventHub
 from actors.job import timestamp, utc_now
@@ -25,7 +27,9 @@ from actors.recovery import load_jobs, sweep_leftovers
 from actors.retention import parse_duration
 from actors.settings import Settings
 from actors.webhook import WebhookPolicy
+from api import keys as api_keys
 from api.app import create_app
+from api.commands import CommandPolicy
 from api.httpserver import create_server
 from config import ConfigError, ConfigSource
 
@@ -134,6 +138,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     _add_control_flags(add, env)
     add(
+        "--keys-file",
+        type=Path,
+        default=env("PROCQ_KEYS_FILE", "") or None,
+        help="API keys file [PROCQ_KEYS_FILE]; "
+        "default <jobs-dir>/.keys.json. Manage keys with: python run.py keys --help",
+    )
+    add(
+        "--insecure-no-auth",
+        action="store_true",
+        default=_true(env("PROCQ_INSECURE_NO_AUTH", "false")),
+        help="serve on a non-loopback --host with no API key: anyone who reaches it runs any command "
+        "[PROCQ_INSECURE_NO_AUTH=1]",
+    )
+    add(
+        "--allow-command",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_COMMAND", "").split(os.pathsep) if c],
+        help="only this executable may be run, by name (looked up on PATH) or absolute path; repeat "
+        "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
+    )
+    add(
+        "--max-queued",
+        type=int,
+        default=env("PROCQ_MAX_QUEUED", "0"),
+        help="POST /jobs answers 429 while this many jobs wait; 0 means no limit [PROCQ_MAX_QUEUED]",
+    )
+    add(
+        "--webhook-secret",
+        default=env("PROCQ_WEBHOOK_SECRET", "") or None,
+        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
+        "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+    )
+    add(
+        "--webhook-deny-private",
+        action="store_true",
+        default=_true(env("PROCQ_WEBHOOK_DENY_PRIVATE", "false")),
+        help="refuse webhooks to private, loopback and reserved addresses (link-local is always refused) "
+        "[PROCQ_WEBHOOK_DENY_PRIVATE=1]",
+    )
+    add(
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -155,8 +199,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("workers", "threads", "max_body_bytes", "restart_limit", "webhook_attempts", "webhook_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_queued < 0:
+        parser.error("--max-queued must be 0 (no limit) or more")
+    args.max_queued = args.max_queued or None
+    if args.webhook_secret is not None:
+        try:
+            args.webhook_secret = webhook.parse_secret(args.webhook_secret)
+        except ValueError:
+            parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
     return args
+
+
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
 
 
 def _add_control_flags(add: Any, env: Any) -> None:
@@ -220,6 +285,9 @@ def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        return api_keys.command_line(argv[1:])
     args = parse_args(argv)
     logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
@@ -229,6 +297,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         print(f"procq: another procq server is using {jobs_dir}; stop it or choose another --jobs-dir", file=sys.stderr)
         return 2
+    try:
+        keys = api_keys.KeyStore(api_keys.keys_path(jobs_dir, args.keys_file))
+    except api_keys.KeyFileError as exc:
+        print(f"procq: {exc}; fix or remove it", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and not keys.required:
+        if not args.insecure_no_auth:
+            print(
+                f"procq: refusing to listen on {args.host!r} with no API key: anyone who can reach it could run "
+                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create --name admin "
+                "--scopes admin\nor pass --insecure-no-auth to serve without keys anyway.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("INSECURE: serving on %s with no API key; anyone who reaches it can run any command", args.host)
+    commands = CommandPolicy(args.allow_command)
+    for entry in commands.unresolved:
+        log.warning("--allow-command %r is not an executable on PATH or an absolute path: it matches nothing", entry)
     settings = Settings(
         jobs_dir=jobs_dir,
         workers=args.workers,
@@ -245,11 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         sample_interval_s=args.sample_interval,
         cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
         retention_s=args.retention,
+        max_queued=args.max_queued,
     )
     jobs = load_jobs(settings, timestamp(utc_now()))
     threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
-    dispatcher = Dispatcher.start(settings, jobs, watchers=(events, metrics, LifecycleLog())).proxy()
+    send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
+    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
     app = create_app(
         dispatcher,
         jobs_dir,
@@ -259,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         events=events,
         metrics=metrics,
         max_streams=args.max_streams,
+        keys=keys,
+        commands=commands,
     )
     server = create_server(
         app,
@@ -271,11 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         ident="procq",
     )
     osdeps.install_shutdown(lambda: _stopping(events))
-    print(
-        f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}", flush=True
-    )
     try:
+        print(
+            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
+            flush=True,
+        )
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
+    except KeyboardInterrupt:
+        pass  # the signal came before waitress's loop started (clients may connect once we print)
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10)

@@ -14,7 +14,15 @@ from typing import Any
 import pykka
 
 from actors import retention, webhook
-from actors.errors import IdempotencyConflict, InvalidRequest, JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    QueueFull,
+    ShuttingDown,
+    StorageError,
+)
 from actors.events import Watcher
 from actors.index import JobIndex
 from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
@@ -99,7 +107,8 @@ class Dispatcher(pykka.ThreadingActor):
     # --- asked by the API ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest) -> Job:
-        """Create the job on disk (durably) and queue it. Raises ShuttingDown, InvalidRequest or StorageError."""
+        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull, InvalidRequest or
+        StorageError."""
         return self._submit(request)
 
     def submit_once(self, request: JobRequest, key_sha256: str, request_sha256: str) -> tuple[Job, bool]:
@@ -115,13 +124,14 @@ class Dispatcher(pykka.ThreadingActor):
         self._idempotency[key_sha256] = job.id
         return job, True
 
-    def rerun(self, job_id: str) -> Job:
-        """Submit a finished job's request again as a new job naming it in `rerun_of`.
-        Raises JobNotFound, JobConflict (not finished yet) and whatever `submit` raises."""
+    def rerun(self, job_id: str, owner: str | None = None) -> Job:
+        """Submit a finished job's request again as a new job naming it in `rerun_of`, owned by
+        `owner` (whoever asked). Raises JobNotFound, JobConflict (not finished yet) and whatever
+        `submit` raises."""
         job = self.get(job_id)
         if not job.status.terminal:
             raise JobConflict(job.id, job.status.value, "rerun", "COMPLETED, FAILED or CANCELED")
-        return self._submit(rerun_request(job), rerun_of=job.id)
+        return self._submit(dataclasses.replace(rerun_request(job), owner=owner), rerun_of=job.id)
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue's settings and counts (GET /queues)."""
@@ -137,6 +147,7 @@ class Dispatcher(pykka.ThreadingActor):
     def _submit(self, request: JobRequest, **extra: Any) -> Job:
         if not self._accepting:
             raise ShuttingDown()
+        self._check_room()
         unknown = [dependency for dependency in request.after if dependency not in self._jobs]
         if unknown:
             raise InvalidRequest(f"after: there is no job with id {unknown[0]!r}; after lists ids of existing jobs")
@@ -209,12 +220,17 @@ class Dispatcher(pykka.ThreadingActor):
     # --- finding and removing jobs ----------------------------------------------------------------
 
     def list_jobs(
-        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int
+        self,
+        statuses: frozenset[Status] | None,
+        tag: str | None,
+        before: str | None,
+        limit: int,
+        owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first, with ids below `before` (the last id of the previous page),
         and the id to continue from, or None on the last page. New jobs have larger ids, so paging
         while jobs are added neither skips nor repeats one. Returns at once."""
-        ids, more = self._index.page(statuses, tag, before, limit, self._jobs)
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner)
         return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
 
     def stats(self) -> dict[str, Any]:
@@ -274,6 +290,11 @@ class Dispatcher(pykka.ThreadingActor):
         self._pump()
 
     # --- inside ----------------------------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        limit = self._settings.max_queued
+        if limit is not None and self._index.count(Status.IN_QUEUE) >= limit:  # O(1): the index counts
+            raise QueueFull(limit)
 
     def _ended(self, job: Job) -> None:
         self._store(job)

@@ -51,3 +51,11 @@ class IdempotencyConflict(ProcqError):
             "use a new key for a different request, or resend the original body."
         )
         self.job_id = job_id
+
+
+class QueueFull(ProcqError):
+    """Raised when a job is submitted while --max-queued jobs are already waiting."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are already waiting (the server's --max-queued); retry later.")
+        self.limit = limit

@@ -60,6 +60,7 @@ class JobIndex:
         before: str | None,
         limit: int,
         status_of: dict[str, Job],
+        owner: str | None = None,
     ) -> tuple[list[str], bool]:
         """Up to `limit` ids newest first, all smaller than `before` (the cursor), matching every
         filter given. Returns them and whether more follow. Walks the narrowest list that answers:
@@ -73,6 +74,8 @@ class JobIndex:
             source = heapq.merge(*lists, reverse=True)
         else:
             source = _newest_first(self._all, before)
+        if owner is not None:  # a key without admin lists only its own jobs (a scan: no per-owner list)
+            source = (i for i in source if status_of[i].owner == owner)
         found = list(itertools.islice(source, limit + 1))
         return found[:limit], len(found) > limit
 

@@ -75,6 +75,7 @@ class JobRequest:
     cwd: str | None = None
     webhook_events: tuple[str, ...] = ("completed",)
     tags: tuple[str, ...] = ()
+    owner: str | None = None  # id of the API key that submits it
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class Job:
     idempotency_key_sha256: str | None = None  # a hash: the client's key itself is never stored
     request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
+    owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

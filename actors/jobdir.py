@@ -12,6 +12,8 @@ from typing import BinaryIO
 from actors import osdeps
 from actors.job import Job
 
+STAGING_PREFIX = ".new-"
+
 
 class JobDir:
     """The files of one job under jobs/<id>/. Only one actor writes them at a time: the Dispatcher
@@ -24,14 +26,19 @@ class JobDir:
         self.stderr = path / "stderr.txt"
 
     def create(self, job: Job) -> None:
-        """Make the directory and its first meta.json, durably. Raises OSError; leaves nothing behind."""
-        self.path.mkdir()
+        """Make the directory and its first meta.json, durably. Raises OSError; leaves nothing behind.
+
+        Built as .new-<id>/ and renamed into place, so a crash half way never leaves a job directory
+        without its meta.json (recovery ignores dot-names; sweep_leftovers removes stale ones)."""
+        staging = JobDir(self.path.with_name(f"{STAGING_PREFIX}{self.path.name}"))
+        staging.path.mkdir()
         try:
-            self.write(job)
+            staging.write(job)
+            osdeps.replace_file(staging.path, self.path)
             osdeps.fsync_dir(self.path.parent)
         except OSError:
             with contextlib.suppress(OSError):
-                self.remove_partial()
+                staging.remove_partial()
             raise
 
     def write(self, job: Job) -> None:

@@ -273,3 +273,21 @@ def is_plain_dir(path: Path) -> bool:
         return False
     reparse = getattr(info, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT
     return stat.S_ISDIR(info.st_mode) and not reparse
+
+
+def open_inside(path: Path, root: Path) -> IO[bytes]:
+    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
+    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
+    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
+        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    return open(fd, "rb")
+
+
+def create_private(path: Path) -> IO[bytes]:
+    """A new file (it must not exist) readable only by the server's user, opened for binary writing.
+    The mode is ignored on Windows, where the directory's ACL decides; O_BINARY stops CRLF translation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return open(fd, "wb")

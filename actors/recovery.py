@@ -11,7 +11,7 @@ from pathlib import Path
 
 from actors import osdeps
 from actors.job import Job, Status, interrupted, is_job_id
-from actors.jobdir import JobDir
+from actors.jobdir import STAGING_PREFIX, JobDir
 from actors.settings import Settings
 
 log = logging.getLogger("procq.recovery")
@@ -71,20 +71,24 @@ def _end_orphans(job: Job, grace_s: float) -> None:
 
 
 def sweep_leftovers(jobs_dir: Path, older_than_s: float = 60.0) -> int:
-    """Remove meta.json.*.tmp files that writes cut short by a crash left behind; returns how many.
+    """Remove what writes cut short by a crash left behind (meta.json.*.tmp files, .new-<id>/ job
+    directories never renamed into place, so never acknowledged); returns how many.
 
     Run in the background after start (it lists every job directory, too slow to wait for). Only
-    files older than `older_than_s` go: a younger one may be a write in progress right now.
+    entries older than `older_than_s` go: a younger one may be a write in progress right now.
     """
     removed = 0
     cutoff = time.time() - older_than_s
-    for tmp in jobs_dir.glob("*/meta.json.*.tmp"):
+    for leftover in [*jobs_dir.glob(f"{STAGING_PREFIX}*"), *jobs_dir.glob("*/meta.json.*.tmp")]:
         try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
+            if leftover.lstat().st_mtime < cutoff:
+                if leftover.is_dir() and not leftover.is_symlink():
+                    JobDir(leftover).remove_partial()
+                else:
+                    leftover.unlink()
                 removed += 1
         except OSError:
             pass  # gone already, or in use: the next start tries again
     if removed:
-        log.info("removed %d temporary files left by interrupted writes", removed)
+        log.info("removed %d leftovers of writes interrupted by a crash", removed)
     return removed

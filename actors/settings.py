@@ -24,3 +24,4 @@ class Settings:
     sample_interval_s: float = 0.5  # how often a running job's tree and output sizes are measured
     cwd_root: Path | None = None  # jobs may ask for a `cwd` inside it; without it they cannot
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
+    max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)

@@ -10,15 +10,28 @@ from typing import Any
 import falcon
 import pykka
 
-from actors.errors import IdempotencyConflict, InvalidRequest, JobConflict, JobNotFound, ShuttingDown, StorageError
+from actors.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    QueueFull,
+    ShuttingDown,
+    StorageError,
+)
 from actors.events import EventHub
 from actors.metrics import Metrics
 from api import watch
+from api.admin import KeysResource
+from api.auth import AuthMiddleware
+from api.commands import CommandPolicy
 from api.health import HealthResource
 from api.jobs import JobsResource
+from api.keys import KeyStore
 from api.queues import QueuesResource
 
 log = logging.getLogger("procq.api")
+QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
 
 
 def create_app(
@@ -30,12 +43,17 @@ def create_app(
     events: EventHub | None = None,
     metrics: Metrics | None = None,
     max_streams: int = 32,
+    keys: KeyStore | None = None,
+    commands: CommandPolicy | None = None,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
     waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
-    (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams."""
-    app = falcon.App()
-    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, cwd_root)
+    (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
+    keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
+    what jobs may run."""
+    keys = keys or KeyStore(jobs_dir / ".keys.json")  # the server's default place: off until a key exists
+    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
+    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
     app.add_route("/jobs", resource)
     for action in ("status", "result", "cancel"):
         app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
@@ -45,6 +63,9 @@ def create_app(
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
     watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
+    admin = KeysResource(keys, max_body_bytes)
+    app.add_route("/admin/keys", admin)
+    app.add_route("/admin/keys/{key_id}", admin, suffix="key")
 
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
@@ -53,6 +74,7 @@ def create_app(
     app.add_error_handler(IdempotencyConflict, _raise_http(falcon.HTTPConflict, "Idempotency-Key reused"))
     app.add_error_handler(StorageError, _raise_http(falcon.HTTPInternalServerError, "Storage error"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
+    app.add_error_handler(QueueFull, _too_many)
     app.add_error_handler(pykka.Timeout, _unavailable("Server busy"))
     app.add_error_handler(pykka.ActorDeadError, _unavailable("Shutting down"))
     app.set_error_serializer(_json_error)
@@ -72,6 +94,10 @@ def _unavailable(title: str) -> Any:
         raise falcon.HTTPServiceUnavailable(title=title, description=description, retry_after=1)
 
     return handle
+
+
+def _too_many(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+    raise falcon.HTTPTooManyRequests(title="Too many queued jobs", description=str(exc), retry_after=QUEUE_RETRY_S)
 
 
 def _internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import falcon
 
+from actors import osdeps
 from actors.errors import JobConflict, JobNotFound, StorageError
 from actors.job import Job, Status, is_job_id
+from api.auth import owner_filter, owner_of_request
+from api.commands import CommandPolicy
 from api.listing import list_page
 from api.schema import parse_submit, read_json
 
@@ -24,17 +29,26 @@ class JobsResource:
     threads."""
 
     def __init__(
-        self, dispatcher: Any, jobs_dir: Path, max_body_bytes: int, cancel_wait_s: float, cwd_root: Path | None = None
+        self,
+        dispatcher: Any,
+        jobs_dir: Path,
+        max_body_bytes: int,
+        cancel_wait_s: float,
+        commands: CommandPolicy | None = None,
+        cwd_root: Path | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._cwd_root = cwd_root
         self._jobs_dir = jobs_dir
         self._max_body_bytes = max_body_bytes
         self._cancel_wait_s = cancel_wait_s
+        self._commands = commands or CommandPolicy(())
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = read_json(req, self._max_body_bytes)
         request = parse_submit(data, self._cwd_root)
+        request = dataclasses.replace(self._commands.apply(request), owner=owner_of_request(req))
+        self._check_dependencies(req, request.after)
         key = req.get_header("Idempotency-Key")
         if key is not None:
             job, created = self._submit_once(request, key, data)
@@ -48,6 +62,23 @@ class JobsResource:
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
+
+    def _check_dependencies(self, req: falcon.Request, after: tuple[str, ...]) -> None:
+        """A key that sees only its own jobs may wait only for its own jobs: another owner's id is
+        refused exactly like an unknown one, so `after` cannot probe what others run."""
+        owner = owner_filter(req)
+        if owner is None:
+            return  # auth off or an admin key: the Dispatcher checks that the ids exist
+        for job_id in after:
+            try:
+                visible = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S).owner == owner
+            except JobNotFound:
+                visible = False
+            if not visible:
+                raise falcon.HTTPBadRequest(
+                    title="Invalid job request",
+                    description=f"after: there is no job with id {job_id!r}; after lists ids of existing jobs",
+                )
 
     def _submit_once(self, request: Any, key: str, data: Any) -> tuple[Job, bool]:
         """Submit under an Idempotency-Key. Only hashes reach the Dispatcher and the disk."""
@@ -66,8 +97,9 @@ class JobsResource:
         return self._dispatcher.submit_once(request, key_sha256, body_sha256).get(timeout=ASK_TIMEOUT_S)
 
     def on_post_rerun(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        self._job(job_id)  # 404 for an unknown or malformed id
-        job = self._dispatcher.rerun(job_id).get(timeout=ASK_TIMEOUT_S)
+        original = self._job(job_id)  # 404 for an unknown or malformed id
+        self._commands.check(original.args, original.env)  # the allow-list may have changed since
+        job = self._dispatcher.rerun(job_id, owner=owner_of_request(req)).get(timeout=ASK_TIMEOUT_S)
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
@@ -84,11 +116,11 @@ class JobsResource:
             raise JobConflict(job.id, job.status.value, "fetching the result", "COMPLETED")
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
-            result = open(path, "rb")  # noqa: SIM115 - waitress streams it, then closes it
+            result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it
         except OSError as exc:
             raise StorageError("open the job's result", exc) from exc
         resp.content_type = job.mime_type
-        resp.set_stream(result, Path(path).stat().st_size)
+        resp.set_stream(result, os.fstat(result.fileno()).st_size)
 
     def on_put_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         self._job(job_id)  # 404 before anything else

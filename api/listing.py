@@ -10,6 +10,7 @@ import falcon
 
 from actors.errors import JobNotFound
 from actors.job import Status, is_job_id
+from api.auth import owner_filter
 from api.schema import QUERY, parse_query
 
 ASK_TIMEOUT_S = 10.0
@@ -21,7 +22,7 @@ def list_page(dispatcher: Any, req: falcon.Request) -> dict[str, Any]:
     query = parse_query(req, "status", "tag", "limit", "cursor")
     statuses = frozenset(Status(s) for s in query["status"]) if "status" in query else None
     before = decode_cursor(query["cursor"]) if "cursor" in query else None
-    future = dispatcher.list_jobs(statuses, query.get("tag"), before, query["limit"])
+    future = dispatcher.list_jobs(statuses, query.get("tag"), before, query["limit"], owner_filter(req))
     jobs, last = future.get(timeout=ASK_TIMEOUT_S)
     return {"jobs": [job.to_dict() for job in jobs], "next_cursor": encode_cursor(last) if last else None}
 

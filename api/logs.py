@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 import pykka
 
+from actors import osdeps
 from actors.errors import JobNotFound, ProcqError
 from actors.events import EventHub
 from actors.job import Job, is_job_id
@@ -125,7 +126,7 @@ def _last_event_id(req: falcon.Request, offset: int) -> int:
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size  # lstat: a planted symlink must not reveal its target's size
     except FileNotFoundError:
         return 0  # the job has not started yet
 
@@ -133,7 +134,8 @@ def _size(path: Path) -> int:
 def _read(path: Path, offset: int, limit: int) -> bytes:
     """One short-lived handle per poll (WINDOWS.md §4); a file not there yet reads as empty."""
     try:
-        with open(path, "rb") as handle:
+        # jobs/<id>/<stream>.txt: a symlink planted there or on the job's directory is refused
+        with osdeps.open_inside(path, path.parent.parent) as handle:
             handle.seek(offset)
             return handle.read(limit)
     except FileNotFoundError:

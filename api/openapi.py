@@ -12,6 +12,7 @@ import falcon
 from actors.events import EVENT_FIELDS
 from actors.job import Status
 from api import control_openapi
+from api.openapi_security import add_security
 from api.schema import QUERY, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
@@ -138,6 +139,16 @@ def _query(*names: str) -> list[dict[str, Any]]:
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SSE = "text/event-stream"
+# In OpenAPI 3.1 the `schema` of an event stream describes one event (schemathesis checks each).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 _DEFAULT = {"default": _error("Any other error: always JSON {title, description}.")}
 _UNKNOWN = {"404": _error("No job has this id.")}
 _BUSY = {"503": _error("The server is shutting down or too busy to answer in time.")}
@@ -213,7 +224,7 @@ PATHS: dict[str, Any] = {
                     "(chunks end on UTF-8 character boundaries); the stream ends with `event: end` whose data "
                     "is the Job. Reconnect with `Last-Event-ID` to resume exactly where it stopped.",
                     "headers": {"X-Next-Offset": {"schema": {"type": "integer"}}},
-                    "content": {"text/plain": {"schema": {"type": "string"}}, _SSE: {"schema": {"type": "string"}}},
+                    "content": {"text/plain": {"schema": {"type": "string"}}, _SSE: {"schema": _SSE_EVENT}},
                 },
                 "400": _error("A query parameter or Last-Event-ID is invalid."),
                 "503": _error("Every event-stream slot is taken (--max-streams)."),
@@ -232,7 +243,7 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": "`event: job` with data JobEvent on every status change; `event: deleted` with "
                     'data {"id"} when a job is deleted; a comment heartbeat every 15 s.',
-                    "content": {_SSE: {"schema": {"type": "string"}, "x-event-data": _ref("JobEvent")}},
+                    "content": {_SSE: {"schema": _SSE_EVENT, "x-event-data": _ref("JobEvent")}},
                 },
                 "503": _error("Every event-stream slot is taken (--max-streams)."),
             },
@@ -286,7 +297,7 @@ _add_control()
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
-    return copy.deepcopy(
+    doc = copy.deepcopy(
         {
             "openapi": "3.1.0",
             "info": {
@@ -299,6 +310,7 @@ def document() -> dict[str, Any]:
             "components": {"schemas": SCHEMAS},
         }
     )
+    return add_security(doc)  # api/openapi_security.py: Bearer keys, scopes, /admin/keys
 
 
 class OpenAPIResource:

@@ -300,12 +300,23 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = ", ".join(SUBMIT["properties"])
         return f"{error.message}; the fields are: {allowed}"
+    if error.validator in _SIZES and isinstance(error.instance, list | str | dict):
+        unit = _SIZES[error.validator]
+        return f"{path} has {len(error.instance)} {unit}; at most {error.validator_value} {unit} are allowed"
     field_schema = SUBMIT["properties"].get(str(error.absolute_path[0])) if error.absolute_path else None
     if error.validator in ("pattern", "maxItems") and field_schema:
         return f"{path}: {field_schema['x-message']}; got {_short(error.instance)}"
     if error.validator == "type" and not path:
         return 'The body must be a JSON object such as {"args": ["echo", "hi"]}'
-    return f"{path}: {error.message}" if path else error.message
+    message = error.message.replace(repr(error.instance), _clip(repr(error.instance)))  # never echo a huge value
+    return f"{path}: {message}" if path else message
+
+
+_SIZES = {"maxItems": "items", "maxLength": "characters", "maxProperties": "entries"}
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _invalid(description: str) -> falcon.HTTPBadRequest:

@@ -14,6 +14,7 @@ import pytest
 
 from api import control_openapi
 from tests.helpers import ROOT, Receiver, py, wait_until
+from tests.secure_helpers import bearer, make_key
 
 KEY = {"Idempotency-Key": "order-42 from the shop"}
 
@@ -236,4 +237,29 @@ def test_runs_cut_short_by_a_crash_or_a_shutdown_are_recorded(start_server, gate
         key: done["runs"][2][key]
         for key in ("wall_seconds", "cpu_user_seconds", "cpu_system_seconds", "peak_rss_bytes")
     }
+    assert server.stop() == 0
+
+
+def test_with_api_keys_idempotency_keys_dependencies_and_reruns_belong_to_their_submitter(
+    start_server, jobs_dir: Path
+) -> None:
+    alice_id, alice = make_key(jobs_dir, "jobs:submit", "jobs:read", name="alice")
+    _, bob = make_key(jobs_dir, "jobs:submit", "jobs:read", name="bob")
+    admin_id, admin = make_key(jobs_dir, "admin", name="root")
+    server = start_server()
+    body = {"args": py("print(1)")}
+    first = server.post("/jobs", json=body, headers={**bearer(alice), "Idempotency-Key": "k1"})
+    other = server.post("/jobs", json=body, headers={**bearer(bob), "Idempotency-Key": "k1"})
+    assert first.status_code == other.status_code == 201  # the same key from two submitters: two jobs
+    job_id = first.json()["id"]
+    assert other.json()["id"] != job_id and first.json()["owner"] == alice_id
+    replay = server.post("/jobs", json=body, headers={**bearer(alice), "Idempotency-Key": "k1"})
+    assert replay.status_code == 200 and replay.json()["id"] == job_id
+    probe = server.post("/jobs", json={"args": py("pass"), "after": [job_id]}, headers=bearer(bob))
+    assert probe.status_code == 400 and f"no job with id '{job_id}'" in probe.json()["description"]
+    own = server.post("/jobs", json={"args": py("pass"), "after": [job_id]}, headers=bearer(alice))
+    assert own.status_code == 201
+    wait_until(lambda: server.get(f"/jobs/{job_id}/status", headers=bearer(alice)).json()["status"] == "COMPLETED")
+    rerun = server.post(f"/jobs/{job_id}/rerun", headers=bearer(admin))
+    assert rerun.status_code == 201 and rerun.json()["owner"] == admin_id and rerun.json()["rerun_of"] == job_id
     assert server.stop() == 0

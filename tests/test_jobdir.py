@@ -67,3 +67,12 @@ def test_old_temporary_files_are_swept_and_young_ones_kept(tmp_path: Path) -> No
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert sweep_leftovers(tmp_path) == 1
     assert sorted(p.name for p in jobdir.path.iterdir()) == ["meta.json", "meta.json.young.tmp"]
+
+
+def test_a_creation_cut_short_leaves_only_a_staging_directory_that_is_swept(tmp_path: Path) -> None:
+    staging = tmp_path / (".new-" + "0" * 32)  # what a crash between mkdir and rename leaves
+    staging.mkdir()
+    (staging / "meta.json").write_bytes(b"{}")
+    os.utime(staging, (time.time() - 3600, time.time() - 3600))
+    assert sweep_leftovers(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []

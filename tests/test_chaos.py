@@ -1,0 +1,21 @@
+"""The chaos harness in small: SIGKILLs of a real server while clients submit lose no acknowledged job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+
+def test_server_killed_three_times_while_clients_submit_loses_no_acknowledged_job(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "bench" / "chaos.py"), "--jobs", "300", "--kills", "3", "--timeout", "35"]
+    cmd += ["--jobs-dir", str(tmp_path / "jobs"), "--no-results"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=50, cwd=ROOT)
+    report = done.stdout + done.stderr
+    assert "kill 3/3" in report, report
+    assert "acknowledged 300 /" in report, report
+    assert "ZERO LOSS" in report, report
+    assert "processes left: none" in report, report
+    assert done.returncode == 0, report
