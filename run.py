@@ -7,10 +7,12 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pykka
 
@@ -134,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("PROCQ_WEBHOOK_CONCURRENCY", "4"),
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
+    _add_control_flags(add, env)
     add(
         "--keys-file",
         type=Path,
@@ -204,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.webhook_secret = webhook.parse_secret(args.webhook_secret)
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
+    _check_control_flags(parser, args)
     return args
 
 
@@ -218,6 +222,66 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
+
+
+def _add_control_flags(add: Any, env: Any) -> None:
+    """Flags of issue 5: queues, aging, default limits, sampling, the cwd root."""
+    add(
+        "--queue",
+        dest="queues",  # named like PROCQ_QUEUES, so a config file's `queues = "gpu=1,cpu=4"` is known
+        action="append",
+        default=[q for q in env("PROCQ_QUEUES", "").split(",") if q],
+        metavar="NAME=N",
+        help="a named queue running at most N jobs at once; repeat for more [PROCQ_QUEUES, comma-separated]",
+    )
+    add(
+        "--aging-seconds",
+        type=float,
+        default=env("PROCQ_AGING_SECONDS", "60"),
+        help="a queued job's priority grows by 1 per this many seconds waited [PROCQ_AGING_SECONDS]",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=env("PROCQ_TIMEOUT", "") or None,
+        help="default timeout_seconds of a job; none if unset [PROCQ_TIMEOUT]",
+    )
+    add(
+        "--max-output-bytes",
+        type=int,
+        default=env("PROCQ_MAX_OUTPUT_BYTES", "") or None,
+        help="default max_output_bytes (stdout + stderr) of a job; none if unset [PROCQ_MAX_OUTPUT_BYTES]",
+    )
+    add(
+        "--sample-interval",
+        type=float,
+        default=env("PROCQ_SAMPLE_INTERVAL", "0.5"),
+        help="seconds between measurements of a running job's memory and output [PROCQ_SAMPLE_INTERVAL]",
+    )
+    add(
+        "--cwd-root",
+        type=Path,
+        default=env("PROCQ_CWD_ROOT", "") or None,
+        help="jobs may ask for a cwd inside this directory; without it they run in their own [PROCQ_CWD_ROOT]",
+    )
+
+
+def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    queues = []
+    for spec in (part for value in args.queues for part in value.split(",") if part):
+        name, _, count = spec.partition("=")
+        if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not count.isdigit() or int(count) < 1:
+            parser.error(f"--queue {spec!r}: expected NAME=N, NAME of 1-32 of a-z 0-9 _ -, N at least 1")
+        queues.append((name, int(count)))
+    args.queues = tuple(queues)
+    if args.aging_seconds <= 0 or args.sample_interval <= 0:
+        parser.error("--aging-seconds and --sample-interval must be positive")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.max_output_bytes is not None and args.max_output_bytes < 1:
+        parser.error("--max-output-bytes must be at least 1")
+    if args.cwd_root is not None and not args.cwd_root.is_dir():
+        parser.error(f"--cwd-root {str(args.cwd_root)!r} is not a directory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
             args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
         ),
         webhook_concurrency=args.webhook_concurrency,
+        queues=args.queues,
+        aging_s=args.aging_seconds,
+        default_timeout_s=args.timeout,
+        default_max_output_bytes=args.max_output_bytes,
+        sample_interval_s=args.sample_interval,
+        cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
         retention_s=args.retention,
         max_queued=args.max_queued,
     )
@@ -273,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs_dir,
         args.max_body_bytes,
         cancel_wait_s=args.grace + 30,
+        cwd_root=settings.cwd_root,
         events=events,
         metrics=metrics,
         max_streams=args.max_streams,

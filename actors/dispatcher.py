@@ -8,29 +8,43 @@ import heapq
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
 
 from actors import retention, webhook
-from actors.errors import JobConflict, JobNotFound, QueueFull, ShuttingDown, StorageError
+from actors.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    QueueFull,
+    ShuttingDown,
+    StorageError,
+)
 from actors.events import Watcher
 from actors.index import JobIndex
-from actors.job import Delivery, IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
+from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
 from actors.jobdir import JobDir
+from actors.queues import Scheduler
+from actors.runs import completion_delivery, failed_without_running, new_job, rerun_request
 from actors.settings import Settings
 from actors.supervisor import SendWebhook, Spawn, Supervisor
 
 log = logging.getLogger("procq.dispatcher")
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
 
 class Dispatcher(pykka.ThreadingActor):
     """Decides what runs when, and answers every question about jobs from memory.
 
-    State (its thread only): the index id -> Job, a FIFO heap of queued ids (ids sort by creation),
-    the Supervisors of running jobs with their `finished` events, and a heap of due webhook deliveries.
-    Accepts `submit`, `get`, `cancel`, `shutdown` from API threads (ask, `.get(timeout=...)`), and
+    State (its thread only): the index id -> Job, the Scheduler of queued jobs (named queues, priority
+    with aging, run_at, dependencies: actors/queues.py), the Supervisors of running jobs with their
+    `finished` events, a heap of due webhook deliveries, and the index of Idempotency-Key hashes.
+    Accepts `submit`, `submit_once`, `rerun`, `get`, `cancel`, `queues`, `set_queue`, `shutdown` from API
+    threads (ask, `.get(timeout=...)`), and
     `job_started`, `job_ended`, `delivery_ended`, `wake` from Supervisors and its timer (defer).
     A Supervisor exists only while its job runs or a delivery is in flight, so 10,000 queued jobs
     cost 10,000 index entries, not threads. The Dispatcher writes a job's meta.json only while the
@@ -57,8 +71,9 @@ class Dispatcher(pykka.ThreadingActor):
         self._spawn = spawn
         self._send_webhook = send_webhook
         self._jobs: dict[str, Job] = {job.id: job for job in jobs}
-        self._queue = [job.id for job in self._jobs.values() if job.status is Status.IN_QUEUE]
-        heapq.heapify(self._queue)
+        # queued jobs live in the scheduler (queues, priority, run_at, dependencies); filled in on_start
+        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)
+        self._idempotency = {job.idempotency_key_sha256: job.id for job in jobs if job.idempotency_key_sha256}
         self._running: dict[str, tuple[Any, threading.Event]] = {}
         self._deliveries = [
             (job.webhook_delivery.next_attempt_at or "", job.id)
@@ -77,6 +92,9 @@ class Dispatcher(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self._self = self.actor_ref.proxy()
+        for job in sorted(self._jobs.values(), key=lambda job: job.id):
+            if job.status is Status.IN_QUEUE:
+                self._enqueue(job)
         self._pump()
         self._arm_sweep(1.0)  # soon after start: empty the trash a crash left, expire what aged meanwhile
 
@@ -89,19 +107,51 @@ class Dispatcher(pykka.ThreadingActor):
     # --- asked by the API ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest) -> Job:
-        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull or StorageError."""
+        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull, InvalidRequest or
+        StorageError."""
+        return self._submit(request)
+
+    def submit_once(self, request: JobRequest, key_sha256: str, request_sha256: str) -> tuple[Job, bool]:
+        """Submit under an Idempotency-Key (its hash): returns (job, True) for a new job, or the job
+        made with this key in the last 24 h and False. Raises IdempotencyConflict if that job was
+        made from a different body, and whatever `submit` raises."""
+        original = self._jobs.get(self._idempotency.get(key_sha256, ""))
+        if original is not None and self._now() - parse_timestamp(original.enqueued_at or "") < IDEMPOTENCY_TTL:
+            if original.request_sha256 != request_sha256:
+                raise IdempotencyConflict(original.id)
+            return original, False
+        job = self._submit(request, idempotency_key_sha256=key_sha256, request_sha256=request_sha256)
+        self._idempotency[key_sha256] = job.id
+        return job, True
+
+    def rerun(self, job_id: str, owner: str | None = None) -> Job:
+        """Submit a finished job's request again as a new job naming it in `rerun_of`, owned by
+        `owner` (whoever asked). Raises JobNotFound, JobConflict (not finished yet) and whatever
+        `submit` raises."""
+        job = self.get(job_id)
+        if not job.status.terminal:
+            raise JobConflict(job.id, job.status.value, "rerun", "COMPLETED, FAILED or CANCELED")
+        return self._submit(dataclasses.replace(rerun_request(job), owner=owner), rerun_of=job.id)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue's settings and counts (GET /queues)."""
+        return self._scheduler.views()
+
+    def set_queue(self, name: str, parallelism: int | None = None, paused: bool | None = None) -> dict[str, Any]:
+        """Change (or create) a queue: its parallelism and whether it is paused. Returns its view."""
+        view = self._scheduler.configure(name, parallelism, paused)
+        log.info("queue %s: parallelism=%s paused=%s", name, view["parallelism"], view["paused"])
+        self._pump()  # a resumed or widened queue may start jobs now
+        return self._scheduler.configure(name)
+
+    def _submit(self, request: JobRequest, **extra: Any) -> Job:
         if not self._accepting:
             raise ShuttingDown()
         self._check_room()
-        job = Job(
-            id=self._new_id(),
-            args=request.args,
-            mime_type=request.mime_type,
-            webhook=request.webhook,
-            owner=request.owner,
-            enqueued_at=timestamp(self._now()),
-            tags=request.tags,
-        )
+        unknown = [dependency for dependency in request.after if dependency not in self._jobs]
+        if unknown:
+            raise InvalidRequest(f"after: there is no job with id {unknown[0]!r}; after lists ids of existing jobs")
+        job = new_job(self._new_id(), request, self._now(), self._settings, **extra)
         try:
             self._dir(job).create(job)
         except OSError as exc:
@@ -109,9 +159,9 @@ class Dispatcher(pykka.ThreadingActor):
             raise StorageError("create the job's directory", exc) from exc
         log.debug("job %s: IN_QUEUE args=%s", job.id, list(job.args))
         self._store(job)
-        heapq.heappush(self._queue, job.id)
+        self._enqueue(job)
         self._pump()
-        return job
+        return self._jobs[job.id]  # it may have failed at once (a dependency had failed) or started
 
     def get(self, job_id: str) -> Job:
         """The job as it is now. Raises JobNotFound."""
@@ -143,14 +193,15 @@ class Dispatcher(pykka.ThreadingActor):
             status=Status.CANCELED,
             error="canceled by request before it started",
             completed_at=timestamp(self._now()),
-            webhook_delivery=Delivery() if job.webhook else None,
+            webhook_delivery=completion_delivery(job),
         )
         try:
             self._dir(job).write(canceled)
         except OSError as exc:
             raise StorageError("record the cancel", exc) from exc
         log.debug("job %s: CANCELED while queued", job.id)
-        self._ended(canceled)  # its id stays in the heap; _pump skips it
+        self._scheduler.remove(job.id)
+        self._ended(canceled)
         done = threading.Event()
         done.set()
         return done
@@ -226,6 +277,7 @@ class Dispatcher(pykka.ThreadingActor):
     def job_ended(self, job: Job) -> None:
         """A run is over: the job is terminal, or back IN_QUEUE after a shutdown interrupted it."""
         self._running.pop(job.id, None)
+        self._scheduler.ended(job.id)
         self._ended(job)
 
     def delivery_ended(self, job: Job) -> None:
@@ -233,7 +285,7 @@ class Dispatcher(pykka.ThreadingActor):
         self._ended(job)
 
     def wake(self) -> None:
-        """The delivery timer fired: start what is due."""
+        """The timer fired (a delivery or a job's run_at is due): start what is due."""
         self._timer = None
         self._pump()
 
@@ -246,6 +298,12 @@ class Dispatcher(pykka.ThreadingActor):
 
     def _ended(self, job: Job) -> None:
         self._store(job)
+        if job.status is Status.IN_QUEUE:
+            self._enqueue(job)  # back for a retry (or after a shutdown cut its run short)
+        elif job.status.terminal:
+            now_s = self._now().timestamp()
+            for dependent, reason in self._scheduler.dependency_ended(job, now_s):
+                self._fail_queued(self._jobs[dependent], reason)
         delivery = job.webhook_delivery
         if job.status.terminal and delivery is not None and delivery.state == "pending":
             heapq.heappush(self._deliveries, (delivery.next_attempt_at or "", job.id))
@@ -253,13 +311,18 @@ class Dispatcher(pykka.ThreadingActor):
 
     def _pump(self) -> None:
         """Start queued jobs while worker slots are free, and due deliveries while delivery slots are."""
-        while self._accepting and self._queue and len(self._running) < self._settings.workers:
-            job = self._jobs[heapq.heappop(self._queue)]
-            if job.status is Status.IN_QUEUE:  # else it was canceled while queued
-                finished = threading.Event()
-                supervisor = self._supervisor(job, finished)
-                self._running[job.id] = (supervisor, finished)
-                supervisor.run.defer()
+        next_run_at = self._scheduler.release_due(self._now().timestamp())
+        while self._accepting and len(self._running) < self._settings.workers:
+            job_id = self._scheduler.next_to_start()  # the best job of a queue that may start one
+            if job_id is None:
+                break
+            job = self._jobs[job_id]
+            finished = threading.Event()
+            supervisor = self._supervisor(job, finished)
+            self._running[job.id] = (supervisor, finished)
+            supervisor.run.defer()
+        if self._accepting and next_run_at is not None:
+            self._arm_timer(timestamp(datetime.fromtimestamp(next_run_at, UTC)))
         now = timestamp(self._now())
         while self._accepting and self._deliveries and len(self._delivering) < self._settings.webhook_concurrency:
             due, job_id = self._deliveries[0]
@@ -269,6 +332,23 @@ class Dispatcher(pykka.ThreadingActor):
             heapq.heappop(self._deliveries)
             self._delivering.add(job_id)
             self._supervisor(self._jobs[job_id], threading.Event()).deliver.defer()
+
+    def _enqueue(self, job: Job) -> None:
+        """Hand an IN_QUEUE job to the scheduler, or fail it if it can never run."""
+        status_of = lambda job_id: self._jobs[job_id].status if job_id in self._jobs else None  # noqa: E731
+        reason = self._scheduler.add(job, self._now().timestamp(), status_of)
+        if reason is not None:
+            self._fail_queued(job, reason)
+
+    def _fail_queued(self, job: Job, reason: str) -> None:
+        """A queued job (no Supervisor: ours to write) ends FAILED without running; may cascade."""
+        failed = failed_without_running(job, reason, timestamp(self._now()))
+        try:
+            self._dir(job).write(failed)
+        except OSError as exc:
+            log.error("job %s: could not record its failure: %s", job.id, exc)
+        log.info("job %s: FAILED without running: %s", job.id, reason)
+        self._ended(failed)
 
     def _supervisor(self, job: Job, finished: threading.Event) -> Any:
         return Supervisor.start(
@@ -309,9 +389,9 @@ class Dispatcher(pykka.ThreadingActor):
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
         self._index.remove(job)
-        if job.id in self._queue:  # canceled while queued: its id may still sit in the heap
-            self._queue.remove(job.id)
-            heapq.heapify(self._queue)
+        self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
+        if job.idempotency_key_sha256 and self._idempotency.get(job.idempotency_key_sha256) == job.id:
+            del self._idempotency[job.idempotency_key_sha256]  # its key may make a new job now
         if any(job_id == job.id for _, job_id in self._deliveries):
             self._deliveries = [entry for entry in self._deliveries if entry[1] != job.id]
             heapq.heapify(self._deliveries)

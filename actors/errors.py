@@ -38,6 +38,21 @@ class StorageError(ProcqError):
         super().__init__(f"Could not {what}: {exc.strerror or exc}. Nothing was stored; check the jobs directory.")
 
 
+class InvalidRequest(ProcqError):
+    """Raised when a request is well-formed but names something that does not fit (an unknown `after` id)."""
+
+
+class IdempotencyConflict(ProcqError):
+    """Raised when an Idempotency-Key is reused within its lifetime with a different request body."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"This Idempotency-Key was already used for job {job_id} with a different request body; "
+            "use a new key for a different request, or resend the original body."
+        )
+        self.job_id = job_id
+
+
 class QueueFull(ProcqError):
     """Raised when a job is submitted while --max-queued jobs are already waiting."""
 

@@ -39,12 +39,41 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """One attempt of a job: when it ran, how it ended, and what it used (its whole process tree)."""
+
+    attempt: int
+    started_at: str | None = None
+    completed_at: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    wall_seconds: float | None = None
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobRequest:
     """What a client asked for in POST /jobs, already validated."""
 
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
+    # issue 5 (control): see actors/runs.py new_job for how these become the job's fields
+    priority: int = 0
+    queue: str = "default"
+    run_at: str | None = None
+    delay_seconds: float | None = None
+    after: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
+    max_output_bytes: int | None = None
+    max_memory_bytes: int | None = None
+    max_attempts: int = 1
+    retry_backoff_seconds: float = 1.0
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    webhook_events: tuple[str, ...] = ("completed",)
     tags: tuple[str, ...] = ()
     owner: str | None = None  # id of the API key that submits it
 
@@ -69,6 +98,24 @@ class Job:
     completed_at: str | None = None
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
+    # issue 5 (control): ordering, limits, retries, submit options (README "Deciding what runs")
+    priority: int = 0
+    queue: str = "default"
+    run_at: str | None = None
+    after: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
+    max_output_bytes: int | None = None
+    max_memory_bytes: int | None = None
+    max_attempts: int = 1
+    retry_backoff_seconds: float = 1.0
+    runs: tuple[Run, ...] = ()
+    resources: dict[str, Any] | None = None  # the usage numbers of the last run; never mutated
+    rerun_of: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # never mutated
+    cwd: str | None = None
+    webhook_events: tuple[str, ...] = ("completed",)
+    idempotency_key_sha256: str | None = None  # a hash: the client's key itself is never stored
+    request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
     owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
 
@@ -79,6 +126,8 @@ class Job:
         data["status"] = self.status.value
         if self.webhook_delivery is not None:
             data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
+        data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
+        data["runs"] = [dataclasses.asdict(run) for run in self.runs]
         return data
 
     @classmethod
@@ -95,10 +144,16 @@ class Job:
             raise ValueError(f"not a job id: {fields['id']!r}")
         if fields.get("webhook_delivery") is not None:
             fields["webhook_delivery"] = Delivery(**fields["webhook_delivery"])
+        for name in ("after", "webhook_events"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
+        runs = fields.get("runs", ())
+        fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}) for run in runs)
         return cls(**fields)
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+_RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(Run))
 
 
 def is_job_id(value: object) -> bool:
@@ -147,8 +202,11 @@ def parse_timestamp(text: str) -> datetime:
 def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     """The job after a shutdown or crash cut its run short: queued to run again, or FAILED once it
     has been started `restart_limit` times (a job that keeps crashing the server must not loop)."""
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason)
-    if job.attempts >= restart_limit:
+    runs = job.runs
+    if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
+        runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
+    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
+    if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
     return dataclasses.replace(cleared, status=Status.IN_QUEUE)

@@ -86,6 +86,21 @@ def stop_tree(pid: int, ctime: float, grace: float, windows: bool = WINDOWS) -> 
     return [proc.pid for proc in survivors]
 
 
+def wait_unreaped(child: subprocess.Popen[bytes], windows: bool = WINDOWS) -> None:
+    """Block until `child` exits, but leave it unreaped so its CPU times (with those of the
+    descendants it waited for) can still be read; the caller reaps it with child.wait() after.
+    Windows keeps an exited process readable while Popen holds its handle, so a plain wait does."""
+    if windows or not hasattr(os, "waitid"):
+        child.wait()
+        return
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass  # already reaped; child.wait() returns the code it kept
+    except InterruptedError:
+        child.wait()
+
+
 def _freeze(procs: list[psutil.Process]) -> list[psutil.Process]:
     """Suspend every process and add children born meanwhile (3 rounds), so the tree stops growing."""
     known = {p.pid for p in procs}

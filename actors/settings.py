@@ -16,5 +16,12 @@ class Settings:
     restart_limit: int = 3  # starts allowed to a job whose runs keep being cut short by shutdowns/crashes
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
     webhook_concurrency: int = 4  # deliveries in flight at once, so a dead receiver cannot pile up threads
+    # issue 5 (control): ordering and limits (README "Deciding what runs")
+    queues: tuple[tuple[str, int], ...] = ()  # (name, parallelism) from --queue; other queues get `workers`
+    aging_s: float = 60.0  # a queued job's priority grows by 1 per aging_s seconds waited
+    default_timeout_s: float | None = None
+    default_max_output_bytes: int | None = None
+    sample_interval_s: float = 0.5  # how often a running job's tree and output sizes are measured
+    cwd_root: Path | None = None  # jobs may ask for a `cwd` inside it; without it they cannot
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
     max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)

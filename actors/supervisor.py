@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors import osdeps, webhook
+from actors import osdeps, sampler, webhook
 from actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from actors.jobdir import JobDir
+from actors.runs import Usage, completion_delivery, may_retry, requeued_for_retry, resolve_cwd, resources_of, run_record
 from actors.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,11 @@ class Supervisor(pykka.ThreadingActor):
         self._stop_reason: str | None = None  # "cancel" or "interrupt" once the tree is being ended
         self._exit_code: int | None = None
         self._tree_stopped = False
+        # limits (issue 5): the watch thread and timeout timer of the current run, what they measured
+        self._watching = threading.Event()  # set to stop the watch thread
+        self._timeout: threading.Timer | None = None
+        self._usage = Usage()
+        self._limit_error: str | None = None
 
     def on_start(self) -> None:
         self._self = self.actor_ref.proxy()
@@ -84,7 +90,12 @@ class Supervisor(pykka.ThreadingActor):
         attempt = self._job.attempts + 1
         now = timestamp(self._now())
         try:
+            if self._job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
+                resolve_cwd(self._settings.cwd_root, self._job.cwd)
             child = self._spawn(self._job, self._dir, attempt)
+        except ValueError as exc:
+            self._finish(Status.FAILED, attempts=attempt, started_at=now, error=str(exc))
+            return
         except OSError as exc:
             reason = f"could not start {self._job.args[0]!r}: {exc.strerror or exc}"
             self._finish(Status.FAILED, attempts=attempt, started_at=now, error=reason)
@@ -94,6 +105,7 @@ class Supervisor(pykka.ThreadingActor):
         log.debug("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
         self._dispatcher.job_started.defer(self._job)
         threading.Thread(target=_report_exit, args=(child, self._self), daemon=True).start()
+        self._watch(pid, created, attempt)
 
     def cancel(self) -> None:
         """End the job's process tree and mark it CANCELED. Returns at once; the Dispatcher's event
@@ -104,9 +116,11 @@ class Supervisor(pykka.ThreadingActor):
         """Like cancel, for a server shutdown: the job goes back to the queue for the next start."""
         self._end_tree("interrupt")
 
-    def process_exited(self, exit_code: int) -> None:
+    def process_exited(self, exit_code: int, usage: Usage | None = None) -> None:
         """From the waiter thread: the child has exited (its own descendants may live on)."""
         self._exit_code = exit_code
+        if usage is not None:
+            self._usage = self._usage.merge(usage)
         if self._stop_reason is None or self._tree_stopped:
             self._conclude()
 
@@ -126,24 +140,41 @@ class Supervisor(pykka.ThreadingActor):
 
     def _conclude(self) -> None:
         code = self._exit_code
+        self._stop_watch()
         if self._stop_reason == "interrupt":
-            job = interrupted(
-                self._job, "interrupted by a server shutdown", self._settings.restart_limit, self._stamp()
-            )
+            reason = "interrupted by a server shutdown"
+            cut = self._with_run(dataclasses.replace(self._job, exit_code=code, error=reason), self._stamp())
+            self._job = dataclasses.replace(self._job, runs=cut.runs, resources=cut.resources)
+            job = interrupted(self._job, reason, self._settings.restart_limit, self._stamp())
             self._job = dataclasses.replace(job, exit_code=code)
             self._dir_write()
             log.debug("job %s: %s after shutdown", job.id, job.status.value)
             self._report_end()
         elif self._stop_reason == "cancel":
             self._finish(Status.CANCELED, exit_code=code, error="canceled by request")
+        elif self._stop_reason == "limit":
+            if self._job.max_output_bytes is not None:  # files are kept, cut to the limit
+                sampler.truncate_outputs(self._dir.stdout, self._dir.stderr, self._job.max_output_bytes)
+            self._finish(Status.FAILED, exit_code=code, error=self._limit_error)
         elif code == 0:
             self._finish(Status.COMPLETED, exit_code=code)
         else:
             self._finish(Status.FAILED, exit_code=code, error=_exit_reason(code))
 
     def _finish(self, status: Status, **changes: Any) -> None:
-        delivery = Delivery() if self._job.webhook else None
-        self._update(status=status, completed_at=self._stamp(), webhook_delivery=delivery, **changes)
+        self._stop_watch()
+        now = self._stamp()
+        ended = self._with_run(dataclasses.replace(self._job, status=status, **changes), now)
+        if may_retry(ended):
+            self._job = requeued_for_retry(ended, self._now())
+            self._dir_write()
+            log.info(
+                "job %s: attempt %d failed (%s); retry at %s", ended.id, ended.attempts, ended.error, self._job.run_at
+            )
+            self._report_end()
+            return
+        self._job = ended
+        self._update(completed_at=now, webhook_delivery=completion_delivery(ended))
         log.debug("job %s: %s exit_code=%s", self._job.id, status.value, self._job.exit_code)
         self._report_end()
 
@@ -152,6 +183,61 @@ class Supervisor(pykka.ThreadingActor):
         self._dispatcher.job_ended.defer(self._job)
         self._finished.set()
         _tell(self.stop)
+
+    # --- limits and usage (issue 5) -----------------------------------------------------------------
+
+    def sampled(self, sample: sampler.Sample) -> None:
+        """From the watch thread: the tree's usage now. Ends the tree past a memory or output limit."""
+        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes)
+        self._usage = self._usage.merge(usage)
+        job = self._job
+        if job.max_memory_bytes is not None and sample.rss_bytes > job.max_memory_bytes:
+            self.limit_reached(
+                f"memory limit exceeded: the process tree used {sample.rss_bytes} bytes of resident memory "
+                f"(max_memory_bytes {job.max_memory_bytes}); it was ended"
+            )
+        elif job.max_output_bytes is not None and sample.output_bytes > job.max_output_bytes:
+            self.limit_reached(
+                f"output limit exceeded: stdout and stderr reached {sample.output_bytes} bytes "
+                f"(max_output_bytes {job.max_output_bytes}); the tree was ended and the files cut to the limit"
+            )
+
+    def limit_reached(self, error: str) -> None:
+        """End the tree because a limit was passed; the job ends FAILED with `error` (or is retried)."""
+        if self._job.status is Status.IN_PROGRESS and self._stop_reason is None:
+            log.info("job %s: %s", self._job.id, error)
+            self._limit_error = error
+            self._end_tree("limit")
+
+    def _watch(self, pid: int, created: float, attempt: int) -> None:
+        """Start this run's watch thread (one per run) and its timeout timer."""
+        job = self._job
+        progress = None
+        if job.webhook and {"start", "logs"} & set(job.webhook_events):
+            timeout_s = self._settings.webhook.timeout_s
+            progress = sampler.Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s)
+        outputs = (self._dir.stdout, self._dir.stderr)
+        args = (pid, created, outputs, self._settings.sample_interval_s, self._watching, self._self, progress)
+        threading.Thread(target=sampler.watch, args=args, daemon=True, name=f"watch-{job.id}").start()
+        if job.timeout_seconds is not None:
+            error = (
+                f"timed out: still running after timeout_seconds {job.timeout_seconds:g}; the process tree was ended"
+            )
+            self._timeout = threading.Timer(job.timeout_seconds, _limit_reached, args=(self._self, error))
+            self._timeout.daemon = True
+            self._timeout.start()
+
+    def _stop_watch(self) -> None:
+        self._watching.set()
+        if self._timeout is not None:
+            self._timeout.cancel()
+
+    def _with_run(self, job: Job, completed_at: str) -> Job:
+        """`job` with the record of the attempt that just ended (none if it never started)."""
+        if job.attempts == 0 or any(run.attempt == job.attempts for run in job.runs):
+            return job
+        run = run_record(job, self._usage, completed_at)
+        return dataclasses.replace(job, runs=(*job.runs, run), resources=resources_of(run))
 
     # --- delivering the webhook ------------------------------------------------------------------
 
@@ -205,8 +291,8 @@ def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[byte
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            cwd=jobdir.path,
-            env=child_environment(os.environ),
+            cwd=job.cwd or jobdir.path,
+            env=child_environment({**os.environ, **job.env}),
             **osdeps.spawn_kwargs(),
         )
 
@@ -230,8 +316,18 @@ def _tell(deliver: Callable[[], Any]) -> None:
 
 
 def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
-    code = child.wait()  # waiter thread: it blocks so the actor does not
-    _tell(lambda: supervisor.process_exited.defer(code))
+    usage = None
+    try:
+        osdeps.wait_unreaped(child)  # waiter thread: it blocks so the actor does not
+        usage = sampler.final_usage(child.pid)  # readable until the child is reaped, just below
+    except Exception:  # usage is a nicety: the exit code must reach the Supervisor whatever happens
+        log.exception("job process %d: could not read its resource usage", child.pid)
+    code = child.wait()
+    _tell(lambda: supervisor.process_exited.defer(code, usage))
+
+
+def _limit_reached(supervisor: Any, error: str) -> None:
+    _tell(lambda: supervisor.limit_reached.defer(error))
 
 
 def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> None:

@@ -10,7 +10,15 @@ from typing import Any
 import falcon
 import pykka
 
-from actors.errors import JobConflict, JobNotFound, QueueFull, ShuttingDown, StorageError
+from actors.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    QueueFull,
+    ShuttingDown,
+    StorageError,
+)
 from actors.events import EventHub
 from actors.metrics import Metrics
 from api import watch
@@ -21,6 +29,7 @@ from api.dashboard import DashboardResource
 from api.health import HealthResource
 from api.jobs import JobsResource
 from api.keys import KeyStore
+from api.queues import QueuesResource
 
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
@@ -31,6 +40,7 @@ def create_app(
     jobs_dir: Path,
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,
+    cwd_root: Path | None = None,
     events: EventHub | None = None,
     metrics: Metrics | None = None,
     max_streams: int = 32,
@@ -44,11 +54,15 @@ def create_app(
     what jobs may run."""
     keys = keys or KeyStore(jobs_dir / ".keys.json")  # the server's default place: off until a key exists
     app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
-    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands)
+    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
     app.add_route("/jobs", resource)
     for action in ("status", "result", "cancel"):
         app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
     app.add_route("/health", HealthResource(dispatcher, jobs_dir))
+    app.add_route("/jobs/{job_id}/rerun", resource, suffix="rerun")
+    queues = QueuesResource(dispatcher)
+    app.add_route("/queues", queues)
+    app.add_route("/queues/{name}", queues, suffix="queue")
     watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
     admin = KeysResource(keys, max_body_bytes)
     app.add_route("/admin/keys", admin)
@@ -60,6 +74,8 @@ def create_app(
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
     app.add_error_handler(JobConflict, _raise_http(falcon.HTTPConflict, "Job is in the wrong state"))
+    app.add_error_handler(InvalidRequest, _raise_http(falcon.HTTPBadRequest, "Invalid job request"))
+    app.add_error_handler(IdempotencyConflict, _raise_http(falcon.HTTPConflict, "Idempotency-Key reused"))
     app.add_error_handler(StorageError, _raise_http(falcon.HTTPInternalServerError, "Storage error"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
     app.add_error_handler(QueueFull, _too_many)

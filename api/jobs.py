@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +15,18 @@ import falcon
 from actors import osdeps
 from actors.errors import JobConflict, JobNotFound, StorageError
 from actors.job import Job, Status, is_job_id
-from api.auth import owner_of_request
+from api.auth import owner_filter, owner_of_request
 from api.commands import CommandPolicy
 from api.listing import list_page
 from api.schema import parse_submit, read_json
 
 ASK_TIMEOUT_S = 10.0  # how long a request waits for the Dispatcher before answering 503
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 class JobsResource:
-    """POST /jobs and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress threads."""
+    """POST /jobs, POST /jobs/{job_id}/rerun and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress
+    threads."""
 
     def __init__(
         self,
@@ -30,17 +35,71 @@ class JobsResource:
         max_body_bytes: int,
         cancel_wait_s: float,
         commands: CommandPolicy | None = None,
+        cwd_root: Path | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._cwd_root = cwd_root
         self._jobs_dir = jobs_dir
         self._max_body_bytes = max_body_bytes
         self._cancel_wait_s = cancel_wait_s
         self._commands = commands or CommandPolicy(())
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_submit(read_json(req, self._max_body_bytes))
+        data = read_json(req, self._max_body_bytes)
+        request = parse_submit(data, self._cwd_root)
         request = dataclasses.replace(self._commands.apply(request), owner=owner_of_request(req))
-        job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
+        self._check_dependencies(req, request.after)
+        key = req.get_header("Idempotency-Key")
+        if key is not None:
+            job, created = self._submit_once(request, key, data)
+            if not created:  # a replay: the original job, as it is now
+                resp.status = falcon.HTTP_200
+                resp.location = f"/jobs/{job.id}/status"
+                resp.media = job.to_dict()
+                return
+        else:
+            job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/jobs/{job.id}/status"
+        resp.media = job.to_dict()
+
+    def _check_dependencies(self, req: falcon.Request, after: tuple[str, ...]) -> None:
+        """A key that sees only its own jobs may wait only for its own jobs: another owner's id is
+        refused exactly like an unknown one, so `after` cannot probe what others run."""
+        owner = owner_filter(req)
+        if owner is None:
+            return  # auth off or an admin key: the Dispatcher checks that the ids exist
+        for job_id in after:
+            try:
+                visible = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S).owner == owner
+            except JobNotFound:
+                visible = False
+            if not visible:
+                raise falcon.HTTPBadRequest(
+                    title="Invalid job request",
+                    description=f"after: there is no job with id {job_id!r}; after lists ids of existing jobs",
+                )
+
+    def _submit_once(self, request: Any, key: str, data: Any) -> tuple[Job, bool]:
+        """Submit under an Idempotency-Key. Only hashes reach the Dispatcher and the disk."""
+        if _IDEMPOTENCY_KEY.fullmatch(key) is None:
+            raise falcon.HTTPBadRequest(
+                title="Invalid Idempotency-Key",
+                description="The Idempotency-Key header must be 1 to 255 printable ASCII characters "
+                "(a UUID is a good choice).",
+            )
+        # Scoped to the submitter when keys identify one (issue 6's `owner`): one client's key can
+        # never return another client's job.
+        scope = getattr(request, "owner", None) or ""
+        key_sha256 = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return self._dispatcher.submit_once(request, key_sha256, body_sha256).get(timeout=ASK_TIMEOUT_S)
+
+    def on_post_rerun(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        original = self._job(job_id)  # 404 for an unknown or malformed id
+        self._commands.check(original.args, original.env)  # the allow-list may have changed since
+        job = self._dispatcher.rerun(job_id, owner=owner_of_request(req)).get(timeout=ASK_TIMEOUT_S)
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()

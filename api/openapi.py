@@ -11,6 +11,7 @@ import falcon
 
 from actors.events import EVENT_FIELDS
 from actors.job import Status
+from api import control_openapi
 from api.openapi_security import add_security
 from api.schema import QUERY, SUBMIT
 
@@ -295,6 +296,19 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+
+def _add_control() -> None:
+    """Issue 5's pieces (api/control_openapi.py): job fields, runs, queues, rerun, Idempotency-Key."""
+    SCHEMAS["Job"]["properties"].update(control_openapi.JOB_FIELDS)
+    SCHEMAS.update(control_openapi.SCHEMAS)
+    PATHS.update(control_openapi.PATHS)
+    submit = PATHS["/jobs"]["post"]
+    submit["responses"].update(control_openapi.SUBMIT_RESPONSES)
+    submit.setdefault("parameters", []).append(control_openapi.IDEMPOTENCY_KEY)
+
+
+_add_control()
 
 
 def document() -> dict[str, Any]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,11 +13,20 @@ import falcon
 import jsonschema
 
 from actors import osdeps
-from actors.job import JobRequest, Status
+from actors.job import JobRequest, Status, timestamp
+from actors.runs import resolve_cwd
 
 MAX_ARGS = 4096
 MAX_ARG_CHARS = 131072  # Linux's limit for one argument
 MAX_URL_CHARS = 2048
+MAX_DELAY_S = 366 * 86400  # a year: run_at/delay/timeout beyond that is almost surely a unit mistake
+MAX_ENV_VARS = 128
+MAX_ENV_CHARS = 32768
+MAX_ENV_TOTAL = 131072  # names and values together
+ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+QUEUE_NAME = "^[a-z0-9_-]{1,32}$"
+WEBHOOK_EVENTS = ("start", "logs", "completed")
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
 # type/subtype with optional parameters; no CR/LF, so it can never split the Content-Type header.
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 MEDIA_TYPE = rf"^{_TOKEN}/{_TOKEN}( *; *{_TOKEN}=({_TOKEN}|\"[^\"\r\n\\\\]*\"))*$"
@@ -57,10 +69,126 @@ SUBMIT: dict[str, Any] = {
             "description": "Labels to find the job by (GET /jobs?tag=...).",
             "x-message": "tags must be a list of at most 16 strings of 1 to 64 characters of A-Z a-z 0-9 _ . : -",
         },
+        # issue 5 (control): README "Deciding what runs" explains each of these
+        "priority": {
+            "type": "integer",
+            "minimum": -1000,
+            "maximum": 1000,
+            "default": 0,
+            "description": "Higher starts first; FIFO within a priority. A waiting job gains 1 per "
+            "--aging-seconds (default 60) waited, so a low priority cannot starve.",
+        },
+        "queue": {
+            "type": "string",
+            "pattern": "^[a-z0-9_-]{1,32}$",
+            "default": "default",
+            "description": "Named queue; each queue has its own parallelism (--queue NAME=N, PUT /queues/{name}) "
+            "and can be paused. A queue not configured may run up to --workers jobs.",
+            "x-message": "queue must be 1 to 32 characters of a-z, 0-9, '_' and '-'",
+        },
+        "run_at": {
+            "type": ["string", "null"],
+            "pattern": RFC3339,
+            "description": "RFC 3339 time before which the job does not start, e.g. '2026-11-23T10:00:00Z'.",
+            "x-message": "run_at must be an RFC 3339 time such as '2026-11-23T10:00:00Z' or "
+            "'2026-11-23T11:00:00.5+01:00'",
+        },
+        "delay_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_DELAY_S,
+            "description": "Start no earlier than this many seconds after submission (stored as run_at). "
+            "Not together with run_at.",
+        },
+        "after": {
+            "type": "array",
+            "maxItems": 64,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "description": "Ids of existing jobs that must all be COMPLETED first. If one ends FAILED or "
+            "CANCELED, this job ends FAILED without running.",
+            "x-message": "after must list job ids (32 lowercase hex digits)",
+        },
+        "timeout_seconds": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": MAX_DELAY_S,
+            "description": "Wall time an attempt may run; past it the process tree is ended and the attempt "
+            "FAILED. Default: the server's --timeout (none unless set).",
+        },
+        "max_output_bytes": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Limit on stdout + stderr of an attempt; past it the tree is ended, the attempt "
+            "FAILED, and the files cut to the limit. Default: the server's --max-output-bytes.",
+        },
+        "max_memory_bytes": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Limit on the resident memory of the whole process tree, sampled every "
+            "--sample-interval seconds; past it the tree is ended and the attempt FAILED.",
+        },
+        "max_attempts": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "default": 1,
+            "description": "Attempts in all: a FAILED attempt is retried until this many have run.",
+        },
+        "retry_backoff_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 3600,
+            "default": 1,
+            "description": "Wait before retry n is this * 2**(n-1) (at most 1 h), times a random 0.5..1.",
+        },
+        "env": {
+            "type": "object",
+            "maxProperties": MAX_ENV_VARS,
+            "propertyNames": {"pattern": ENV_NAME},
+            "additionalProperties": {"type": "string", "maxLength": MAX_ENV_CHARS, "pattern": "^[^\\x00]*$"},
+            "description": "Extra environment variables for the command. Names are letters, digits and '_' "
+            "(not starting with a digit, not PROCQ_*); values strings without NUL.",
+            "x-message": "env names must be letters, digits and '_', not starting with a digit, at most 128 "
+            "characters; values must be strings without NUL characters",
+        },
+        "cwd": {
+            "type": ["string", "null"],
+            "maxLength": 1024,
+            "pattern": "^[^\\x00]*$",
+            "description": "Working directory, relative to the server's --cwd-root (or absolute inside it); "
+            "symlinks are resolved and must stay inside. Default: the job's own directory.",
+            "x-message": "cwd must be a path without NUL characters",
+        },
+        "webhook_events": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {"enum": list(WEBHOOK_EVENTS)},
+            "default": ["completed"],
+            "description": "What the webhook receives: 'start' (an attempt started), 'logs' (new stderr, at "
+            "most every 500 ms), 'completed' (terminal state, retried until delivered). Only "
+            "'completed' is retried; the others are sent once.",
+        },
+    },
+}
+
+QUEUE_UPDATE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "parallelism": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10000,
+            "description": "Jobs of this queue running at once (the server's --workers still caps the total).",
+        },
+        "paused": {"type": "boolean", "description": "A paused queue starts nothing new; running jobs go on."},
     },
 }
 
 _submit = jsonschema.Draft202012Validator(SUBMIT)
+_queue_update = jsonschema.Draft202012Validator(QUEUE_UPDATE)
 
 
 def read_json(req: falcon.Request, max_body_bytes: int) -> Any:
@@ -79,8 +207,9 @@ def read_json(req: falcon.Request, max_body_bytes: int) -> Any:
         ) from exc
 
 
-def parse_submit(data: Any) -> JobRequest:
-    """Validate a POST /jobs body; raises 400 naming the first wrong field and what is allowed."""
+def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
+    """Validate a POST /jobs body; raises 400 naming the first wrong field and what is allowed.
+    A `cwd` is resolved against `cwd_root` here (it must exist inside it)."""
     error = jsonschema.exceptions.best_match(_submit.iter_errors(data))
     if error is not None:
         raise _invalid(_describe(error))
@@ -94,7 +223,76 @@ def parse_submit(data: Any) -> JobRequest:
     if webhook is not None and not urlsplit(webhook).hostname:
         raise _invalid(SUBMIT["properties"]["webhook"]["x-message"])
     tags = tuple(dict.fromkeys(data.get("tags", ())))  # duplicates dropped, order kept
-    return JobRequest(args=args, mime_type=data.get("mime_type", "text/plain"), webhook=webhook, tags=tags)
+    return JobRequest(
+        args=args,
+        mime_type=data.get("mime_type", "text/plain"),
+        webhook=webhook,
+        tags=tags,
+        **_control_fields(data, cwd_root),
+    )
+
+
+def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, Any]:
+    """The ordering, limit and retry fields of an already schema-checked body (issue 5)."""
+    if "run_at" in data and "delay_seconds" in data:
+        raise _invalid("run_at and delay_seconds: give one or the other, not both")
+    env = data.get("env", {})
+    reserved = sorted(name for name in env if name.upper().startswith("PROCQ_"))
+    if reserved:
+        raise _invalid(f"env: {reserved[0]!r} is reserved: PROCQ_* variables are the server's own")
+    if sum(len(name) + len(value) for name, value in env.items()) > MAX_ENV_TOTAL:
+        raise _invalid(f"env: names and values together may be at most {MAX_ENV_TOTAL} characters")
+    if {"start", "logs"} & set(data.get("webhook_events", ())) and not data.get("webhook"):
+        raise _invalid("webhook_events: 'start' and 'logs' are sent to the webhook URL, so give a webhook too")
+    fields: dict[str, Any] = {
+        name: data[name]
+        for name in ("priority", "queue", "timeout_seconds", "max_output_bytes", "max_memory_bytes", "max_attempts")
+        if name in data
+    }
+    for name in ("priority", "max_attempts", "max_output_bytes", "max_memory_bytes"):
+        if fields.get(name) is not None:
+            fields[name] = int(fields[name])  # JSON Schema counts 2.0 as an integer
+    if data.get("run_at") is not None:
+        try:
+            fields["run_at"] = timestamp(datetime.fromisoformat(data["run_at"].upper()).astimezone(UTC))
+        except (ValueError, OverflowError) as exc:
+            raise _invalid(f"run_at: {data['run_at']!r} is not a valid time ({exc})") from exc
+    if "delay_seconds" in data:
+        fields["delay_seconds"] = float(data["delay_seconds"])
+    if "retry_backoff_seconds" in data:
+        fields["retry_backoff_seconds"] = float(data["retry_backoff_seconds"])
+    fields["after"] = tuple(data.get("after", ()))
+    fields["env"] = tuple(sorted(env.items()))
+    fields["webhook_events"] = tuple(data.get("webhook_events", ("completed",)))
+    if data.get("cwd") is not None:
+        try:
+            fields["cwd"] = str(resolve_cwd(cwd_root, data["cwd"]))
+        except ValueError as exc:
+            raise _invalid(str(exc)) from exc
+    return fields
+
+
+def parse_queue_update(data: Any) -> dict[str, Any]:
+    """Validate a PUT /queues/{name} body: {"parallelism": n, "paused": bool}, either or both."""
+    error = jsonschema.exceptions.best_match(_queue_update.iter_errors(data))
+    if error is not None:
+        path = ".".join(str(p) for p in error.absolute_path)
+        raise falcon.HTTPBadRequest(
+            title="Invalid queue update",
+            description=f"{path}: {error.message}"
+            if path
+            else f'{error.message}; the body is {{"parallelism": n, "paused": true|false}}, either field or both',
+        )
+    parallelism = data.get("parallelism")
+    return {"parallelism": None if parallelism is None else int(parallelism), "paused": data.get("paused")}
+
+
+def check_queue_name(name: str) -> None:
+    if re.fullmatch(QUEUE_NAME[1:-1], name) is None:
+        raise falcon.HTTPBadRequest(
+            title="Invalid queue name",
+            description=f"{name!r} is not a queue name: 1 to 32 characters of a-z, 0-9, '_' and '-'",
+        )
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -130,6 +130,7 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.deliveries: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() of each recorded delivery
         self.headers: list[dict[str, str]] = []
         self.fail_next = 0
         self.attempts = 0
@@ -146,6 +147,7 @@ class Receiver:
                         receiver.fail_next -= 1
                     else:
                         receiver.deliveries.append(json.loads(body))
+                        receiver.times.append(time.monotonic())
                         receiver.headers.append(dict(self.headers))
                 self.send_response(500 if failing else 204)
                 self.end_headers()

@@ -1,0 +1,201 @@
+"""What may start next: named queues with their own parallelism, priority with aging, run_at, dependencies."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from actors.job import Job, Status, parse_timestamp
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(slots=True)
+class _Queue:
+    parallelism: int
+    paused: bool = False
+    ready: list[tuple[float, str]] = field(default_factory=list)  # (aging key, id) heap; stale ids are skipped
+    members: set[str] = field(default_factory=set)  # every IN_QUEUE job of this queue (ready, timed, blocked)
+    running: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    queue: str
+    key: float  # ready time - priority * aging_s: smaller starts first
+    run_at_s: float
+
+
+class Scheduler:
+    """The Dispatcher's plan of queued jobs. A plain object: only the Dispatcher's thread touches it.
+
+    Ordering rule (aging): a job's effective priority is `priority + waited / aging_s`, where `waited`
+    counts from its submission or its run_at, whichever is later. Comparing two jobs at any moment
+    gives the same answer as comparing `ready_time - priority * aging_s`, which does not change while
+    they wait, so each job is scored once when it becomes ready and sits in a heap: starting a job is
+    O(queues + log n), never a rescan of the queue. Ties go to the smaller id (= the older job).
+
+    A job is in one of three places until it starts: blocked on unfinished dependencies (`after`),
+    timed (its run_at is in the future), or ready in its queue's heap. A queue starts jobs while it
+    is not paused and runs fewer than its parallelism; the Dispatcher enforces the global limit.
+    """
+
+    def __init__(self, default_parallelism: int, aging_s: float, queues: tuple[tuple[str, int], ...] = ()) -> None:
+        self._default_parallelism = default_parallelism
+        self._aging_s = aging_s
+        self._queues: dict[str, _Queue] = {DEFAULT_QUEUE: _Queue(default_parallelism)}
+        for name, parallelism in queues:
+            self._queues[name] = _Queue(parallelism)
+        # queues named by flags or PUT stay listed; others exist only while they hold jobs, so
+        # clients naming many queues cannot make next_to_start (O(queues)) slow for long
+        self._configured = set(self._queues)
+        self._entries: dict[str, _Entry] = {}  # every IN_QUEUE job the scheduler holds
+        self._timed: list[tuple[float, str]] = []  # (run_at, id) heap of jobs not yet due
+        self._blocked: dict[str, set[str]] = {}  # dependent id -> dependencies not yet COMPLETED
+        self._dependents: dict[str, set[str]] = {}  # dependency id -> ids blocked on it
+        self._running: dict[str, str] = {}  # id -> queue of jobs started and not yet ended
+
+    # --- jobs coming and going -------------------------------------------------------------------
+
+    def add(self, job: Job, now_s: float, status_of: Callable[[str], Status | None]) -> str | None:
+        """Take an IN_QUEUE job. Returns why it can never run (a dependency failed, was canceled or
+        is gone) without taking it, else None."""
+        pending = set()
+        for dependency in job.after:
+            status = status_of(dependency)
+            if status is None:
+                return f"dependency {dependency} does not exist; the job was not run"
+            if status in (Status.FAILED, Status.CANCELED):
+                return f"dependency {dependency} ended {status.value}; the job was not run"
+            if status is not Status.COMPLETED:
+                pending.add(dependency)
+        enqueued_s = parse_timestamp(job.enqueued_at).timestamp() if job.enqueued_at else now_s
+        run_at_s = parse_timestamp(job.run_at).timestamp() if job.run_at else 0.0
+        key = max(enqueued_s, run_at_s) - job.priority * self._aging_s
+        self._entries[job.id] = _Entry(job.queue, key, run_at_s)
+        self._queue(job.queue).members.add(job.id)
+        if pending:
+            self._blocked[job.id] = pending
+            for dependency in pending:
+                self._dependents.setdefault(dependency, set()).add(job.id)
+        else:
+            self._place(job.id, now_s)
+        return None
+
+    def remove(self, job_id: str) -> None:
+        """Forget a queued job (canceled, or failed without running). Its heap entries go stale."""
+        entry = self._entries.pop(job_id, None)
+        if entry is None:
+            return
+        self._queues[entry.queue].members.discard(job_id)
+        for dependency in self._blocked.pop(job_id, ()):
+            self._dependents.get(dependency, set()).discard(job_id)
+        self._prune(entry.queue)
+
+    def ended(self, job_id: str) -> None:
+        """A started job's run is over (it may come back with `add` for a retry)."""
+        queue = self._running.pop(job_id, None)
+        if queue is not None:
+            self._queues[queue].running.discard(job_id)
+            self._prune(queue)
+
+    def dependency_ended(self, job: Job, now_s: float) -> list[tuple[str, str]]:
+        """`job` reached a terminal state: unblock its dependents, or return those that can never run
+        now, each with the reason (the caller fails them, which may cascade)."""
+        doomed = []
+        for dependent in sorted(self._dependents.pop(job.id, ())):
+            if dependent not in self._entries:
+                continue
+            if job.status is not Status.COMPLETED:
+                doomed.append((dependent, f"dependency {job.id} ended {job.status.value}; the job was not run"))
+                self.remove(dependent)
+                continue
+            pending = self._blocked.get(dependent, set())
+            pending.discard(job.id)
+            if not pending:
+                self._blocked.pop(dependent, None)
+                self._place(dependent, now_s)
+        return doomed
+
+    # --- choosing what starts --------------------------------------------------------------------
+
+    def release_due(self, now_s: float) -> float | None:
+        """Make timed jobs whose run_at has come ready. Returns the next run_at still ahead, if any."""
+        while self._timed and self._timed[0][0] <= now_s:
+            _, job_id = heapq.heappop(self._timed)
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.run_at_s <= now_s and job_id not in self._blocked:
+                heapq.heappush(self._queues[entry.queue].ready, (entry.key, job_id))
+        while self._timed and self._timed[0][1] not in self._entries:
+            heapq.heappop(self._timed)  # canceled while it waited
+        return self._timed[0][0] if self._timed else None
+
+    def next_to_start(self) -> str | None:
+        """Take the best ready job among the queues that may start one now, and count it running."""
+        best: tuple[float, str, str] | None = None
+        for name, queue in self._queues.items():
+            if queue.paused or len(queue.running) >= queue.parallelism:
+                continue
+            while queue.ready and queue.ready[0][1] not in self._entries:
+                heapq.heappop(queue.ready)  # canceled or failed while it waited
+            if queue.ready and (best is None or queue.ready[0] < best[:2]):
+                best = (*queue.ready[0], name)
+        if best is None:
+            return None
+        _, job_id, name = best
+        queue = self._queues[name]
+        heapq.heappop(queue.ready)
+        del self._entries[job_id]
+        queue.members.discard(job_id)
+        queue.running.add(job_id)
+        self._running[job_id] = name
+        return job_id
+
+    # --- queue settings --------------------------------------------------------------------------
+
+    def configure(self, name: str, parallelism: int | None = None, paused: bool | None = None) -> dict[str, object]:
+        """Change a queue (creating it if new) and return its view."""
+        queue = self._queue(name)
+        self._configured.add(name)
+        if parallelism is not None:
+            queue.parallelism = parallelism
+        if paused is not None:
+            queue.paused = paused
+        return self._view(name, queue)
+
+    def queued(self) -> int:
+        """How many IN_QUEUE jobs the scheduler holds (waiting ones included). O(1)."""
+        return len(self._entries)
+
+    def views(self) -> list[dict[str, object]]:
+        return [self._view(name, self._queues[name]) for name in sorted(self._queues)]
+
+    # --- inside ----------------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> _Queue:
+        if name not in self._queues:
+            self._queues[name] = _Queue(self._default_parallelism)
+        return self._queues[name]
+
+    def _prune(self, name: str) -> None:
+        queue = self._queues[name]
+        if name not in self._configured and not queue.members and not queue.running:
+            del self._queues[name]
+
+    def _place(self, job_id: str, now_s: float) -> None:
+        entry = self._entries[job_id]
+        if entry.run_at_s > now_s:
+            heapq.heappush(self._timed, (entry.run_at_s, job_id))
+        else:
+            heapq.heappush(self._queues[entry.queue].ready, (entry.key, job_id))
+
+    @staticmethod
+    def _view(name: str, queue: _Queue) -> dict[str, object]:
+        return {
+            "name": name,
+            "parallelism": queue.parallelism,
+            "paused": queue.paused,
+            "queued": len(queue.members),
+            "running": len(queue.running),
+        }

@@ -1,0 +1,28 @@
+"""GET /queues and PUT /queues/{name}: the named queues' parallelism, pause state and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from api.schema import check_queue_name, parse_queue_update, read_json
+
+ASK_TIMEOUT_S = 10.0
+
+
+class QueuesResource:
+    """Runs on waitress threads; the Dispatcher owns the queues and answers from memory."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self._dispatcher = dispatcher
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"queues": self._dispatcher.queues().get(timeout=ASK_TIMEOUT_S)}
+
+    def on_put_queue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        check_queue_name(name)
+        update = parse_queue_update(read_json(req, 64 * 1024))
+        resp.media = self._dispatcher.set_queue(name, update["parallelism"], update["paused"]).get(
+            timeout=ASK_TIMEOUT_S
+        )

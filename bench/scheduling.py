@@ -1,0 +1,79 @@
+"""Cost of deciding what runs: the Scheduler with many queued jobs, and one sample of a job's process tree.
+
+Run: python bench/scheduling.py [--jobs 10000]. Prints microseconds per operation; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil  # noqa: E402
+
+from actors.job import IdGenerator, Job, timestamp, utc_now  # noqa: E402
+from actors.queues import Scheduler  # noqa: E402
+from actors.sampler import ProcessTree  # noqa: E402
+
+
+def scheduler(jobs: int) -> None:
+    new_id, now = IdGenerator(), utc_now()
+    queued = [
+        Job(
+            id=new_id(),
+            args=("x",),
+            enqueued_at=timestamp(now + timedelta(milliseconds=i)),
+            priority=random.randint(-10, 10),
+            queue=random.choice(["default", "gpu", "cpu", "io"]),
+        )
+        for i in range(jobs)
+    ]
+    plan = Scheduler(8, 60.0, (("gpu", 1), ("cpu", 4)))
+    started = time.perf_counter()
+    for job in queued:
+        plan.add(job, now.timestamp(), lambda job_id: None)
+    added = time.perf_counter()
+    count = 0
+    while (job_id := plan.next_to_start()) is not None:
+        plan.ended(job_id)
+        count += 1
+    done = time.perf_counter()
+    print(f"scheduler, {jobs} queued jobs in 4 queues:")
+    print(f"  add        {(added - started) / jobs * 1e6:8.1f} us per job (mostly parsing enqueued_at)")
+    print(f"  start+end  {(done - added) / count * 1e6:8.1f} us per job (whatever the queue length)")
+
+
+def sampler(samples: int) -> None:
+    sleep = "import time; time.sleep(30)"
+    code = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleep!r}]); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)  # let the grandchild start
+        tree = ProcessTree(child.pid, psutil.Process(child.pid).create_time())
+        outputs = (Path(__file__), Path(__file__))
+        started = time.perf_counter()
+        for _ in range(samples):
+            tree.measure(outputs)
+        elapsed = time.perf_counter() - started
+    finally:
+        for proc in psutil.Process(child.pid).children(recursive=True):
+            proc.kill()
+        child.kill()
+        child.wait()
+    print(f"sampler, a tree of 2 processes, {len(psutil.pids())} processes on the machine:")
+    print(f"  one sample {elapsed / samples * 1e3:8.2f} ms (psutil walks the process table to find the tree)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--samples", type=int, default=200)
+    options = parser.parse_args()
+    scheduler(options.jobs)
+    sampler(options.samples)
