@@ -159,9 +159,17 @@ def test_a_finished_job_page_shows_its_result_and_downloads_it(page: Page, serve
     expect(page.locator("#job-state .word")).to_have_text("Completed")
     expect(page.locator('#job-details [data-field="Exit code"] dd')).to_have_text("0")
     expect(page.locator("#job-result")).to_have_text("the answer is 42\n")
-    if server.status(job["id"]).get("resources"):  # resource use is measured once issue 5 is merged
-        expect(page.locator('#job-details [data-field="CPU time"] dd')).to_contain_text(" s")
-        expect(page.locator('#job-details [data-field="Peak memory"] dd')).to_contain_text("MiB")
+    usage = server.status(job["id"]).get("resources")  # measured once issue 5 is merged
+    if usage:
+        cpu = usage["cpu_user_seconds"] + usage["cpu_system_seconds"]
+        shown = page.locator('#job-details [data-field="CPU time"] dd')
+        expect(shown).to_contain_text(" s")
+        assert abs(float(shown.inner_text().split()[0]) - cpu) <= 0.006
+        peak = page.locator('#job-details [data-field="Peak memory"] dd')
+        if usage["peak_rss_bytes"]:  # a job shorter than the sampling interval may have none
+            expect(peak).to_have_text(f"{usage['peak_rss_bytes'] / (1 << 20):.1f} MiB")
+        else:
+            expect(peak).to_have_count(0)
     with page.expect_download() as download:
         page.locator("#download-result").click()
     path = download.value.path()

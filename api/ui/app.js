@@ -182,7 +182,7 @@ function localTime(text) {
 }
 
 function bytes(n) {
-  if (n === null || n === undefined) return null;
+  if (!n) return null; // unset, or 0: not measured (the job ended before the first sample)
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) {
