@@ -20,8 +20,6 @@ from typing import Any
 import psutil
 import pykka
 
-from actors.runs import Usage
-
 log = logging.getLogger("procq.sampler")
 
 LOGS_EVERY_S = 0.5  # at most one `logs` progress webhook per job per this many seconds
@@ -81,16 +79,6 @@ def watch(
         follower.tick(sender, final=True)
     if sender is not None:
         sender.close()
-
-
-def final_usage(pid: int) -> Usage:
-    """CPU of a child that has exited but is not reaped yet: its own plus that of every descendant
-    it (or they) waited for. The peak memory comes from the samples only."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return Usage()
-    return Usage(times.user + times.children_user, times.system + times.children_system)
 
 
 def truncate_outputs(stdout: Path, stderr: Path, limit: int) -> None:

@@ -318,11 +318,11 @@ def _tell(deliver: Callable[[], Any]) -> None:
 def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
     usage = None
     try:
-        osdeps.wait_unreaped(child)  # waiter thread: it blocks so the actor does not
-        usage = sampler.final_usage(child.pid)  # readable until the child is reaped, just below
+        code, measured = osdeps.wait_child(child)  # waiter thread: it blocks so the actor does not
+        usage = Usage(*measured) if measured else None
     except Exception:  # usage is a nicety: the exit code must reach the Supervisor whatever happens
         log.exception("job process %d: could not read its resource usage", child.pid)
-    code = child.wait()
+        code = child.wait()
     _tell(lambda: supervisor.process_exited.defer(code, usage))
 
 
