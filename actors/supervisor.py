@@ -16,6 +16,7 @@ import pykka
 from actors import osdeps, sampler, webhook
 from actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from actors.jobdir import JobDir
+from actors.mailbox import Mailbox
 from actors.runs import Usage, completion_delivery, may_retry, requeued_for_retry, resolve_cwd, resources_of, run_record
 from actors.settings import Settings
 
@@ -69,7 +70,7 @@ class Supervisor(pykka.ThreadingActor):
         self._limit_error: str | None = None
 
     def on_start(self) -> None:
-        self._self = self.actor_ref.proxy()
+        self._self = Mailbox(self.actor_ref)  # for helper threads; cheaper than a proxy
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
