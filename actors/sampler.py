@@ -65,7 +65,9 @@ def watch(
         sender.post({"id": progress.job_id, "event": "start", "status": "IN_PROGRESS", "attempt": progress.attempt})
     follower = _LogFollower(outputs[1], progress) if progress is not None and "logs" in progress.events else None
     tree = ProcessTree(pid, created)
-    while True:
+    # The first sample comes one interval in: walking the process table costs milliseconds, and most
+    # jobs of a busy server end sooner (their usage is read when they are reaped).
+    while not stopped.wait(interval_s):
         sample = tree.measure(outputs)
         try:
             supervisor.sampled.defer(sample)
@@ -73,8 +75,6 @@ def watch(
             break
         if follower is not None and sender is not None:
             follower.tick(sender, final=False)
-        if stopped.wait(interval_s):
-            break
     if follower is not None and sender is not None:
         follower.tick(sender, final=True)
     if sender is not None:
