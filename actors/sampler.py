@@ -64,10 +64,11 @@ def watch(
     if sender is not None and "start" in progress.events:
         sender.post({"id": progress.job_id, "event": "start", "status": "IN_PROGRESS", "attempt": progress.attempt})
     follower = _LogFollower(outputs[1], progress) if progress is not None and "logs" in progress.events else None
-    tree = ProcessTree(pid, created)
+    tree: ProcessTree | None = None
     # The first sample comes one interval in: walking the process table costs milliseconds, and most
     # jobs of a busy server end sooner (their usage is read when they are reaped).
     while not stopped.wait(interval_s):
+        tree = tree or ProcessTree(pid, created)
         sample = tree.measure(outputs)
         try:
             supervisor.sampled.defer(sample)
