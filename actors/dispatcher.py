@@ -27,6 +27,7 @@ from actors.events import Watcher
 from actors.index import JobIndex
 from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
 from actors.jobdir import JobDir
+from actors.mailbox import Mailbox
 from actors.queues import Scheduler
 from actors.runs import completion_delivery, failed_without_running, new_job, rerun_request
 from actors.settings import Settings
@@ -160,8 +161,12 @@ class Dispatcher(pykka.ThreadingActor):
         log.debug("job %s: IN_QUEUE args=%s", job.id, list(job.args))
         self._store(job)
         self._enqueue(job)
+        self._self.pump.defer()  # after this reply: starting a Supervisor takes a millisecond
+        return self._jobs[job.id]  # it may have failed at once (a dependency had failed)
+
+    def pump(self) -> None:
+        """Start what may start now (sent to itself after a submit is answered)."""
         self._pump()
-        return self._jobs[job.id]  # it may have failed at once (a dependency had failed) or started
 
     def get(self, job_id: str) -> Job:
         """The job as it is now. Raises JobNotFound."""
@@ -350,16 +355,18 @@ class Dispatcher(pykka.ThreadingActor):
         log.info("job %s: FAILED without running: %s", job.id, reason)
         self._ended(failed)
 
-    def _supervisor(self, job: Job, finished: threading.Event) -> Any:
-        return Supervisor.start(
-            job,
-            self._settings,
-            self._self,
-            finished,
-            spawn=self._spawn,
-            now=self._now,
-            send_webhook=self._send_webhook,
-        ).proxy()
+    def _supervisor(self, job: Job, finished: threading.Event) -> Mailbox:
+        return Mailbox(
+            Supervisor.start(
+                job,
+                self._settings,
+                self._self,
+                finished,
+                spawn=self._spawn,
+                now=self._now,
+                send_webhook=self._send_webhook,
+            )
+        )
 
     def _arm_timer(self, due: str) -> None:
         if self._timer is not None and self._timer_due <= due:

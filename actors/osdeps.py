@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -86,19 +87,25 @@ def stop_tree(pid: int, ctime: float, grace: float, windows: bool = WINDOWS) -> 
     return [proc.pid for proc in survivors]
 
 
-def wait_unreaped(child: subprocess.Popen[bytes], windows: bool = WINDOWS) -> None:
-    """Block until `child` exits, but leave it unreaped so its CPU times (with those of the
-    descendants it waited for) can still be read; the caller reaps it with child.wait() after.
-    Windows keeps an exited process readable while Popen holds its handle, so a plain wait does."""
-    if windows or not hasattr(os, "waitid"):
-        child.wait()
-        return
+def wait_child(child: subprocess.Popen[bytes], windows: bool = WINDOWS) -> tuple[int, tuple[float, float, int] | None]:
+    """Block until `child` exits and reap it. Returns its exit code (as Popen reports it) and what
+    the OS says it used: (user CPU s, system CPU s, peak resident bytes), covering the child and the
+    descendants it waited for; None where that cannot be read. Sampling alone misses short runs."""
+    if windows:
+        code = child.wait()
+        try:  # an exited process stays readable while Popen holds its handle
+            proc = psutil.Process(child.pid)
+            times, memory = proc.cpu_times(), proc.memory_info()
+            return code, (times.user, times.system, int(getattr(memory, "peak_wset", 0)))
+        except psutil.Error:
+            return code, None
     try:
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
-    except ChildProcessError:
-        pass  # already reaped; child.wait() returns the code it kept
-    except InterruptedError:
-        child.wait()
+        _, status, usage = os.wait4(child.pid, 0)
+    except ChildProcessError:  # reaped elsewhere: Popen kept the code
+        return child.wait(), None
+    child.returncode = os.waitstatus_to_exitcode(status)  # so Popen knows it is gone
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return child.returncode, (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * scale)
 
 
 def _freeze(procs: list[psutil.Process]) -> list[psutil.Process]:

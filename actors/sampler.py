@@ -20,8 +20,6 @@ from typing import Any
 import psutil
 import pykka
 
-from actors.runs import Usage
-
 log = logging.getLogger("procq.sampler")
 
 LOGS_EVERY_S = 0.5  # at most one `logs` progress webhook per job per this many seconds
@@ -66,8 +64,11 @@ def watch(
     if sender is not None and "start" in progress.events:
         sender.post({"id": progress.job_id, "event": "start", "status": "IN_PROGRESS", "attempt": progress.attempt})
     follower = _LogFollower(outputs[1], progress) if progress is not None and "logs" in progress.events else None
-    tree = ProcessTree(pid, created)
-    while True:
+    tree: ProcessTree | None = None
+    # The first sample comes one interval in: walking the process table costs milliseconds, and most
+    # jobs of a busy server end sooner (their usage is read when they are reaped).
+    while not stopped.wait(interval_s):
+        tree = tree or ProcessTree(pid, created)
         sample = tree.measure(outputs)
         try:
             supervisor.sampled.defer(sample)
@@ -75,22 +76,10 @@ def watch(
             break
         if follower is not None and sender is not None:
             follower.tick(sender, final=False)
-        if stopped.wait(interval_s):
-            break
     if follower is not None and sender is not None:
         follower.tick(sender, final=True)
     if sender is not None:
         sender.close()
-
-
-def final_usage(pid: int) -> Usage:
-    """CPU of a child that has exited but is not reaped yet: its own plus that of every descendant
-    it (or they) waited for. The peak memory comes from the samples only."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return Usage()
-    return Usage(times.user + times.children_user, times.system + times.children_system)
 
 
 def truncate_outputs(stdout: Path, stderr: Path, limit: int) -> None:

@@ -16,6 +16,7 @@ import pykka
 from actors import osdeps, sampler, webhook
 from actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from actors.jobdir import JobDir
+from actors.mailbox import Mailbox
 from actors.runs import Usage, completion_delivery, may_retry, requeued_for_retry, resolve_cwd, resources_of, run_record
 from actors.settings import Settings
 
@@ -69,7 +70,7 @@ class Supervisor(pykka.ThreadingActor):
         self._limit_error: str | None = None
 
     def on_start(self) -> None:
-        self._self = self.actor_ref.proxy()
+        self._self = Mailbox(self.actor_ref)  # for helper threads; cheaper than a proxy
 
     def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
@@ -318,11 +319,11 @@ def _tell(deliver: Callable[[], Any]) -> None:
 def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
     usage = None
     try:
-        osdeps.wait_unreaped(child)  # waiter thread: it blocks so the actor does not
-        usage = sampler.final_usage(child.pid)  # readable until the child is reaped, just below
+        code, measured = osdeps.wait_child(child)  # waiter thread: it blocks so the actor does not
+        usage = Usage(*measured) if measured else None
     except Exception:  # usage is a nicety: the exit code must reach the Supervisor whatever happens
         log.exception("job process %d: could not read its resource usage", child.pid)
-    code = child.wait()
+        code = child.wait()
     _tell(lambda: supervisor.process_exited.defer(code, usage))
 
 

@@ -117,6 +117,13 @@ def test_each_run_records_wall_time_cpu_of_the_tree_and_peak_memory(fast: Settin
     assert len(job.runs) == 1 and job.runs[0].attempt == 1 and job.runs[0].peak_rss_bytes == usage["peak_rss_bytes"]
 
 
+def test_a_run_too_short_to_be_sampled_still_shows_its_cpu_and_peak_memory(settings: Settings) -> None:
+    dispatcher = _start(dataclasses.replace(settings, sample_interval_s=60.0))  # one sample at most, at start
+    job = _wait_status(dispatcher, _submit(dispatcher, py("block = b'x' * 30_000_000")), Status.COMPLETED)
+    assert job.resources["peak_rss_bytes"] > 30_000_000  # reported by the OS when the child is reaped
+    assert job.resources["cpu_user_seconds"] + job.resources["cpu_system_seconds"] > 0
+
+
 def test_a_failing_job_is_retried_with_backoff_and_every_attempts_output_is_kept(fast: Settings) -> None:
     dispatcher = _start(fast)
     counter = fast.jobs_dir.parent / "count"
