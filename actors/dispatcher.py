@@ -74,7 +74,7 @@ class Dispatcher(pykka.ThreadingActor):
         self._jobs: dict[str, Job] = {job.id: job for job in jobs}
         # queued jobs live in the scheduler (queues, priority, run_at, dependencies); filled in on_start
         self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)
-        self._idempotency = {job.idempotency_key_sha256: job.id for job in jobs if job.idempotency_key_sha256}
+        self._idempotency = {j.idempotency_key_sha256: j.id for j in self._jobs.values() if j.idempotency_key_sha256}
         self._running: dict[str, tuple[Any, threading.Event]] = {}
         self._deliveries = [
             (job.webhook_delivery.next_attempt_at or "", job.id)
