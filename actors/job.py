@@ -133,12 +133,14 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         """Build a Job from its JSON form; raises ValueError, TypeError or KeyError if it is not one."""
-        fields = {k: v for k, v in data.items() if k in _JOB_FIELDS}  # tolerate fields of newer versions
+        # tolerate fields of newer versions; the common case (all known) skips the filtering
+        fields = dict(data) if data.keys() <= _JOB_FIELDS else {k: v for k, v in data.items() if k in _JOB_FIELDS}
         args = fields["args"]
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ValueError("args must be a non-empty list of strings")
         fields["args"] = tuple(args)
-        fields["tags"] = tuple(str(tag) for tag in fields.get("tags") or ())
+        tags = fields.get("tags")
+        fields["tags"] = tuple(map(str, tags)) if tags else ()
         fields["status"] = Status(fields["status"])
         if not is_job_id(fields["id"]):
             raise ValueError(f"not a job id: {fields['id']!r}")
@@ -147,8 +149,10 @@ class Job:
         for name in ("after", "webhook_events"):
             if name in fields:
                 fields[name] = tuple(fields[name])
-        runs = fields.get("runs", ())
-        fields["runs"] = tuple(Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}) for run in runs)
+        runs = fields.get("runs")
+        fields["runs"] = (
+            tuple(Run(**{k: v for k, v in run.items() if k in _RUN_FIELDS}) for run in runs) if runs else ()
+        )
         return cls(**fields)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import orjson
 
 from actors import osdeps
 from actors.job import Job, Status, interrupted, is_job_id
@@ -53,7 +54,7 @@ def _read_entry(entry: os.DirEntry[str]) -> Job | None:
         log.warning("skipping %r in the jobs directory: not a job directory", entry.name)
         return None
     try:
-        job = Job.from_dict(json.loads(osdeps.read_bytes(os.path.join(entry.path, "meta.json"))))
+        job = Job.from_dict(orjson.loads(osdeps.read_bytes(os.path.join(entry.path, "meta.json"))))
     except (OSError, ValueError, TypeError, KeyError) as exc:
         log.warning("skipping job directory %s: unreadable meta.json (%s)", entry.name, exc)
         return None
