@@ -60,7 +60,7 @@ class JobRequest:
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
-    # issue 5 (control): see actors/runs.py new_job for how these become the job's fields
+    # see actors/runs.py new_job for how these become the job's fields
     priority: int = 0
     queue: str = "default"
     run_at: str | None = None
@@ -98,7 +98,7 @@ class Job:
     completed_at: str | None = None
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
-    # issue 5 (control): ordering, limits, retries, submit options (README "Deciding what runs")
+    # ordering, limits, retries, submit options (README "Deciding what runs")
     priority: int = 0
     queue: str = "default"
     run_at: str | None = None

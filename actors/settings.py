@@ -16,7 +16,7 @@ class Settings:
     restart_limit: int = 3  # starts allowed to a job whose runs keep being cut short by shutdowns/crashes
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
     webhook_concurrency: int = 4  # deliveries in flight at once, so a dead receiver cannot pile up threads
-    # issue 5 (control): ordering and limits (README "Deciding what runs")
+    # ordering and limits (README "Deciding what runs")
     queues: tuple[tuple[str, int], ...] = ()  # (name, parallelism) from --queue; other queues get `workers`
     aging_s: float = 60.0  # a queued job's priority grows by 1 per aging_s seconds waited
     default_timeout_s: float | None = None

@@ -63,7 +63,7 @@ class Supervisor(pykka.ThreadingActor):
         self._stop_reason: str | None = None  # "cancel" or "interrupt" once the tree is being ended
         self._exit_code: int | None = None
         self._tree_stopped = False
-        # limits (issue 5): the watch thread and timeout timer of the current run, what they measured
+        # limits: the watch thread and timeout timer of the current run, what they measured
         self._watching = threading.Event()  # set to stop the watch thread
         self._timeout: threading.Timer | None = None
         self._usage = Usage()
@@ -185,7 +185,7 @@ class Supervisor(pykka.ThreadingActor):
         self._finished.set()
         _tell(self.stop)
 
-    # --- limits and usage (issue 5) -----------------------------------------------------------------
+    # --- limits and usage -----------------------------------------------------------------------------
 
     def sampled(self, sample: sampler.Sample) -> None:
         """From the watch thread: the tree's usage now. Ends the tree past a memory or output limit."""

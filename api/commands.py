@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 
 # Variables that make an allowed program load or run other code (dynamic loader, shells, interpreters),
-# or look its tools up elsewhere. With an allow-list, a job may not set them (issue 5's `env`).
+# or look its tools up elsewhere. With an allow-list, a job may not set them (the `env` field).
 INJECTING_ENV = re.compile(
     r"LD_.*|DYLD_.*|PATH|PATHEXT|COMSPEC|IFS|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|PYTHON.*|NODE_OPTIONS|NODE_PATH"
     r"|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|GCONV_PATH"

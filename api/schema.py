@@ -69,7 +69,7 @@ SUBMIT: dict[str, Any] = {
             "description": "Labels to find the job by (GET /jobs?tag=...).",
             "x-message": "tags must be a list of at most 16 strings of 1 to 64 characters of A-Z a-z 0-9 _ . : -",
         },
-        # issue 5 (control): README "Deciding what runs" explains each of these
+        # README "Deciding what runs" explains each of these
         "priority": {
             "type": "integer",
             "minimum": -1000,
