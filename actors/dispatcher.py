@@ -27,7 +27,7 @@ from actors.events import Watcher
 from actors.index import JobIndex
 from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
 from actors.jobdir import JobDir
-from actors.mailbox import Mailbox
+from actors.mailbox import Mailbox, report
 from actors.queues import Scheduler
 from actors.runs import completion_delivery, failed_without_running, new_job, rerun_request
 from actors.settings import Settings
@@ -375,7 +375,7 @@ class Dispatcher(pykka.ThreadingActor):
             self._timer.cancel()
         self._timer_due = due
         delay = max(0.0, (parse_timestamp(due) - self._now()).total_seconds())
-        self._timer = threading.Timer(delay, _wake, args=(self._self,))
+        self._timer = threading.Timer(delay, report, args=(self._self.wake.defer,))
         self._timer.daemon = True
         self._timer.start()
 
@@ -415,32 +415,18 @@ class Dispatcher(pykka.ThreadingActor):
         return retention.expired(finished, cutoff, self._delivering, limit)
 
     def _remove_dirs(self, jobs: list[Job], done: threading.Event) -> None:
-        report = functools.partial(_removed, self._self, jobs, done)
-        args = (self._settings.jobs_dir, jobs, report)
+        on_removed = functools.partial(_removed, self._self, jobs, done)
+        args = (self._settings.jobs_dir, jobs, on_removed)
         threading.Thread(target=retention.remove_jobs, args=args, daemon=True).start()
 
     def _arm_sweep(self, delay_s: float) -> None:
-        self._sweep_timer = threading.Timer(delay_s, _tell, args=(self._self.sweep.defer,))
+        self._sweep_timer = threading.Timer(delay_s, report, args=(self._self.sweep.defer,))
         self._sweep_timer.daemon = True
         self._sweep_timer.start()
-
-
-def _wake(dispatcher: Any) -> None:
-    try:
-        dispatcher.wake.defer()
-    except pykka.ActorDeadError:
-        pass
-
-
-def _tell(deliver: Callable[[], Any]) -> None:
-    try:
-        deliver()
-    except pykka.ActorDeadError:
-        pass  # the Dispatcher stopped; nothing is waiting for this report
 
 
 def _removed(dispatcher: Any, jobs: list[Job], done: threading.Event, postponed_ids: list[str]) -> None:
     postponed = [job for job in jobs if job.id in postponed_ids]
     if postponed:
-        _tell(lambda: dispatcher.dirs_removed.defer(postponed))
+        report(lambda: dispatcher.dirs_removed.defer(postponed))
     done.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -32,3 +33,12 @@ class _Message:
 
     def defer(self, *args: Any, **kwargs: Any) -> None:
         self._ref.tell(ProxyCall(attr_path=(self._method,), args=args, kwargs=kwargs))
+
+
+def report(send: Callable[[], Any]) -> None:
+    """Send a helper thread's or timer's report to an actor that may have stopped meanwhile; then
+    nobody is waiting for it, and it is dropped."""
+    try:
+        send()
+    except pykka.ActorDeadError:
+        pass

@@ -16,7 +16,7 @@ import pykka
 from actors import osdeps, sampler, webhook
 from actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from actors.jobdir import JobDir
-from actors.mailbox import Mailbox
+from actors.mailbox import Mailbox, report
 from actors.runs import Usage, completion_delivery, may_retry, requeued_for_retry, resolve_cwd, resources_of, run_record
 from actors.settings import Settings
 
@@ -183,7 +183,7 @@ class Supervisor(pykka.ThreadingActor):
         # Order matters: the Dispatcher hears of the end before anyone woken by the event asks it.
         self._dispatcher.job_ended.defer(self._job)
         self._finished.set()
-        _tell(self.stop)
+        report(self.stop)
 
     # --- limits and usage -----------------------------------------------------------------------------
 
@@ -309,13 +309,6 @@ def _exit_reason(code: int | None) -> str:
     return f"the command exited with code {code}"
 
 
-def _tell(deliver: Callable[[], Any]) -> None:
-    try:
-        deliver()
-    except pykka.ActorDeadError:
-        pass  # the Supervisor already finished; nothing is waiting for this report
-
-
 def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
     usage = None
     try:
@@ -324,11 +317,11 @@ def _report_exit(child: subprocess.Popen[bytes], supervisor: Any) -> None:
     except Exception:  # usage is a nicety: the exit code must reach the Supervisor whatever happens
         log.exception("job process %d: could not read its resource usage", child.pid)
         code = child.wait()
-    _tell(lambda: supervisor.process_exited.defer(code, usage))
+    report(lambda: supervisor.process_exited.defer(code, usage))
 
 
 def _limit_reached(supervisor: Any, error: str) -> None:
-    _tell(lambda: supervisor.limit_reached.defer(error))
+    report(lambda: supervisor.limit_reached.defer(error))
 
 
 def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> None:
@@ -337,7 +330,7 @@ def _stop_tree(pid: int, created: float, grace_s: float, supervisor: Any) -> Non
     except Exception:  # a thread that dies silently would leave the cancel waiting forever
         log.exception("ending the process tree of pid %d failed", pid)
         survivors = [pid]
-    _tell(lambda: supervisor.tree_stopped.defer(survivors))
+    report(lambda: supervisor.tree_stopped.defer(survivors))
 
 
 def _deliver(send: SendWebhook, url: str, body: bytes, timeout_s: float, supervisor: Any) -> None:
@@ -346,4 +339,4 @@ def _deliver(send: SendWebhook, url: str, body: bytes, timeout_s: float, supervi
     except Exception as exc:  # counted as a failed attempt, so the delivery is retried, then given up
         log.exception("webhook delivery to %s failed unexpectedly", url)
         error = f"internal error in procq: {exc!r}"
-    _tell(lambda: supervisor.delivery_finished.defer(error))
+    report(lambda: supervisor.delivery_finished.defer(error))
