@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pykka
-
-from actors import retention, webhook
-from actors.errors import (
+from procq.actors import retention, webhook
+from procq.actors.errors import (
     IdempotencyConflict,
     InvalidRequest,
     JobConflict,
@@ -23,15 +22,15 @@ from actors.errors import (
     ShuttingDown,
     StorageError,
 )
-from actors.events import Watcher
-from actors.index import JobIndex
-from actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
-from actors.jobdir import JobDir
-from actors.mailbox import Mailbox, report
-from actors.queues import Scheduler
-from actors.runs import completion_delivery, failed_without_running, new_job, rerun_request
-from actors.settings import Settings
-from actors.supervisor import SendWebhook, Spawn, Supervisor
+from procq.actors.events import Watcher
+from procq.actors.index import JobIndex
+from procq.actors.job import IdGenerator, Job, JobRequest, Status, parse_timestamp, timestamp, utc_now
+from procq.actors.jobdir import JobDir
+from procq.actors.mailbox import Mailbox, report
+from procq.actors.queues import Scheduler
+from procq.actors.runs import completion_delivery, failed_without_running, new_job, rerun_request
+from procq.actors.settings import Settings
+from procq.actors.supervisor import SendWebhook, Spawn, Supervisor
 
 log = logging.getLogger("procq.dispatcher")
 

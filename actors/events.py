@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from actors.job import Job
+from procq.actors.job import Job
 
 EVENT_FIELDS = ("id", "status", "enqueued_at", "started_at", "completed_at")
 

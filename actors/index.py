@@ -7,7 +7,7 @@ import heapq
 import itertools
 from collections.abc import Iterable, Iterator
 
-from actors.job import Job, Status
+from procq.actors.job import Job, Status
 
 
 class JobIndex:

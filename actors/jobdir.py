@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from actors import osdeps
-from actors.job import Job
+from procq.actors import osdeps
+from procq.actors.job import Job
 
 STAGING_PREFIX = ".new-"
 

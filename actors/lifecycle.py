@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors.job import Job, Status
+from procq.actors.job import Job, Status
 
 log = logging.getLogger("procq.jobs")
 

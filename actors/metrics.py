@@ -7,9 +7,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from procq.actors.job import Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from actors.job import Job, Status, parse_timestamp
 
 RATE_WINDOW_S = 60.0
 # Seconds; jobs range from sub-second scripts to hour-long builds.

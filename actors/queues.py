@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from actors.job import Job, Status, parse_timestamp
+from procq.actors.job import Job, Status, parse_timestamp
 
 DEFAULT_QUEUE = "default"
 

@@ -9,11 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
-
-from actors import osdeps
-from actors.job import Job, Status, interrupted, is_job_id
-from actors.jobdir import STAGING_PREFIX, JobDir
-from actors.settings import Settings
+from procq.actors import osdeps
+from procq.actors.job import Job, Status, interrupted, is_job_id
+from procq.actors.jobdir import STAGING_PREFIX, JobDir
+from procq.actors.settings import Settings
 
 log = logging.getLogger("procq.recovery")
 

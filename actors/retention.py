@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
-from actors import osdeps
-from actors.job import Job, is_job_id
+from procq.actors import osdeps
+from procq.actors.job import Job, is_job_id
 
 log = logging.getLogger("procq.retention")
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from actors.job import Delivery, Job, JobRequest, Run, Status, parse_timestamp, timestamp
-from actors.settings import Settings
+from procq.actors.job import Delivery, Job, JobRequest, Run, Status, parse_timestamp, timestamp
+from procq.actors.settings import Settings
 
 MAX_RETRY_DELAY_S = 3600.0  # backoff grows no further than an hour between attempts
 _SHARED_FIELDS = tuple(

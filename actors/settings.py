@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors.webhook import WebhookPolicy
+from procq.actors.webhook import WebhookPolicy
 
 
 @dataclass(frozen=True)

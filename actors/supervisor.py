@@ -12,13 +12,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pykka
-
-from actors import osdeps, sampler, webhook
-from actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
-from actors.jobdir import JobDir
-from actors.mailbox import Mailbox, report
-from actors.runs import Usage, completion_delivery, may_retry, requeued_for_retry, resolve_cwd, resources_of, run_record
-from actors.settings import Settings
+from procq.actors import osdeps, sampler, webhook
+from procq.actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
+from procq.actors.jobdir import JobDir
+from procq.actors.mailbox import Mailbox, report
+from procq.actors.runs import (
+    Usage,
+    completion_delivery,
+    may_retry,
+    requeued_for_retry,
+    resolve_cwd,
+    resources_of,
+    run_record,
+)
+from procq.actors.settings import Settings
 
 if TYPE_CHECKING:
     from datetime import datetime

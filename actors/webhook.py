@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from procq.actors.job import Job
 from urllib3.util import connection as _connection
-
-from actors.job import Job
 
 
 @dataclass(frozen=True)

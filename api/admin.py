@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-
-from api.keys import KEY_ID, KeyNotFound, KeyStore, check_name, check_scopes
-from api.schema import read_json
+from procq.api.keys import KEY_ID, KeyNotFound, KeyStore, check_name, check_scopes
+from procq.api.schema import read_json
 
 NEW_KEY: dict[str, Any] = {
     "type": "object",

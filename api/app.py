@@ -9,8 +9,7 @@ from typing import Any
 
 import falcon
 import pykka
-
-from actors.errors import (
+from procq.actors.errors import (
     IdempotencyConflict,
     InvalidRequest,
     JobConflict,
@@ -19,17 +18,17 @@ from actors.errors import (
     ShuttingDown,
     StorageError,
 )
-from actors.events import EventHub
-from actors.metrics import Metrics
-from api import watch
-from api.admin import KeysResource
-from api.auth import AuthMiddleware
-from api.commands import CommandPolicy
-from api.dashboard import DashboardResource
-from api.health import HealthResource
-from api.jobs import JobsResource
-from api.keys import KeyStore
-from api.queues import QueuesResource
+from procq.actors.events import EventHub
+from procq.actors.metrics import Metrics
+from procq.api import watch
+from procq.api.admin import KeysResource
+from procq.api.auth import AuthMiddleware
+from procq.api.commands import CommandPolicy
+from procq.api.dashboard import DashboardResource
+from procq.api.health import HealthResource
+from procq.api.jobs import JobsResource
+from procq.api.keys import KeyStore
+from procq.api.queues import QueuesResource
 
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start

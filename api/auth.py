@@ -6,10 +6,9 @@ import re
 from typing import Any
 
 import falcon
-
-from actors.errors import JobNotFound
-from actors.job import is_job_id
-from api.keys import ApiKey, KeyStore
+from procq.actors.errors import JobNotFound
+from procq.actors.job import is_job_id
+from procq.api.keys import ApiKey, KeyStore
 
 ASK_TIMEOUT_S = 10.0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.schema import QUEUE_UPDATE, SUBMIT
+from procq.api.schema import QUEUE_UPDATE, SUBMIT
 
 _TIME = {"type": ["string", "null"], "format": "date-time", "description": "RFC 3339 in UTC"}
 _USAGE = {

@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import falcon
-
-from actors.events import EventHub, Subscription
-from api import sse
+from procq.actors.events import EventHub, Subscription
+from procq.api import sse
 
 HEARTBEAT_S = 15.0
 WAKE_S = 0.5  # how often an idle stream checks for shutdown

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import falcon
-
-from actors import osdeps
-from actors.errors import JobConflict, JobNotFound, StorageError
-from actors.job import Job, Status, is_job_id
-from api.auth import owner_filter, owner_of_request
-from api.commands import CommandPolicy
-from api.listing import list_page
-from api.schema import parse_submit, read_json
+from procq.actors import osdeps
+from procq.actors.errors import JobConflict, JobNotFound, StorageError
+from procq.actors.job import Job, Status, is_job_id
+from procq.api.auth import owner_filter, owner_of_request
+from procq.api.commands import CommandPolicy
+from procq.api.listing import list_page
+from procq.api.schema import parse_submit, read_json
 
 ASK_TIMEOUT_S = 10.0  # how long a request waits for the Dispatcher before answering 503
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")

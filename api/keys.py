@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from actors import osdeps
-from actors.job import timestamp, utc_now
-from config import ConfigError, ConfigSource
+from procq.actors import osdeps
+from procq.actors.job import timestamp, utc_now
+from procq.server.config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq.keys")
 

@@ -7,11 +7,10 @@ import binascii
 from typing import Any
 
 import falcon
-
-from actors.errors import JobNotFound
-from actors.job import Status, is_job_id
-from api.auth import owner_filter
-from api.schema import QUERY, parse_query
+from procq.actors.errors import JobNotFound
+from procq.actors.job import Status, is_job_id
+from procq.api.auth import owner_filter
+from procq.api.schema import QUERY, parse_query
 
 ASK_TIMEOUT_S = 10.0
 DELETE_WAIT_S = 5.0  # how long DELETE waits for the directory to go before answering anyway

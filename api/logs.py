@@ -11,13 +11,12 @@ from typing import Any
 
 import falcon
 import pykka
-
-from actors import osdeps
-from actors.errors import JobNotFound, ProcqError
-from actors.events import EventHub
-from actors.job import Job, is_job_id
-from api import sse
-from api.schema import parse_query
+from procq.actors import osdeps
+from procq.actors.errors import JobNotFound, ProcqError
+from procq.actors.events import EventHub
+from procq.actors.job import Job, is_job_id
+from procq.api import sse
+from procq.api.schema import parse_query
 
 log = logging.getLogger("procq.api.logs")
 

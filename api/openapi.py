@@ -8,12 +8,11 @@ import json
 from typing import Any
 
 import falcon
-
-from actors.events import EVENT_FIELDS
-from actors.job import Status
-from api import control_openapi
-from api.openapi_security import add_security
-from api.schema import QUERY, SUBMIT
+from procq.actors.events import EVENT_FIELDS
+from procq.actors.job import Status
+from procq.api import control_openapi
+from procq.api.openapi_security import add_security
+from procq.api.schema import QUERY, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
 _TIME = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.admin import NEW_KEY
-from api.auth import PUBLIC_PATHS, scope_for
-from api.keys import SCOPES
+from procq.api.admin import NEW_KEY
+from procq.api.auth import PUBLIC_PATHS, scope_for
+from procq.api.keys import SCOPES
 
 _JSON = "application/json"
 _ERROR = {"$ref": "#/components/schemas/Error"}

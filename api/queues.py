@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-
-from api.schema import check_queue_name, parse_queue_update, read_json
+from procq.api.schema import check_queue_name, parse_queue_update, read_json
 
 ASK_TIMEOUT_S = 10.0
 

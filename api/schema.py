@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 
 import falcon
 import jsonschema
-
-from actors import osdeps
-from actors.job import JobRequest, Status, timestamp
-from actors.runs import resolve_cwd
+from procq.actors import osdeps
+from procq.actors.job import JobRequest, Status, timestamp
+from procq.actors.runs import resolve_cwd
 
 MAX_ARGS = 4096
 MAX_ARG_CHARS = 131072  # Linux's limit for one argument

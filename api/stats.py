@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+from procq.actors.metrics import Metrics
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from actors.metrics import Metrics
 
 ASK_TIMEOUT_S = 10.0
 

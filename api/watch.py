@@ -6,15 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import falcon
-
-from actors.events import EventHub
-from actors.metrics import Metrics
-from api.events import EventsResource
-from api.listing import JobResource
-from api.logs import LogsResource
-from api.openapi import OpenAPIResource
-from api.sse import StreamSlots
-from api.stats import MetricsResource, StatsResource
+from procq.actors.events import EventHub
+from procq.actors.metrics import Metrics
+from procq.api.events import EventsResource
+from procq.api.listing import JobResource
+from procq.api.logs import LogsResource
+from procq.api.openapi import OpenAPIResource
+from procq.api.sse import StreamSlots
+from procq.api.stats import MetricsResource, StatsResource
 
 
 def add_routes(

@@ -25,7 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.keys import KeyStore  # noqa: E402
+from procq.api.keys import KeyStore  # noqa: E402
 
 
 def serve(jobs_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

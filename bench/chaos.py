@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as `python bench/chaos.py`: make the projec
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
+from procq.actors.job import Job
 
-from actors.job import Job
 from bench.client import TERMINAL, Client, epoch
 from bench.limit import true_command
 from bench.report import percentile, write_chaos

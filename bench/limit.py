@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import psutil
+from procq.actors import osdeps
 
-from actors import osdeps
 from bench.report import Row
 
 PY_PASS = [sys.executable, "-c", "pass"]

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.job import IdGenerator, Job, Status, timestamp, utc_now
+from procq.actors.job import IdGenerator, Job, Status, timestamp, utc_now
+
 from bench.client import Client
 from bench.report import Row, ms, percentile
 from bench.server import BenchServer

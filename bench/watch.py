@@ -27,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.job import IdGenerator  # noqa: E402
+from procq.actors.job import IdGenerator  # noqa: E402
 
 STATUSES = ["COMPLETED"] * 90 + ["FAILED"] * 9 + ["CANCELED"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from client.client import DEFAULT_URL, Client
-from client.errors import (
+from procq.client.client import DEFAULT_URL, Client
+from procq.client.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -17,7 +17,7 @@ from client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from client.job import STATES, TERMINAL_STATES, ApiKey, Job
+from procq.client.job import STATES, TERMINAL_STATES, ApiKey, Job
 
 __all__ = [
     "DEFAULT_URL",

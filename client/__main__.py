@@ -1,7 +1,7 @@
-"""`python -m client ...` runs the `procq` command line, for environments without the console script."""
+"""`python -m procq.client ...` runs the `procq` command line, for environments without the console script."""
 
 from __future__ import annotations
 
-from client.cli import main
+from procq.client.cli import main
 
 main()

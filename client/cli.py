@@ -1,4 +1,4 @@
-"""The `procq` command line: submit, watch and fetch jobs, manage keys, or start the server."""
+"""The `procq` command line: submit, watch and fetch jobs, manage keys (`procq serve` is added by procq.server)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
+from procq.client import render
+from procq.client.client import DEFAULT_URL, Client
+from procq.client.errors import ProcqError, WaitTimeout
+from procq.client.job import STATES, Job
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
-
-from client import render
-from client.client import DEFAULT_URL, Client
-from client.errors import ProcqError, WaitTimeout
-from client.job import STATES, Job
 
 # People read stderr while stdout carries what scripts consume (an id, a result, JSON).
 err = Console(stderr=True, highlight=False)
@@ -51,24 +50,6 @@ def main() -> None:
         cli.main(prog_name="procq", standalone_mode=True)
     except ProcqError as exc:  # raised inside commands; click re-raises what it does not know
         _fail(exc)
-
-
-# -- server --------------------------------------------------------------------------------------------
-
-
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
-def serve(flags: tuple[str, ...]) -> None:
-    """Start the server (same flags as run.py).
-
-    `procq serve FLAGS` is exactly `python run.py FLAGS`; try `procq serve --help`.
-    """
-    import run  # the server lives in the same distribution; only this command needs it
-
-    sys.exit(run.main(list(flags)))
 
 
 # -- jobs ----------------------------------------------------------------------------------------------

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from procq.client.errors import ConnectionFailed, JobNotFound, NotFound, Unavailable, WaitTimeout, error_for
+from procq.client.job import ApiKey, Job
+from procq.client.sse import iter_events
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
-
-from client.errors import ConnectionFailed, JobNotFound, NotFound, Unavailable, WaitTimeout, error_for
-from client.job import ApiKey, Job
-from client.sse import iter_events
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 """Where Client and the CLI look for the server unless told otherwise (the server's own default)."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pykka
 import pytest
+from procq.actors.settings import Settings
+from procq.actors.webhook import WebhookPolicy
 
-from actors.settings import Settings
-from actors.webhook import WebhookPolicy
 from tests.helpers import Receiver, ServerProcess
 
 

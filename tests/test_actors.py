@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pykka
 import pytest
+from procq.actors.dispatcher import Dispatcher
+from procq.actors.errors import JobConflict, JobNotFound, StorageError
+from procq.actors.job import JobRequest, Status
+from procq.actors.jobdir import JobDir
+from procq.actors.settings import Settings
 
-from actors.dispatcher import Dispatcher
-from actors.errors import JobConflict, JobNotFound, StorageError
-from actors.job import JobRequest, Status
-from actors.jobdir import JobDir
-from actors.settings import Settings
 from tests.helpers import Receiver, pid_alive, py, wait_until
 
 ASK = 10

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procq.actors import osdeps
+from procq.api.app import create_app
+from procq.api.keys import KeyFileError, KeyStore, hash_key
 
-from actors import osdeps
-from api.app import create_app
-from api.keys import KeyFileError, KeyStore, hash_key
 from tests.helpers import ROOT, py
 from tests.secure_helpers import (
     SCOPES,

@@ -28,7 +28,7 @@ def procq(server: ServerProcess | None, *args: str, timeout: float = 30, **env: 
     if server is not None:
         environment.setdefault("PROCQ_URL", server.url)
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "procq.server.console", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,7 +39,7 @@ def procq(server: ServerProcess | None, *args: str, timeout: float = 30, **env: 
 
 def test_the_console_script_is_the_cli_entry_point() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"procq": "client.cli:main"}
+    assert scripts == {"procq": "procq.server.console:main"}
     assert "client.cli import main" in (ROOT / "client" / "__main__.py").read_text()
 
 
@@ -145,7 +145,7 @@ def test_ctrl_c_while_waiting_cancels_the_job_when_asked_to(server: ServerProces
         [
             sys.executable,
             "-m",
-            "client",
+            "procq.server.console",
             "submit",
             "--wait",
             "--cancel-on-interrupt",
@@ -173,7 +173,7 @@ def test_ctrl_c_while_waiting_cancels_the_job_when_asked_to(server: ServerProces
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, which Windows delivers differently")
 def test_ctrl_c_without_a_terminal_leaves_the_job_running(server: ServerProcess) -> None:
     cli = subprocess.Popen(
-        [sys.executable, "-m", "client", "submit", "--wait", "--", *py("import time; time.sleep(60)")],
+        [sys.executable, "-m", "procq.server.console", "submit", "--wait", "--", *py("import time; time.sleep(60)")],
         cwd=ROOT,
         env={**os.environ, "PROCQ_URL": server.url},
         stdin=subprocess.DEVNULL,
@@ -197,7 +197,18 @@ def test_ctrl_c_without_a_terminal_leaves_the_job_running(server: ServerProcess)
 def test_serve_starts_the_server_with_run_py_flags(tmp_path: Path) -> None:
     jobs = tmp_path / "served"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client", "serve", "--port", "0", "--jobs-dir", str(jobs), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "procq.server.console",
+            "serve",
+            "--port",
+            "0",
+            "--jobs-dir",
+            str(jobs),
+            "--workers",
+            "1",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from client import (
+from procq.client import (
     BadRequest,
     Client,
     Conflict,
@@ -20,6 +19,7 @@ from client import (
     Unauthorized,
     WaitTimeout,
 )
+
 from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ServerProcess, py
 from tests.proxies import CuttingProxy, LossyProxy

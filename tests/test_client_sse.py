@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from client.sse import Event, iter_events
+from procq.client.sse import Event, iter_events
 
 STREAM = (
     ": connected\r\n\r\n"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from run import parse_args
+from procq.server.flags import parse_args
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ def test_help_documents_every_flag_with_its_environment_variable() -> None:
 
 
 def test_environment_variables_configure_the_server(monkeypatch) -> None:
-    import run
+    from procq.server import flags as run
 
     monkeypatch.setenv("PROCQ_PORT", "9123")
     monkeypatch.setenv("PROCQ_WORKERS", "7")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from actors.events import EventHub
-from actors.job import Job, Status
+from procq.actors.events import EventHub
+from procq.actors.job import Job, Status
 
 
 def job(status: Status = Status.IN_QUEUE) -> Job:

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import requests
+from procq.api.logs import utf8_prefix
 
-from api.logs import utf8_prefix
 from tests.helpers import py, wait_until
 from tests.sse import open_stream
 

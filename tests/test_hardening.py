@@ -13,8 +13,8 @@ from typing import Any
 
 import falcon
 import pytest
+from procq.api.commands import CommandPolicy
 
-from api.commands import CommandPolicy
 from tests.helpers import ROOT, py, wait_until
 from tests.secure_helpers import bearer, is_json_error, make_key
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from actors.index import JobIndex
-from actors.job import IdGenerator, Job, Status
+from procq.actors.index import JobIndex
+from procq.actors.job import IdGenerator, Job, Status
 
 
 def scan(jobs: dict[str, Job], statuses, tag, before, limit) -> list[str]:

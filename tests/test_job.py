@@ -6,8 +6,7 @@ import dataclasses
 import json
 
 import pytest
-
-from actors.job import Delivery, IdGenerator, Job, Status, interrupted, is_job_id
+from procq.actors.job import Delivery, IdGenerator, Job, Status, interrupted, is_job_id
 
 
 def test_ids_sort_by_creation_even_within_one_millisecond() -> None:

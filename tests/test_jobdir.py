@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from actors.job import Job, Status
-from actors.jobdir import JobDir
-from actors.recovery import sweep_leftovers
+from procq.actors.job import Job, Status
+from procq.actors.jobdir import JobDir
+from procq.actors.recovery import sweep_leftovers
 
 
 def _job(status: Status = Status.IN_QUEUE) -> Job:
@@ -32,7 +31,7 @@ def test_a_failed_write_keeps_the_previous_meta(tmp_path: Path, monkeypatch) -> 
     def disk_full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("actors.jobdir.osdeps.replace_file", disk_full)
+    monkeypatch.setattr("procq.actors.jobdir.osdeps.replace_file", disk_full)
     with pytest.raises(OSError):
         jobdir.write(_job(Status.COMPLETED))
     assert jobdir.read().status is Status.IN_QUEUE
@@ -41,7 +40,9 @@ def test_a_failed_write_keeps_the_previous_meta(tmp_path: Path, monkeypatch) -> 
 
 def test_create_leaves_nothing_when_it_cannot_finish(tmp_path: Path, monkeypatch) -> None:
     jobdir = JobDir(tmp_path / ("0" * 32))
-    monkeypatch.setattr("actors.jobdir.osdeps.replace_file", lambda *a: (_ for _ in ()).throw(OSError(28, "full")))
+    monkeypatch.setattr(
+        "procq.actors.jobdir.osdeps.replace_file", lambda *a: (_ for _ in ()).throw(OSError(28, "full"))
+    )
     with pytest.raises(OSError):
         jobdir.create(_job())
     assert not jobdir.path.exists()

@@ -9,11 +9,11 @@ import falcon.inspect
 import jsonschema
 import referencing
 import requests
+from procq.api import schema
+from procq.api.app import create_app
+from procq.api.openapi import document
 from referencing.jsonschema import DRAFT202012
 
-from api import schema
-from api.app import create_app
-from api.openapi import document
 from tests.helpers import py
 
 METHODS = {"get", "put", "post", "delete", "patch"}

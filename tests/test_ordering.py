@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pykka
 import pytest
+from procq.actors.dispatcher import Dispatcher
+from procq.actors.job import JobRequest, Status, parse_timestamp
+from procq.actors.recovery import load_jobs
+from procq.actors.settings import Settings
 
-from actors.dispatcher import Dispatcher
-from actors.job import JobRequest, Status, parse_timestamp
-from actors.recovery import load_jobs
-from actors.settings import Settings
 from tests.helpers import py, wait_until
 
 ASK = 10

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from procq.actors import osdeps
 
-from actors import osdeps
 from tests.helpers import ROOT, pid_alive, wait_until
 
 FORBIDDEN_OS = {"fork", "forkpty", "killpg", "setsid", "getpgid", "setpgid", "kill"}

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import urllib3
+from procq.actors import webhook
 
-from actors import webhook
 from tests.helpers import ROOT, py, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of 24 bytes!!!!").decode()

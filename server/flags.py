@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from actors import webhook
-from actors.retention import parse_duration
-from config import ConfigError, ConfigSource
+from procq.actors import webhook
+from procq.actors.retention import parse_duration
+from procq.server.config import ConfigError, ConfigSource
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,1 @@
+"""The server's start-up: flags and config, log format, the waitress wrapper, the keys command, main()."""

@@ -1,0 +1,138 @@
+"""Start procq: settings from flags and PROCQ_* variables, recover jobs, serve on waitress, stop cleanly."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+import time
+
+import pykka
+from procq.actors import osdeps, webhook
+from procq.actors.dispatcher import Dispatcher
+from procq.actors.events import EventHub
+from procq.actors.job import timestamp, utc_now
+from procq.actors.lifecycle import LifecycleLog
+from procq.actors.metrics import Metrics
+from procq.actors.recovery import load_jobs, sweep_leftovers
+from procq.actors.settings import Settings
+from procq.actors.webhook import WebhookPolicy
+from procq.api import keys as api_keys
+from procq.api.app import create_app
+from procq.api.commands import CommandPolicy
+from procq.server import logformat
+from procq.server.flags import is_loopback, parse_args
+from procq.server.httpserver import create_server
+
+log = logging.getLogger("procq")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        return api_keys.command_line(argv[1:])
+    args = parse_args(argv)
+    logformat.configure(args.log_level, args.log_format)
+    jobs_dir = args.jobs_dir.resolve()
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = osdeps.lock_exclusively(jobs_dir / ".lock")
+    except OSError:
+        print(f"procq: another procq server is using {jobs_dir}; stop it or choose another --jobs-dir", file=sys.stderr)
+        return 2
+    try:
+        keys = api_keys.KeyStore(api_keys.keys_path(jobs_dir, args.keys_file))
+    except api_keys.KeyFileError as exc:
+        print(f"procq: {exc}; fix or remove it", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and not keys.required:
+        if not args.insecure_no_auth:
+            print(
+                f"procq: refusing to listen on {args.host!r} with no API key: anyone who can reach it could run "
+                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create --name admin "
+                "--scopes admin\nor pass --insecure-no-auth to serve without keys anyway.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("INSECURE: serving on %s with no API key; anyone who reaches it can run any command", args.host)
+    commands = CommandPolicy(args.allow_command)
+    for entry in commands.unresolved:
+        log.warning("--allow-command %r is not an executable on PATH or an absolute path: it matches nothing", entry)
+    settings = Settings(
+        jobs_dir=jobs_dir,
+        workers=args.workers,
+        grace_s=args.grace,
+        restart_limit=args.restart_limit,
+        webhook=WebhookPolicy(
+            args.webhook_attempts, args.webhook_backoff, args.webhook_backoff_cap, args.webhook_timeout
+        ),
+        webhook_concurrency=args.webhook_concurrency,
+        queues=args.queues,
+        aging_s=args.aging_seconds,
+        default_timeout_s=args.timeout,
+        default_max_output_bytes=args.max_output_bytes,
+        sample_interval_s=args.sample_interval,
+        cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
+        retention_s=args.retention,
+        max_queued=args.max_queued,
+    )
+    jobs = load_jobs(settings, timestamp(utc_now()))
+    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
+    events, metrics = EventHub(), Metrics()
+    send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
+    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
+    app = create_app(
+        dispatcher,
+        jobs_dir,
+        args.max_body_bytes,
+        cancel_wait_s=args.grace + 30,
+        cwd_root=settings.cwd_root,
+        events=events,
+        metrics=metrics,
+        max_streams=args.max_streams,
+        keys=keys,
+        commands=commands,
+    )
+    server = create_server(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+        channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
+        ident="procq",
+    )
+    osdeps.install_shutdown(lambda: _stopping(events))
+    try:
+        print(
+            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
+            flush=True,
+        )
+        server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
+    except KeyboardInterrupt:
+        pass  # the signal came before waitress's loop started (clients may connect once we print)
+    finally:
+        server.close()
+        _stop(dispatcher, args.grace + 10)
+        lock.close()
+    log.info("stopped")
+    return 0
+
+
+def _stopping(events: EventHub) -> None:
+    log.info("stopping: no new jobs; ending running ones")
+    # Open event streams end now: waitress waits for its threads before server.run() returns.
+    events.close()
+
+
+def _stop(dispatcher: object, wait_s: float) -> None:
+    """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
+    every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
+    finished = dispatcher.shutdown().get(timeout=10)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + wait_s
+    for event in finished:
+        while not event.wait(0.5) and time.monotonic() < deadline:
+            pass
+    pykka.ActorRegistry.stop_all(block=True, timeout=5)
