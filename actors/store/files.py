@@ -1,0 +1,81 @@
+"""meta.json as the store's mirror: written from committed state, replaced atomically, never fsynced
+(the store is the truth; a file a power cut left stale is rewritten from it at the next start)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+from procq.actors import osdeps
+from procq.actors.job import Job, is_job_id
+
+STAGING_PREFIX = ".new-"  # a job directory being built; renamed into place once its job is committed
+META = "meta.json"
+
+
+def stage(jobs_dir: Path, job_id: str, body: bytes) -> Path:
+    """Build `.new-<id>/meta.json` for a job about to be committed. Raises OSError, leaving nothing."""
+    staging = jobs_dir / f"{STAGING_PREFIX}{job_id}"
+    staging.mkdir()
+    try:
+        with open(staging / META, "wb") as handle:
+            handle.write(body)
+    except OSError:
+        unstage(staging)
+        raise
+    return staging
+
+
+def unstage(staging: Path) -> None:
+    """Remove a staged directory whose job was not committed."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(staging):
+            os.unlink(entry.path)
+        staging.rmdir()
+
+
+def publish(staging: Path, job_dir: Path) -> None:
+    """Rename a committed job's staged directory into place. Raises OSError."""
+    osdeps.replace_file(staging, job_dir)
+
+
+def write_meta(job_dir: Path, body: bytes) -> None:
+    """Replace meta.json atomically (tmp + rename): readers see the old or the new file, never half
+    of one. Recreates a directory that went missing. Raises OSError, leaving no tmp file behind."""
+    tmp = job_dir / f"{META}.{uuid.uuid4().hex}.tmp"
+    try:
+        handle = open(tmp, "wb")  # noqa: SIM115 - closed below, before the rename
+    except FileNotFoundError:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(tmp, "wb")  # noqa: SIM115
+    try:
+        with handle:
+            handle.write(body)
+        osdeps.replace_file(tmp, job_dir / META)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def scan(jobs_dir: Path, warn: list[str]) -> Iterator[Job]:
+    """Every job whose directory holds a readable meta.json (for a rebuild of the store); what is
+    skipped is described in `warn`. Dot-names are the server's own (.trash, .new-<id>, the database)."""
+    for entry in os.scandir(jobs_dir):
+        if entry.name.startswith("."):
+            continue
+        if not is_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+            warn.append(f"{entry.name!r}: not a job directory")
+            continue
+        try:
+            job = Job.from_dict(orjson.loads(osdeps.read_bytes(os.path.join(entry.path, META))))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            warn.append(f"{entry.name}: unreadable meta.json ({exc})")
+            continue
+        if job.id != entry.name:
+            warn.append(f"{entry.name}: its meta.json belongs to job {job.id}")
+            continue
+        yield job
