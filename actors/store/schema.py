@@ -146,9 +146,10 @@ def _page_part(
     if owner is not None:
         where.append("jobs.owner = ?")
         params.append(owner)
+    order = "tags.job_id" if tag is not None else "jobs.id"  # the driving index's order: nothing to sort
     if before is not None:
-        where.append("jobs.id < ?")
+        where.append(f"{order} < ?")
         params.append(before)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     params.append(limit)
-    return f"SELECT jobs.id, jobs.body FROM {source}{clause} ORDER BY jobs.id DESC LIMIT ?", params
+    return f"SELECT jobs.id, jobs.body FROM {source}{clause} ORDER BY {order} DESC LIMIT ?", params
