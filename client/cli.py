@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
-from procq.client import render
+from procq.client import jobline, render
 from procq.client.client import DEFAULT_URL, Client
 from procq.client.errors import ProcqError, WaitTimeout
 from procq.client.job import STATES, Job
@@ -98,6 +98,52 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
         else:
             job = _wait_with_spinner(client, job)
     _finish(client, job, as_json, show_stderr=not follow)
+
+
+@cli.command()
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print the job objects as JSON.")
+@click.option("--queue", "-q", help="Queue for jobs whose line names none.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Tag every job (repeatable; added to a line's own).")
+@click.pass_obj
+def batch(client: Client, source: Any, as_json: bool, queue: str | None, tags: tuple[str, ...]) -> None:
+    """Submit many jobs at once from SOURCE (a file, or - for stdin; default stdin).
+
+    One job per line: a JSON object as POST /jobs takes it, or a command line (split like a POSIX
+    shell does, but run without one). Blank lines and lines starting with # are skipped.
+
+        printf 'echo one\\n{"args": ["echo", "two"], "priority": 5}\\n' | procq batch
+
+    Up to 1,000 jobs go in one request, all or nothing; an invalid line stops the submit and is named.
+    Prints the new job ids, one per line (or JSON).
+    """
+    bodies: list[dict[str, Any]] = []
+    lines: list[int] = []  # the line number of each body, to name a bad one
+    for number, line in enumerate(source, start=1):
+        try:
+            body = jobline.parse(line)
+        except ValueError as exc:
+            raise click.BadParameter(f"line {number}: {exc}", param_hint="SOURCE") from exc
+        if body is None:
+            continue
+        if queue is not None:
+            body.setdefault("queue", queue)
+        if tags:
+            body["tags"] = [*body.get("tags", []), *tags]
+        bodies.append(body)
+        lines.append(number)
+    if not bodies:
+        raise click.BadParameter("no jobs in it (one JSON object or command line per line)", param_hint="SOURCE")
+    try:
+        jobs = client.submit_many(bodies)
+    except ProcqError as exc:
+        _fail(ProcqError(jobline.name_line(str(exc), lines)))
+    if as_json:
+        _print_json([job.to_dict() for job in jobs])
+        return
+    err.print(f"submitted {len(jobs)} jobs")
+    for job in jobs:
+        click.echo(job.id)
 
 
 @cli.command()

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
-from procq.client.errors import ConnectionFailed, JobNotFound, NotFound, Unavailable, WaitTimeout, error_for
+from procq.client.errors import (
+    BadRequest,
+    ConnectionFailed,
+    JobNotFound,
+    NotFound,
+    Unavailable,
+    WaitTimeout,
+    error_for,
+)
 from procq.client.job import ApiKey, Job
 from procq.client.sse import iter_events
 from requests.adapters import HTTPAdapter
@@ -21,6 +30,8 @@ from urllib3.util.retry import Retry
 DEFAULT_URL = "http://127.0.0.1:8080"
 """Where Client and the CLI look for the server unless told otherwise (the server's own default)."""
 
+BATCH_SIZE = 1000  # the most jobs POST /jobs/batch takes in one request
+_JOBS_INDEX = re.compile(r"jobs\[(\d+)\]")
 EVENTS_IDLE_S = 45.0  # the server sends a heartbeat every 15 s; three missed ones mean the stream is dead
 LOG_RECONNECTS = 20  # reconnects in a row without a new chunk before logs(follow=True) gives up
 _STREAM_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -106,11 +117,35 @@ class Client:
             **fields,
         }
         body.update({name: value for name, value in options.items() if value is not None})
+        return Job.from_dict(self._post_once("/jobs", body))
+
+    def submit_many(self, jobs: Iterable[Sequence[str] | dict[str, Any]]) -> list[Job]:
+        """Submit many jobs with one request per BATCH_SIZE (POST /jobs/batch) and return them as
+        created, in order. Each item is a command (a list of strings) or a job body as POST /jobs
+        takes it. A batch is all or nothing: BadRequest names the index of a wrong item (counted
+        from the start of `jobs`), and neither it nor the rest of its batch is created; batches
+        sent before it stay created."""
+        bodies = [{"args": list(item)} if not isinstance(item, dict) else dict(item) for item in jobs]
+        created: list[Job] = []
+        for start in range(0, len(bodies), BATCH_SIZE):
+            chunk = bodies[start : start + BATCH_SIZE]
+            try:
+                answer = self._post_once("/jobs/batch", {"jobs": chunk})
+            except BadRequest as exc:  # the server counts from its batch's start; we count from the caller's
+                exc.description = _shift_index(exc.description, start)
+                exc.args = (exc.description,)
+                raise
+            created += [Job.from_dict(job) for job in answer["jobs"]]
+        return created
+
+    def _post_once(self, path: str, body: dict[str, Any]) -> Any:
+        """POST that creates something, retried on errors that leave the outcome unknown; one
+        Idempotency-Key for every attempt, so a retry never creates it twice. Returns the JSON answer."""
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
             try:
-                response = self._session.post(self._url("/jobs"), json=body, headers=headers, timeout=self._timeout)
+                response = self._session.post(self._url(path), json=body, headers=headers, timeout=self._timeout)
             except _STREAM_ERRORS as exc:
                 if last or _never_connected(exc):  # the adapter already retried the connection itself
                     raise self._unreachable(exc) from exc
@@ -119,7 +154,7 @@ class Client:
                     response.status_code == 503 and "Retry-After" in response.headers
                 )
                 if not retryable or last:
-                    return Job.from_dict(self._check(response, "/jobs").json())
+                    return self._check(response, path).json()
             time.sleep(self._backoff_s * 2**attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -380,6 +415,10 @@ def _event_job_id(data: str) -> str | None:
         return json.loads(data).get("id")
     except (ValueError, AttributeError):
         return None
+
+
+def _shift_index(description: str, offset: int) -> str:
+    return _JOBS_INDEX.sub(lambda match: f"jobs[{int(match.group(1)) + offset}]", description, count=1)
 
 
 def _remaining(deadline: float | None) -> float | None:
