@@ -296,3 +296,33 @@ def test_a_full_disk_fails_the_commit_and_reports_nothing_done(small_disk: Path)
         assert store.trouble() is None and _meta(small_disk, first.id).status is Status.CANCELED
     finally:
         store.close()
+
+
+def test_meta_json_a_power_cut_emptied_is_rewritten_at_the_next_start(jobs_dir: Path) -> None:
+    store = SqliteStore(jobs_dir)
+    job = _job()
+    store.create([job]).result(timeout=5)
+    store.close()
+    with sqlite3.connect(jobs_dir / DB_NAME) as db:  # as if the run never closed and the machine rebooted
+        db.execute("UPDATE settings SET value = '0' WHERE name = 'clean'")
+        db.execute("UPDATE settings SET value = '12345' WHERE name = 'boot'")
+    (jobs_dir / job.id / "meta.json").write_bytes(b"")  # never fsynced: the file system kept it empty
+    store = SqliteStore(jobs_dir)
+    try:
+        assert store.startup().rewritten == 1
+        assert _meta(jobs_dir, job.id) == job
+    finally:
+        store.close()
+
+
+def test_a_clean_stop_or_a_server_crash_rewrites_nothing(jobs_dir: Path) -> None:
+    store = SqliteStore(jobs_dir)
+    store.create([_job(), _job()]).result(timeout=5)
+    store.close()
+    with sqlite3.connect(jobs_dir / DB_NAME) as db:  # a crash of the server alone: same boot
+        db.execute("UPDATE settings SET value = '0' WHERE name = 'clean'")
+    store = SqliteStore(jobs_dir)
+    try:
+        assert store.startup().rewritten == 0
+    finally:
+        store.close()

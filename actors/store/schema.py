@@ -25,7 +25,7 @@ TABLES = (
         enqueued_at TEXT,
         completed_at TEXT,
         owed INTEGER NOT NULL,
-        synced INTEGER NOT NULL,
+        synced INTEGER NOT NULL,  -- the session that wrote its meta.json from this row; 0: not yet
         body TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (tag, job_id))",
@@ -48,7 +48,8 @@ UPDATE_JOB = (
     "UPDATE jobs SET status = ?, queue = ?, owner = ?, idem = ?, enqueued_at = ?, completed_at = ?, owed = ?, "
     "synced = 0, body = ? WHERE id = ?"
 )
-MARK_SYNCED = "UPDATE jobs SET synced = 1 WHERE id = ?"
+MARK_SYNCED = "UPDATE jobs SET synced = ? WHERE id = ?"
+UNSYNC_SESSIONS = "UPDATE jobs SET synced = 0 WHERE synced >= ?"
 DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 DELETE_TAGS = "DELETE FROM tags WHERE job_id = ?"
 
@@ -80,7 +81,7 @@ def owes_webhook(job: Job) -> int:
     return int(job.status.terminal and delivery is not None and delivery.state == "pending")
 
 
-def insert_row(job: Job, body: bytes, synced: bool = False) -> tuple[Any, ...]:
+def insert_row(job: Job, body: bytes, synced: int = 0) -> tuple[Any, ...]:
     return (
         job.id,
         job.status.value,
@@ -90,7 +91,7 @@ def insert_row(job: Job, body: bytes, synced: bool = False) -> tuple[Any, ...]:
         job.enqueued_at,
         job.completed_at,
         owes_webhook(job),
-        int(synced),
+        synced,
         body.decode(),
     )
 

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
 from procq.actors.store import files, schema
@@ -58,6 +59,7 @@ class SqliteStore:
         self._closed = False
         self._trouble: str | None = None
         self._written: list[str] = []  # writer thread: ids whose meta.json matches their committed row
+        self._session = 0  # this run's number: rows record the run that wrote their meta.json
         self.transactions = 0  # committed by the writer (tests and the bench count batches with it)
         self.rebuilt = False
         self.warnings: list[str] = []
@@ -147,6 +149,8 @@ class SqliteStore:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute(schema.PUT_SETTING, ("clean", "1"))
         self._db.close()
         with self._lock:
             for reader in self._readers:
@@ -192,9 +196,27 @@ class SqliteStore:
             fresh = True
             db = self._connect()
             _prepare(db)
+        self._session = self._begin_session(db)
         if fresh:
             self.rebuilt = self._rebuild(db) > 0
         return db
+
+    def _begin_session(self, db: sqlite3.Connection) -> int:
+        """Number this run. If the last run did not close and the machine has booted since, the OS went
+        down under it: meta.json files it wrote (never fsynced) may be stale or empty, so they are
+        marked for rewriting. A crash of the server alone loses nothing: the OS still had the files."""
+        setting = {name: db.execute(schema.GET_SETTING, (name,)).fetchone() for name in ("session", "clean", "boot")}
+        previous = int(setting["session"][0]) if setting["session"] else 0
+        boot = psutil.boot_time()
+        db.execute("BEGIN IMMEDIATE")
+        if setting["clean"] and setting["clean"][0] == "0" and abs(float(setting["boot"][0]) - boot) > 5:
+            # the run before it too: the OS writes files back within ~30 s, so a short last run is not enough
+            stale = db.execute(schema.UNSYNC_SESSIONS, (max(1, previous - 1),)).rowcount
+            log.warning("store: the machine went down during the last run; %d meta.json files will be rewritten", stale)
+        for name, value in (("session", previous + 1), ("clean", 0), ("boot", boot)):
+            db.execute(schema.PUT_SETTING, (name, str(value)))
+        db.execute("COMMIT")
+        return previous + 1
 
     def _rebuild(self, db: sqlite3.Connection) -> int:
         """Fill a new database from every job directory's meta.json. Returns how many jobs it found."""
@@ -205,9 +227,9 @@ class SqliteStore:
             for job in files.scan(self._jobs_dir, self.warnings):
                 chunk.append(job)
                 if len(chunk) >= _REBUILD_CHUNK:
-                    count += _insert(db, chunk, [schema.encode(j) for j in chunk], synced=True)
+                    count += _insert(db, chunk, [schema.encode(j) for j in chunk], synced=self._session)
                     chunk = []
-            count += _insert(db, chunk, [schema.encode(j) for j in chunk], synced=True)
+            count += _insert(db, chunk, [schema.encode(j) for j in chunk], synced=self._session)
             db.execute(schema.PUT_SETTING, ("version", str(schema.VERSION)))
             db.execute("COMMIT")
         except BaseException:
@@ -289,9 +311,9 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             if self._written:  # first: a change in this batch may make one of them stale again
-                db.executemany(schema.MARK_SYNCED, [(job_id,) for job_id in self._written])
+                db.executemany(schema.MARK_SYNCED, [(self._session, job_id) for job_id in self._written])
             for change in changes:
-                _apply(db, change)
+                _apply(db, change, self._session)
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -341,7 +363,7 @@ class SqliteStore:
         try:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(schema.MARK_SYNCED, [(job_id,) for job_id in self._written])
+            db.executemany(schema.MARK_SYNCED, [(self._session, job_id) for job_id in self._written])
             db.execute("COMMIT")
             self._written.clear()
         except sqlite3.Error as exc:
@@ -380,13 +402,13 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.execute(schema.PUT_SETTING, ("version", str(schema.VERSION)))
 
 
-def _insert(db: sqlite3.Connection, jobs: Collection[Job], bodies: list[bytes], synced: bool = False) -> int:
+def _insert(db: sqlite3.Connection, jobs: Collection[Job], bodies: list[bytes], synced: int = 0) -> int:
     db.executemany(schema.INSERT_JOB, [schema.insert_row(j, b, synced) for j, b in zip(jobs, bodies, strict=True)])
     db.executemany(schema.INSERT_TAG, schema.tag_rows(jobs))
     return len(jobs)
 
 
-def _apply(db: sqlite3.Connection, change: _Change) -> None:
+def _apply(db: sqlite3.Connection, change: _Change, session: int) -> None:
     if change.kind == "create":
         _insert(db, change.jobs, change.bodies)
     elif change.kind == "update":
@@ -399,4 +421,4 @@ def _apply(db: sqlite3.Connection, change: _Change) -> None:
         db.executemany(schema.DELETE_TAGS, rows)
         db.executemany(schema.DELETE_JOB, rows)
     elif change.kind == "synced":
-        db.executemany(schema.MARK_SYNCED, [(job_id,) for job_id in change.ids])
+        db.executemany(schema.MARK_SYNCED, [(session, job_id) for job_id in change.ids])
