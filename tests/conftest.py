@@ -11,6 +11,7 @@ from procq.actors.settings import Settings
 from procq.actors.webhook import WebhookPolicy
 
 from tests.helpers import Receiver, ServerProcess
+from tests.pgdb import pg_url  # noqa: F401 - a fixture: a fresh PostgreSQL schema
 
 
 @pytest.fixture(autouse=True)

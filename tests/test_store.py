@@ -1,4 +1,7 @@
-"""The SQLite store of record: group commit, failures that report nothing done, meta.json kept current, rebuilds."""
+"""The store of record: group commit, failures that report nothing done, meta.json kept current, rebuilds.
+
+The tests taking `store` or `engine` hold every engine (SQLite, PostgreSQL) to one contract; the others
+are about one engine's own ways (SQLite's rebuilds and locks; PostgreSQL's are in test_store_postgres.py)."""
 
 from __future__ import annotations
 
@@ -31,11 +34,49 @@ def _meta(jobs_dir: Path, job_id: str) -> Job:
     return Job.from_dict(orjson.loads((jobs_dir / job_id / "meta.json").read_bytes()))
 
 
+class Engine:
+    """Opens stores of one engine on one database, and reads or writes it past the store, as another
+    process would."""
+
+    def __init__(self, name: str, jobs_dir: Path, url: str | None) -> None:
+        self.name, self._jobs_dir, self._url = name, jobs_dir, url
+        self.opened: list = []
+
+    def open(self):  # noqa: ANN201 - SqliteStore or PostgresStore
+        if self._url is None:
+            store = SqliteStore(self._jobs_dir)
+        else:
+            from procq.actors.store.postgres import PostgresStore
+
+            store = PostgresStore(self._url, self._jobs_dir)
+        self.opened.append(store)
+        return store
+
+    def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """One statement in qmark style, on a connection of its own, committed."""
+        if self._url is None:
+            with sqlite3.connect(self._jobs_dir / DB_NAME) as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg
+        from procq.actors.store.pgschema import pg
+
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            cur = conn.execute(pg(sql), params)
+            return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, jobs_dir: Path) -> Iterator[Engine]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    made = Engine(request.param, jobs_dir, url)
+    yield made
+    for store in made.opened:
+        store.close()
+
+
 @pytest.fixture
-def store(jobs_dir: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(jobs_dir)
-    yield opened
-    opened.close()
+def store(engine: Engine):  # noqa: ANN201
+    return engine.open()
 
 
 def test_changes_from_many_threads_are_committed_in_few_transactions(store: SqliteStore, jobs_dir: Path) -> None:
@@ -60,13 +101,12 @@ def test_changes_from_many_threads_are_committed_in_few_transactions(store: Sqli
     assert store.transactions <= per_thread * threads // 4
 
 
-def test_a_commit_is_reported_only_once_another_connection_can_read_it(store: SqliteStore, jobs_dir: Path) -> None:
+def test_a_commit_is_reported_only_once_another_connection_can_read_it(store: SqliteStore, engine: Engine) -> None:
     seen: list[bool] = []
     all_seen = threading.Event()
 
     def check(job_id: str) -> None:
-        with sqlite3.connect(jobs_dir / DB_NAME) as other:
-            seen.append(other.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is not None)
+        seen.append(engine.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) != [])
         if len(seen) == 50:
             all_seen.set()
 
@@ -138,26 +178,21 @@ def test_a_deleted_job_is_not_brought_back_by_a_late_update(store: SqliteStore, 
     assert store.get(job.id) is None and not (jobs_dir / job.id).exists()
 
 
-def test_startup_rewrites_meta_json_that_lags_behind_the_store(jobs_dir: Path) -> None:
+def test_startup_rewrites_meta_json_that_lags_behind_the_store(engine: Engine, jobs_dir: Path) -> None:
     job = _job()
-    store = SqliteStore(jobs_dir)
+    store = engine.open()
     store.create([job]).result(timeout=5)
     store.close()
     # a crash after the commit of COMPLETED but before its meta.json was written
     done = dataclasses.replace(job, status=Status.COMPLETED, exit_code=0)
-    with sqlite3.connect(jobs_dir / DB_NAME) as db:
-        db.execute(
-            "UPDATE jobs SET status = ?, synced = 0, body = ? WHERE id = ?",
-            ("COMPLETED", schema.encode(done).decode(), job.id),
-        )
+    engine.execute(
+        "UPDATE jobs SET status = ?, synced = 0, body = ? WHERE id = ?",
+        ("COMPLETED", schema.encode(done).decode(), job.id),
+    )
     assert _meta(jobs_dir, job.id).status is Status.IN_QUEUE
-    store = SqliteStore(jobs_dir)
-    try:
-        startup = store.startup()
-        assert (startup.rewritten, startup.queued, startup.counts[Status.COMPLETED]) == (1, [], 1)
-        assert _meta(jobs_dir, job.id) == done
-    finally:
-        store.close()
+    startup = engine.open().startup()
+    assert (startup.rewritten, startup.queued, startup.counts[Status.COMPLETED]) == (1, [], 1)
+    assert _meta(jobs_dir, job.id) == done
 
 
 def test_startup_lists_queued_jobs_in_submission_order_and_runs_in_flight(store: SqliteStore) -> None:
@@ -249,8 +284,8 @@ def test_expired_lists_finished_jobs_that_owe_no_webhook(store: SqliteStore) -> 
     assert [job.id for job in store.expired("2026-03-01T00:00:00Z", 10)] == [old.id]
 
 
-def test_a_closed_store_refuses_changes(jobs_dir: Path) -> None:
-    store = SqliteStore(jobs_dir)
+def test_a_closed_store_refuses_changes(engine: Engine) -> None:
+    store = engine.open()
     store.close()
     with pytest.raises(StorageError, match="closed"):
         store.create([_job()]).result(timeout=1)

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from procq.actors.errors import StorageError
 from procq.actors.job import Job
@@ -37,9 +38,14 @@ class Writer:
     """Owns the write connection and its thread. `submit` queues a change and returns its Commit;
     the thread takes every change queued meanwhile, stages new job directories, commits them all in
     one transaction (one fsync), renames the new directories into place, rewrites meta.json of the
-    changed jobs (once per job per batch), and only then resolves each Commit."""
+    changed jobs (once per job per batch), and only then resolves each Commit.
 
-    def __init__(self, db: sqlite3.Connection, jobs_dir: Path, session: int, max_batch_jobs: int) -> None:
+    Another engine subclasses it: its own `_commit` and `_record_synced`, and its error classes here."""
+
+    DUPLICATE: type[Exception] = sqlite3.IntegrityError  # one change's fault: retried alone, the others commit
+    ERROR: type[Exception] = sqlite3.Error  # the engine's failures: the batch fails with StorageError
+
+    def __init__(self, db: Any, jobs_dir: Path, session: int, max_batch_jobs: int) -> None:
         self._db = db
         self._jobs_dir = jobs_dir
         self._session = session
@@ -107,17 +113,17 @@ class Writer:
             return
         try:
             self._commit(ready)
-        except sqlite3.IntegrityError:  # one bad change (a duplicate id) must not sink the others
+        except self.DUPLICATE:  # one bad change (a duplicate id) must not sink the others
             for change in ready:
                 try:
                     self._commit([change])
-                except sqlite3.Error as exc:
+                except self.ERROR as exc:
                     self._unstage([change])
                     self._fail([change], StorageError("commit the change", exc))
                 else:
                     self._publish([change])
             return
-        except sqlite3.Error as exc:
+        except self.ERROR as exc:
             self._unstage(ready)
             self._fail(ready, StorageError("commit the change", exc))
             return

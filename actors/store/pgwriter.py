@@ -1,0 +1,91 @@
+"""The PostgreSQL store's one writer thread: the SQLite writer's batching, staging and meta.json mirror,
+with PostgreSQL transactions, fenced updates and a connection that is made again after it breaks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from procq.actors.store import pgschema, schema
+from procq.actors.store.writer import Change, Writer
+
+log = logging.getLogger("procq.store")
+
+
+class PgWriter(Writer):
+    """Commits batches on its own connection (never a pooled one: it holds it for its whole life).
+    Each update names the lease this node holds on the job (None for a job no node has claimed), so
+    the change of a node that lost its job to a rerun elsewhere changes nothing (`fenced` counts them)."""
+
+    DUPLICATE = psycopg.errors.UniqueViolation
+    ERROR = psycopg.Error
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        jobs_dir: Path,
+        session: int,
+        max_batch_jobs: int,
+        lease_of: Callable[[str], int | None],
+    ) -> None:
+        self._connect = connect
+        self._lease_of = lease_of
+        self.fenced = 0  # updates refused because the job's lease had moved on
+        super().__init__(connect(), jobs_dir, session, max_batch_jobs)
+
+    def _conn(self) -> psycopg.Connection:
+        if self._db.closed or self._db.broken:  # the server restarted or the network dropped us
+            self._db = self._connect()
+        return self._db
+
+    def _commit(self, changes: list[Change]) -> None:
+        conn = self._conn()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                if self._written:  # first: a change in this batch may make one of them stale again
+                    cur.executemany(pgschema.MARK_SYNCED, [(self._session, job_id) for job_id in self._written])
+                for change in changes:
+                    self._apply(cur, change)
+        except psycopg.OperationalError:
+            conn.close()  # made again for the next batch
+            raise
+        self._written.clear()
+        self.transactions += 1
+
+    def _apply(self, cur: psycopg.Cursor, change: Change) -> None:
+        if change.kind == "create":
+            rows = [schema.insert_row(j, b) for j, b in zip(change.jobs, change.bodies, strict=True)]
+            cur.executemany(pgschema.INSERT_JOB, rows)
+            cur.executemany(pgschema.INSERT_TAG, schema.tag_rows(change.jobs))
+        elif change.kind == "update":
+            change.present = []
+            for job, body in zip(change.jobs, change.bodies, strict=True):
+                row = schema.update_row(job, body)
+                cur.execute(pgschema.UPDATE_JOB, (*row[:-1], job.status.value, row[-1], self._lease_of(job.id)))
+                updated = cur.rowcount > 0
+                if not updated and cur.execute(pgschema.GET, (job.id,)).fetchone() is not None:
+                    self.fenced += 1
+                    log.warning("store: job %s runs under another lease now; this node's change is dropped", job.id)
+                change.present.append(updated)
+        elif change.kind == "delete":
+            rows = [(job_id,) for job_id in change.ids]
+            cur.executemany(pgschema.DELETE_TAGS, rows)
+            cur.executemany(pgschema.DELETE_JOB, rows)
+        elif change.kind == "synced":
+            cur.executemany(pgschema.MARK_SYNCED, [(self._session, job_id) for job_id in change.ids])
+
+    def _record_synced(self) -> None:
+        """Idle: record which meta.json files are current, without waiting for the WAL flush (losing
+        this only means the next start rewrites a few files that were already right)."""
+        if not self._written:
+            return
+        try:
+            conn = self._conn()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET LOCAL synchronous_commit = off")
+                cur.executemany(pgschema.MARK_SYNCED, [(self._session, job_id) for job_id in self._written])
+            self._written.clear()
+        except psycopg.Error as exc:
+            log.warning("store: could not record which meta.json files are current: %s", exc)
