@@ -30,9 +30,22 @@ def _raw_json(conn: psycopg.Connection) -> None:
     set_json_loads(bytes, context=conn)
 
 
+# A cut network must fail a query within seconds, not after the kernel's 15-minute retransmission limit:
+# a node has to notice it lost the database well within its lease (libpq settings, ignored on Windows
+# where the OS lacks them).
+NETWORK = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 3000,
+}
+
+
 def connect(url: str, application_name: str) -> psycopg.Connection:
-    """One connection outside the pool (the writer's, the listener's), in autocommit mode."""
-    conn = psycopg.connect(url, autocommit=True, application_name=application_name, connect_timeout=5)
+    """One connection outside the pool (the writer's, the heartbeat's), in autocommit mode."""
+    conn = psycopg.connect(url, autocommit=True, application_name=application_name, **NETWORK)
     _raw_json(conn)
     return conn
 
@@ -72,7 +85,7 @@ class PostgresStore:
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "application_name": f"procq {node}"},
+            kwargs={"autocommit": True, "application_name": f"procq {node}", **NETWORK},
             configure=_raw_json,
             check=psycopg_pool.ConnectionPool.check_connection,  # a connection the database dropped is replaced
             name=f"procq-{node}",

@@ -1,0 +1,99 @@
+"""Claiming runnable jobs for one node: one UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) statement.
+
+Order is the single-node Scheduler's (actors/queues.py): the smallest `ready time - priority * aging_s`
+first, ties to the older id; a job starts once its run_at has come and every job it comes `after` has
+COMPLETED. Queue limits hold cluster-wide: a claim locks the rows of the queues that have limits (the
+`queues` table), so two nodes never both take a queue's last free place; a queue without a row is
+bounded only by the nodes' slots. Resources: a job whose `requires` exceeds what the node has free is
+skipped; what several claimed jobs need together is checked after the statement, and jobs that do not
+fit after all are put back in the same transaction (nobody ever sees them claimed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from procq.actors.job import Job
+from procq.actors.store import schema
+
+_STARTED_AT = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+LIMITS = """SELECT q.name, q.parallelism, q.paused,
+    (SELECT count(*) FROM jobs WHERE status = 'IN_PROGRESS' AND queue = q.name)
+    FROM queues q ORDER BY q.name FOR UPDATE OF q"""
+
+CLAIM = f"""UPDATE jobs SET status = 'IN_PROGRESS', node = %(node)s, lease = nextval('procq_lease'), synced = 0,
+    body = jobs.body || jsonb_build_object(
+        'status', 'IN_PROGRESS', 'node', %(node)s::text, 'started_at', {_STARTED_AT},
+        'attempts', coalesce((jobs.body->>'attempts')::int, 0) + 1)
+FROM (
+    SELECT c.id, c.body AS old_body, c.ready_s - c.priority * %(aging)s AS rank FROM jobs c
+    WHERE c.status = 'IN_QUEUE' AND c.ready_s <= extract(epoch FROM now())
+      AND c.queue <> ALL(%(closed)s)
+      AND (c.requires IS NULL OR NOT EXISTS (
+          SELECT 1 FROM jsonb_each_text(c.requires) r
+          WHERE r.value::bigint > coalesce((%(free)s::jsonb ->> r.key)::bigint, 0)))
+      AND (NOT c.has_after OR NOT EXISTS (
+          SELECT 1 FROM jsonb_array_elements_text(c.body->'after') d(id) LEFT JOIN jobs dj ON dj.id = d.id
+          WHERE dj.status IS DISTINCT FROM 'COMPLETED'))
+    ORDER BY rank, c.id
+    LIMIT %(n)s
+    FOR UPDATE OF c SKIP LOCKED
+) AS picked
+WHERE jobs.id = picked.id
+RETURNING jobs.id, jobs.queue, jobs.lease, jobs.requires, picked.rank, picked.old_body, jobs.body"""
+
+PUT_BACK = "UPDATE jobs SET status = 'IN_QUEUE', node = NULL, lease = NULL, body = %s WHERE id = %s"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    job: Job  # IN_PROGRESS, attempts counted, started_at from the database's clock
+    lease: int  # the fencing token every write about this run names
+
+
+def claim(
+    conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None, aging_s: float = 60.0
+) -> list[Claimed]:
+    """Claim up to `slots` jobs for `node`, which has `free` units of each resource left, in one
+    transaction on `conn` (autocommit). Returns them in start order."""
+    if slots <= 0:
+        return []
+    free = dict(free or {})
+    with conn.transaction():
+        closed, budget = [], {}
+        for name, parallelism, paused, running in conn.execute(LIMITS):
+            if paused or (parallelism is not None and running >= parallelism):
+                closed.append(name)
+            elif parallelism is not None:
+                budget[name] = parallelism - running
+        params = {"node": node, "aging": aging_s, "closed": closed, "free": orjson.dumps(free).decode(), "n": slots}
+        rows = sorted(conn.execute(CLAIM, params).fetchall(), key=lambda row: (row[4], row[0]))
+        taken, back = [], []
+        for job_id, queue, lease, requires, _, old_body, body in rows:
+            needs = orjson.loads(requires) if requires else {}
+            fits = all(free.get(name, 0) >= units for name, units in needs.items())
+            if not fits or budget.get(queue, 1) <= 0:
+                back.append((bytes(old_body).decode(), job_id))
+                continue
+            for name, units in needs.items():
+                free[name] -= units
+            if queue in budget:
+                budget[queue] -= 1
+            taken.append(Claimed(schema.decode(body), lease))
+        if back:
+            with conn.cursor() as cur:
+                cur.executemany(PUT_BACK, back)
+    return taken
+
+
+def set_queue(conn: Any, name: str, parallelism: int | None = None, paused: bool = False) -> None:
+    """A queue's cluster-wide limit (None: only the nodes' slots bound it) and pause."""
+    conn.execute(
+        "INSERT INTO queues (name, parallelism, paused) VALUES (%s, %s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET parallelism = excluded.parallelism, paused = excluded.paused",
+        (name, parallelism, paused),
+    )
