@@ -7,6 +7,10 @@ COMPLETED. Queue limits hold cluster-wide: a claim locks the rows of the queues 
 bounded only by the nodes' slots. Resources: a job whose `requires` exceeds what the node has free is
 skipped; what several claimed jobs need together is checked after the statement, and jobs that do not
 fit after all are put back in the same transaction (nobody ever sees them claimed).
+
+Under contention a claim may return fewer jobs than asked, even none while jobs wait: a row another
+node claimed after this statement's snapshot drops out of its result (PostgreSQL rechecks locked rows)
+and LIMIT does not refill. The node claims again at its next hint or poll.
 """
 
 from __future__ import annotations
