@@ -54,7 +54,7 @@ def test_a_claim_takes_jobs_by_priority_with_aging_then_age_and_skips_future_one
     urgent = dataclasses.replace(urgent, priority=1)  # 30 s younger, but one priority step is worth 60 s
     later = _job(run_at="2999-01-01T00:00:00.000000Z")
     store.create([old, urgent, recent, later]).result(timeout=5)
-    got = claim.claim(db, "a", 10, aging_s=60.0)
+    got = claim.claim(db, "a", 10)
     assert _ids(got) == [urgent.id, old.id, recent.id]
     first = got[0].job
     assert (first.status, first.attempts, first.started_at is not None) == (Status.IN_PROGRESS, 1, True)
@@ -78,9 +78,11 @@ def test_two_nodes_claiming_at_once_never_take_the_same_job(store, pg_url) -> No
     jobs = [_job() for _ in range(300)]
     store.create(jobs).result(timeout=10)
     taken: dict[str, list[str]] = {"a": [], "b": []}
+    both_connected = threading.Barrier(2, timeout=10)
 
     def take(node: str) -> None:
         with connect(pg_url, f"procq {node}") as conn:
+            both_connected.wait()
             # under contention a claim may take fewer than asked (rows the other node took meanwhile
             # drop out of its result), even none: a node simply claims again at its next poll
             while got := claim.claim(conn, node, 7) or conn.execute(QUEUED).fetchone()[0]:

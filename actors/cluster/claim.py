@@ -1,12 +1,13 @@
 """Claiming runnable jobs for one node: one UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) statement.
 
 Order is the single-node Scheduler's (actors/queues.py): the smallest `ready time - priority * aging_s`
-first, ties to the older id; a job starts once its run_at has come and every job it comes `after` has
-COMPLETED. Queue limits hold cluster-wide: a claim locks the rows of the queues that have limits (the
-`queues` table), so two nodes never both take a queue's last free place; a queue without a row is
-bounded only by the nodes' slots. Resources: a job whose `requires` exceeds what the node has free is
-skipped; what several claimed jobs need together is checked after the statement, and jobs that do not
-fit after all are put back in the same transaction (nobody ever sees them claimed).
+first (the `rank` column, aging fixed in actors/store/pgschema.py), ties to the older id; a job
+starts once its run_at has come and every job it comes `after` has COMPLETED. Queue limits hold
+cluster-wide: a claim locks the rows of the queues that have limits (the `queues` table), so two
+nodes never both take a queue's last free place; a queue without a row is bounded only by the nodes'
+slots. Resources: a job whose `requires` exceeds what the node has free is skipped; what several
+claimed jobs need together is checked after the statement, and jobs that do not fit after all are
+put back in the same transaction (nobody ever sees them claimed).
 
 Under contention a claim may return fewer jobs than asked, even none while jobs wait: a row another
 node claimed after this statement's snapshot drops out of its result (PostgreSQL rechecks locked rows)
@@ -34,7 +35,7 @@ CLAIM = f"""UPDATE jobs SET status = 'IN_PROGRESS', node = %(node)s, lease = nex
         'status', 'IN_PROGRESS', 'node', %(node)s::text, 'started_at', {_STARTED_AT},
         'attempts', coalesce((jobs.body->>'attempts')::int, 0) + 1)
 FROM (
-    SELECT c.id, c.body AS old_body, c.ready_s - c.priority * %(aging)s AS rank FROM jobs c
+    SELECT c.id, c.body AS old_body, c.rank FROM jobs c
     WHERE c.status = 'IN_QUEUE' AND c.ready_s <= extract(epoch FROM now())
       AND c.queue <> ALL(%(closed)s)
       AND (c.requires IS NULL OR NOT EXISTS (
@@ -43,7 +44,7 @@ FROM (
       AND (NOT c.has_after OR NOT EXISTS (
           SELECT 1 FROM jsonb_array_elements_text(c.body->'after') d(id) LEFT JOIN jobs dj ON dj.id = d.id
           WHERE dj.status IS DISTINCT FROM 'COMPLETED'))
-    ORDER BY rank, c.id
+    ORDER BY c.rank, c.id
     LIMIT %(n)s
     FOR UPDATE OF c SKIP LOCKED
 ) AS picked
@@ -59,9 +60,7 @@ class Claimed:
     lease: int  # the fencing token every write about this run names
 
 
-def claim(
-    conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None, aging_s: float = 60.0
-) -> list[Claimed]:
+def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None) -> list[Claimed]:
     """Claim up to `slots` jobs for `node`, which has `free` units of each resource left, in one
     transaction on `conn` (autocommit). Returns them in start order."""
     if slots <= 0:
@@ -74,7 +73,7 @@ def claim(
                 closed.append(name)
             elif parallelism is not None:
                 budget[name] = parallelism - running
-        params = {"node": node, "aging": aging_s, "closed": closed, "free": orjson.dumps(free).decode(), "n": slots}
+        params = {"node": node, "closed": closed, "free": orjson.dumps(free).decode(), "n": slots}
         rows = sorted(conn.execute(CLAIM, params).fetchall(), key=lambda row: (row[4], row[0]))
         taken, back = [], []
         for job_id, queue, lease, requires, _, old_body, body in rows:

@@ -14,6 +14,10 @@ from typing import Any
 
 from procq.actors.store import schema
 
+# The claim order's aging (a job's priority grows by 1 per AGING_S seconds waited) is fixed in the
+# schema so the runnable index holds rows in start order and a claim reads only the first few; the
+# single-node default. Another value needs a migration (a new `rank` expression), not a flag.
+AGING_S = 60.0
 MIGRATE_LOCK = 0x70726F6371  # "procq": pg_advisory_lock key held while one node migrates
 
 # Each step runs once, in order, in its own transaction; a fresh database runs them all. Every
@@ -39,6 +43,9 @@ STEPS: tuple[tuple[str, ...], ...] = (
             priority INTEGER GENERATED ALWAYS AS (coalesce((body->>'priority')::int, 0)) STORED,
             ready_s FLOAT8 GENERATED ALWAYS AS (
                 greatest(procq_epoch(enqueued_at), procq_epoch(body->>'run_at'))) STORED,
+            rank FLOAT8 GENERATED ALWAYS AS (
+                greatest(procq_epoch(enqueued_at), procq_epoch(body->>'run_at'))
+                - coalesce((body->>'priority')::int, 0) * AGING) STORED,
             has_after BOOLEAN GENERATED ALWAYS AS (coalesce(jsonb_array_length(body->'after'), 0) > 0) STORED,
             requires JSONB GENERATED ALWAYS AS (nullif(body->'requires', '{}'::jsonb)) STORED
         )""",
@@ -47,7 +54,7 @@ STEPS: tuple[tuple[str, ...], ...] = (
         schema.TABLES[2],  # settings
         *(s for s in schema.TABLES[3:] if "INDEX" in s),  # the listing indexes, as in SQLite
         # the hot path: claims walk only queued rows in start order, the lease sweep only running ones
-        "CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (ready_s, id) WHERE status = 'IN_QUEUE'",
+        "CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (rank, id) WHERE status = 'IN_QUEUE'",
         "CREATE INDEX IF NOT EXISTS jobs_running ON jobs (node) WHERE status = 'IN_PROGRESS'",
         "CREATE SEQUENCE IF NOT EXISTS procq_lease",
         "CREATE SEQUENCE IF NOT EXISTS procq_session",
@@ -76,6 +83,7 @@ STEPS: tuple[tuple[str, ...], ...] = (
             size BIGINT NOT NULL, complete BOOLEAN NOT NULL, PRIMARY KEY (job_id, stream))""",
     ),
 )
+STEPS = tuple(tuple(s.replace("AGING", repr(AGING_S)) for s in step) for step in STEPS)
 VERSION = len(STEPS)
 
 
