@@ -50,14 +50,13 @@ def load_key(jobs_dir: Path, create: bool) -> bytes:
     """The auth key in jobs/.keeper.key; made (0600, 32 random bytes) if `create` and missing.
     Raises FileNotFoundError when missing and not created, PermissionError when others may read it."""
     path = jobs_dir / KEY
-    if create:
-        try:
-            with osdeps.create_private(path) as handle:
-                handle.write(secrets.token_bytes(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except FileExistsError:
-            pass
+    if create and not path.exists():  # only the keeper creates it, holding its lock
+        tmp = jobs_dir / f"{KEY}.{secrets.token_hex(8)}.tmp"
+        with osdeps.create_private(tmp) as handle:  # written whole, then renamed: never read half made
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        osdeps.replace_file(tmp, path)
     if osdeps.open_to_others(path):
         raise PermissionError(13, "the keeper's key file may be read by other users; remove it", str(path))
     key = osdeps.read_bytes(path)
