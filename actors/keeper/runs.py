@@ -1,13 +1,15 @@
 """The keeper's runs: spawning job processes, the one reaper, ending trees, and exit records.
 
-Threads: the reaper (one, for every child), a short-lived stopper per tree being ended, and the
-connection threads that call spawn/stop/list. One lock guards the tables; nothing slow runs under it
+Threads: the reaper (one, for every child), a few recorders (exit records are fsynced; several
+in flight share the file system's journal commits, so the reaper never waits on a disk), a short-lived
+stopper per tree being ended, and the connection threads that call spawn/stop/list. One lock guards the tables; nothing slow runs under it
 but the spawn itself (so the reaper never sees a child it does not know yet).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from procq.actors import osdeps
 from procq.actors.keeper import protocol, records
 
 log = logging.getLogger("procq.keeper")
+
+RECORDERS = 4  # threads writing exit records; fsyncs in flight together cost about one
 
 Notify = Callable[[dict[str, Any]], None]
 
@@ -70,6 +74,9 @@ class Runs:
         self._strays: dict[int, str | None] = {}  # orphans handed to us (subreaper) -> their run marker
         self._spawned = threading.Event()
         self._wake_reader, self._wake = Pipe(duplex=False)  # Windows: wakes the handle wait on a spawn
+        self._to_record: queue.SimpleQueue[Run] = queue.SimpleQueue()
+        for n in range(RECORDERS):
+            threading.Thread(target=self._record_forever, daemon=True, name=f"recorder-{n}").start()
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -221,6 +228,17 @@ class Runs:
             self._finish(run)
 
     def _finish(self, run: Run) -> None:
+        self._to_record.put(run)
+
+    def _record_forever(self) -> None:
+        while True:
+            run = self._to_record.get()
+            try:
+                self._record(run)
+            except Exception:  # a recorder must live on
+                log.exception("run %s: recording its end failed", run.run)
+
+    def _record(self, run: Run) -> None:
         """Write the run's exit record, forget the run, then tell the subscribers: in that order, so
         whoever hears of the end (or lists runs) finds the record."""
         reaped = run.reaped
@@ -242,7 +260,7 @@ class Runs:
             "keeper_version": protocol.VERSION,
         }
         try:
-            records.write(run.job_dir, record)
+            records.write(run.job_dir, record, durable=False)
         except OSError as exc:
             log.error("run %s: could not write its exit record: %s", run.run, exc)
             record["unrecorded"] = str(exc)
@@ -252,6 +270,10 @@ class Runs:
             idle = not self._by_run
         log.info("run %s: exited %d", run.run, reaped.exit_code)
         self._notify(record)
+        try:
+            records.sync(run.job_dir)
+        except OSError as exc:
+            log.error("run %s: could not make its exit record durable: %s", run.run, exc)
         if idle:
             self._on_idle()
 
