@@ -1,9 +1,10 @@
 """The keeper's runs: spawning job processes, the one reaper, ending trees, and exit records.
 
-Threads: the reaper (one, for every child), a few recorders (exit records are fsynced; several
-in flight share the file system's journal commits, so the reaper never waits on a disk), a short-lived
-stopper per tree being ended, and the connection threads that call spawn/stop/list. One lock guards the tables; nothing slow runs under it
-but the spawn itself (so the reaper never sees a child it does not know yet).
+Threads: the reaper (one, for every child); a few recorders (exit records are fsynced, and several
+fsyncs in flight share the file system's journal commits, so the reaper never waits on a disk); a
+short-lived stopper per tree being ended; the connection threads that call spawn/stop/list. One lock
+guards the tables; nothing slow runs under it but the spawn itself (so the reaper never sees a child
+it does not know yet).
 """
 
 from __future__ import annotations
