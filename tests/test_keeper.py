@@ -287,3 +287,21 @@ def test_a_socket_path_too_long_for_unix_sockets_moves_to_a_private_directory(tm
     assert family == "AF_UNIX" and len(address) < 100
     assert Path(address).parent.stat().st_mode & 0o777 == 0o700
     assert osdeps.channel(deep, "keeper-1", windows=False) == (address, family)  # both sides agree
+
+
+def test_a_keeper_killed_mid_run_ends_the_tree_and_reports_the_run_lost(jobs_dir: Path, tmp_path: Path) -> None:
+    from procq.actors.keeper.link import End, Found, KeeperLink, found
+
+    link = KeeperLink(jobs_dir, grace_s=0.5)
+    ends: list[End] = []
+    run = f"{JOB_A}.1"
+    link.follow(run, ends.append)
+    _job_dir(jobs_dir, JOB_A)
+    started = link.spawn(JOB_A, 1, _py("import time; time.sleep(60)"), dict(os.environ), None)
+    assert found(None, link.running(), run, True) is Found.RUNNING
+    psutil.Process(link.keeper_pid).kill()
+    end = wait_until(lambda: ends and ends[0])
+    assert end.record is None and "keeper process that ran the job was lost" in end.lost
+    assert not pid_alive(started["pid"])
+    assert found(None, {}, run, False) is Found.LOST
+    assert found({"attempt": 1}, {run: {}}, run, True) is Found.ENDED
