@@ -29,7 +29,7 @@ class Mailbox(Generic[A]):
 class _Message:
     __slots__ = ("_ref", "_method")
 
-    def __init__(self, ref: pykka.ActorRef[Any], method: str) -> None:
+    def __init__(self, ref: pykka.ActorRef[pykka.Actor], method: str) -> None:
         self._ref = ref
         self._method = method
 

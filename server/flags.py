@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,7 @@ def is_loopback(host: str) -> bool:
         return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
 
 
-def _add_control_flags(add: Any, env: Any) -> None:
+def _add_control_flags(add: Callable[..., Any], env: ConfigSource) -> None:
     """Flags that decide what runs: queues, aging, default limits, sampling, the cwd root."""
     add(
         "--queue",
