@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import pykka
 from procq.actors import transitions, webhook
-from procq.actors.dispatch import admission
+from procq.actors.dispatch import admission, unstarted
 from procq.actors.dispatch.alarm import Alarm
 from procq.actors.dispatch.deliveries import Deliveries
 from procq.actors.dispatch.idempotency import Idempotency
@@ -19,10 +19,9 @@ from procq.actors.dispatch.index import JobTable
 from procq.actors.dispatch.launcher import Launcher
 from procq.actors.dispatch.retention import Retention
 from procq.actors.dispatch.scheduler import Scheduler
-from procq.actors.errors import JobConflict, JobNotFound, StorageError
+from procq.actors.errors import JobConflict, JobNotFound
 from procq.actors.events import Watcher
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
-from procq.actors.jobdir import JobDir
 from procq.actors.settings import Settings
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
@@ -154,12 +153,7 @@ class Dispatcher(pykka.ThreadingActor):
         job = self.get(job_id)
         if job.status is not Status.IN_QUEUE:
             raise JobConflict(job.id, job.status.value, "cancel", "IN_QUEUE or IN_PROGRESS")
-        canceled = transitions.canceled_while_queued(job, timestamp(self._now()))
-        try:
-            self._dir(job).write(canceled)
-        except OSError as exc:
-            raise StorageError("record the cancel", exc) from exc
-        log.debug("job %s: CANCELED while queued", job.id)
+        canceled = unstarted.cancel(job, self._settings.jobs_dir, timestamp(self._now()))
         self._scheduler.remove(job.id)
         self._ended(canceled)
         return _set_event()
@@ -261,16 +255,8 @@ class Dispatcher(pykka.ThreadingActor):
 
     def _fail_queued(self, job: Job, reason: str) -> None:
         """A queued job (no Supervisor: ours to write) ends FAILED without running; may cascade."""
-        failed = transitions.failed_without_running(job, reason, timestamp(self._now()))
-        try:
-            self._dir(job).write(failed)
-        except OSError as exc:
-            log.error("job %s: could not record its failure: %s", job.id, exc)
-        log.info("job %s: FAILED without running: %s", job.id, reason)
+        failed = unstarted.fail(job, reason, self._settings.jobs_dir, timestamp(self._now()))
         self._ended(failed)
-
-    def _dir(self, job: Job) -> JobDir:
-        return JobDir(self._settings.jobs_dir / job.id)
 
     def _forget(self, job: Job) -> None:
         self._table.forget(job)
