@@ -15,6 +15,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as `python bench/keeper.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import psutil
 from procq.actors.keeper import protocol
 from procq.actors.keeper.client import KeeperClient
