@@ -64,6 +64,15 @@ def identity(pid: int) -> tuple[int, float]:
         return pid, 0.0
 
 
+def same_process(pid: int, ctime: float) -> bool:
+    """Is the process that started at `ctime` with this pid still alive (not a reused pid, not a zombie)?"""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - ctime) <= _CTIME_TOLERANCE_S and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def stop_tree(pid: int, ctime: float, grace: float, windows: bool = WINDOWS) -> list[int]:
     """End the process `pid` (if it is still the one started at `ctime`) and every process it started.
 

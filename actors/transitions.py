@@ -69,6 +69,29 @@ def failed_without_running(job: Job, reason: str, now: str) -> Job:
 # --- a run -----------------------------------------------------------------------------------------
 
 
+def attempt_begun(job: Job, attempt: int, now: str) -> Job:
+    """Attempt `attempt` is about to start: recorded (durably) before its process exists, so a crash
+    at any instant finds it counted. Nothing of an earlier attempt stays outside `runs`."""
+    return dataclasses.replace(
+        job,
+        status=Status.IN_PROGRESS,
+        attempts=attempt,
+        started_at=now,
+        pid=None,
+        pid_started_at=None,
+        exit_code=None,
+        error=None,
+    )
+
+
+def attempt_not_started(job: Job) -> Job:
+    """A recorded attempt whose process was never started (the server died in between): it does not
+    count; the job is queued as it was."""
+    return dataclasses.replace(
+        job, status=Status.IN_QUEUE, attempts=job.attempts - 1, started_at=None, pid=None, pid_started_at=None
+    )
+
+
 def started(job: Job, pid: int, pid_started_at: float, attempt: int, now: str) -> Job:
     """The child of attempt `attempt` is running."""
     return dataclasses.replace(

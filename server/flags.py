@@ -87,6 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="starts allowed to a job whose runs are cut short by shutdowns or crashes [PROCQ_RESTART_LIMIT]",
     )
     add(
+        "--on-stop",
+        choices=("stop", "keep"),
+        default=env("PROCQ_ON_STOP", "stop"),
+        help="what SIGINT/SIGTERM does to running jobs: stop ends their process trees and queues them "
+        "again; keep leaves them running under the keeper for the next server to re-adopt (upgrades) "
+        "[PROCQ_ON_STOP]",
+    )
+    add(
         "--webhook-attempts",
         type=int,
         default=env("PROCQ_WEBHOOK_ATTEMPTS", "8"),

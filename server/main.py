@@ -14,6 +14,8 @@ from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
 from procq.actors.dispatch.recovery import load_jobs, sweep_leftovers
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
+from procq.actors.keeper.client import KeeperError
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
 from procq.actors.settings import Settings, WebhookPolicy
@@ -76,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
         max_queued=args.max_queued,
     )
-    jobs = load_jobs(settings, timestamp(utc_now()))
+    try:
+        keeper = KeeperLink(jobs_dir, settings.grace_s)
+    except KeeperError as exc:
+        print(f"procq: could not start or reach the keeper of {jobs_dir}: {exc}", file=sys.stderr)
+        lock.close()
+        return 2
+    jobs = load_jobs(settings, timestamp(utc_now()), keeper)
     threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
-    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
+    watchers = (events, metrics, LifecycleLog())
+    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=watchers, keeper=keeper).proxy()
     app = create_app(
         dispatcher,
         jobs_dir,
@@ -103,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
         ident="procq",
     )
-    osdeps.install_shutdown(lambda: _stopping(events))
+    keep_running = args.on_stop == "keep"
+    osdeps.install_shutdown(lambda: _stopping(events, keep_running))
     try:
         print(
             f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
@@ -114,22 +124,27 @@ def main(argv: list[str] | None = None) -> int:
         pass  # the signal came before waitress's loop started (clients may connect once we print)
     finally:
         server.close()
-        _stop(dispatcher, args.grace + 10)
+        _stop(dispatcher, args.grace + 10, keep_running)
+        keeper.close(keep_running)
         lock.close()
     log.info("stopped")
     return 0
 
 
-def _stopping(events: EventHub) -> None:
-    log.info("stopping: no new jobs; ending running ones")
+def _stopping(events: EventHub, keep_running: bool) -> None:
+    if keep_running:
+        log.info("stopping: no new jobs; running ones are left to the keeper for the next server")
+    else:
+        log.info("stopping: no new jobs; ending running ones")
     # Open event streams end now: waitress waits for its threads before server.run() returns.
     events.close()
 
 
-def _stop(dispatcher: DispatcherProxy, wait_s: float) -> None:
-    """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
-    every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
-    finished = dispatcher.shutdown().get(timeout=10)
+def _stop(dispatcher: DispatcherProxy, wait_s: float, keep_running: bool) -> None:
+    """Interrupt running jobs (their trees end; they are queued again for the next start), or leave
+    them to the keeper, then stop every actor. Waits in short slices: a bare Event.wait ignores
+    Ctrl+C on Windows."""
+    finished = dispatcher.shutdown(keep_running).get(timeout=10)
     deadline = time.monotonic() + wait_s
     for event in finished:
         while not event.wait(0.5) and time.monotonic() < deadline:

@@ -22,7 +22,9 @@ from procq.actors.dispatch.scheduler import Scheduler
 from procq.actors.errors import JobConflict, JobNotFound
 from procq.actors.events import Watcher
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.settings import Settings
+from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
 
@@ -50,8 +52,11 @@ class Dispatcher(pykka.ThreadingActor):
         spawn: Spawn | None = None,
         send_webhook: SendWebhook = webhook.send,
         watchers: Sequence[Watcher] = (),
+        keeper: KeeperLink | None = None,
     ) -> None:
         super().__init__()
+        self._keeper = keeper  # None: made (and closed) by this Dispatcher, for tests and embedding
+        self._owns_keeper = keeper is None
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
@@ -66,17 +71,28 @@ class Dispatcher(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._self: DispatcherProxy = self.actor_ref.proxy()
         self._alarm = Alarm(self._self.wake.defer, self._now)
-        self._launcher = Launcher(self._settings, self._self, self._spawn, self._now, self._send_webhook)
+        if self._keeper is None:
+            self._keeper = KeeperLink(self._settings.jobs_dir, self._settings.grace_s)
+        self._monitor = Monitor(self._settings.sample_interval_s)
+        self._launcher = Launcher(
+            self._settings, self._self, self._spawn, self._now, self._send_webhook, self._keeper, self._monitor
+        )
         self._retention = Retention(self._settings, self._self)
         for job in sorted(self._table.values(), key=lambda job: job.id):
             if job.status is Status.IN_QUEUE:
                 self._enqueue(job)
+            elif job.status is Status.IN_PROGRESS:  # recovery found its run alive (or ended) in the keeper
+                self._scheduler.adopt(job)
+                self._launcher.adopt(job)
         self._pump()
         self._retention.start()
 
     def on_stop(self) -> None:
         self._alarm.cancel()
         self._retention.stop()
+        self._monitor.close()
+        if self._owns_keeper and self._keeper is not None:
+            self._keeper.close(keep_running=False)
 
     # --- asked by the API ------------------------------------------------------------------------
 
@@ -168,10 +184,12 @@ class Dispatcher(pykka.ThreadingActor):
         self._forget(job)
         return self._retention.remove([job])
 
-    def shutdown(self) -> list[threading.Event]:
-        """Stop taking jobs and interrupt running ones (they are queued again for the next start).
-        Returns their `finished` events for the caller to wait on."""
+    def shutdown(self, keep_running: bool = False) -> list[threading.Event]:
+        """Stop taking jobs and interrupt running ones (they are queued again for the next start), or
+        with `keep_running` leave them to the keeper for the next server. Returns the events to wait on."""
         self._accepting = False
+        if keep_running:
+            return []
         return self._launcher.interrupt_all()
 
     # --- told by Supervisors, timers and itself ---------------------------------------------------

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import pykka
 from procq.actors.job import Job
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.mailbox import Mailbox
 from procq.actors.settings import Settings
+from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhook import SendWebhook
@@ -31,7 +33,11 @@ class Launcher:
         spawn: Spawn | None,
         now: Callable[[], datetime],
         send_webhook: SendWebhook,
+        keeper: KeeperLink,
+        monitor: Monitor,
     ) -> None:
+        self._keeper = keeper
+        self._monitor = monitor
         self._settings = settings
         self._dispatcher = dispatcher
         self._spawn = spawn
@@ -48,6 +54,13 @@ class Launcher:
         supervisor = self._start(job, finished)
         self._running[job.id] = (supervisor, finished)
         supervisor.run.defer()
+
+    def adopt(self, job: Job) -> None:
+        """Start a Supervisor following a run a previous server started (re-adoption at start)."""
+        finished = threading.Event()
+        supervisor = self._start(job, finished)
+        self._running[job.id] = (supervisor, finished)
+        supervisor.adopt.defer()
 
     def deliver(self, job: Job) -> None:
         """Start a Supervisor making one attempt at the job's completion webhook."""
@@ -76,6 +89,14 @@ class Launcher:
 
     def _start(self, job: Job, finished: threading.Event) -> Mailbox[Supervisor]:
         ref = Supervisor.start(
-            job, self._settings, self._dispatcher, finished, spawn=self._spawn, now=self._now, send_webhook=self._send
+            job,
+            self._settings,
+            self._dispatcher,
+            finished,
+            self._keeper,
+            self._monitor,
+            spawn=self._spawn,
+            now=self._now,
+            send_webhook=self._send,
         )
         return Mailbox(ref)

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import orjson
-from procq.actors import osdeps
-from procq.actors.job import Job, Status, is_job_id
+from procq.actors import osdeps, transitions
+from procq.actors.job import Job, Status, is_job_id, parse_timestamp
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
+from procq.actors.keeper import link, protocol, records
+from procq.actors.keeper.link import Found, KeeperLink
 from procq.actors.settings import Settings
-from procq.actors.transitions import interrupted
 
 log = logging.getLogger("procq.recovery")
 
 
-def load_jobs(settings: Settings, now: str) -> list[Job]:
+def load_jobs(settings: Settings, now: str, keeper: KeeperLink) -> list[Job]:
     """Read every job under settings.jobs_dir, sorted by id (= submission order).
 
-    A job left IN_PROGRESS by a crash has its orphaned process tree ended (matched by pid and
-    start time, so a reused pid is spared) and is queued again, or FAILED past the restart limit.
-    Entries that are not jobs, or whose meta.json is unreadable, are skipped with a warning.
-    Blocks: call it before the server starts.
+    A job left IN_PROGRESS is settled by the restart rule (`keeper.link.found`): its exit record, or
+    a keeper still running it, leaves it IN_PROGRESS for a Supervisor to conclude or re-adopt; a
+    process nobody keeps (matched by pid and start time, or by its run marker) has its tree ended and
+    the job is queued again, or FAILED past the restart limit, with the reason; so is a run of which
+    nothing is left. An exit code is never made up. Entries that are not jobs, or whose meta.json is
+    unreadable, are skipped with a warning. Blocks: call it before the server starts.
     """
     found: list[Job] = []
     for entry in os.scandir(settings.jobs_dir):
@@ -32,18 +37,58 @@ def load_jobs(settings: Settings, now: str) -> list[Job]:
         if job is not None:
             found.append(job)
     cut_short = [job for job in found if job.status is Status.IN_PROGRESS]
+    keeper_runs = keeper.running() if cut_short else {}
+    keeper_since = keeper.keeper_started_at()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda job: _end_orphans(job, settings.grace_s), cut_short))
-    settled: dict[str, Job] = {}
-    for job in cut_short:
-        job = interrupted(job, "interrupted by a crash of the server", settings.restart_limit, now)
+        settled = dict(pool.map(lambda job: _settle(job, settings, keeper_runs, keeper_since, now), cut_short))
+    return sorted((settled.get(job.id, job) for job in found), key=lambda job: job.id)
+
+
+def _settle(
+    job: Job, settings: Settings, keeper_runs: dict[str, Any], keeper_since: str | None, now: str
+) -> tuple[str, Job]:
+    """Apply the restart rule to one job found IN_PROGRESS; writes what changed to its meta.json."""
+    job_dir = settings.jobs_dir / job.id
+    run = protocol.run_id(job.id, job.attempts)
+    record = records.read(job_dir, job.attempts)
+    alive = False
+    if record is None and run not in keeper_runs:
+        alive = _alive(job, run)
+    older = keeper_since is not None and job.started_at is not None and keeper_since < job.started_at
+    outcome = link.found(record, keeper_runs, run, alive, older)
+    if outcome is Found.ENDED:
+        assert record is not None
+        settled = dataclasses.replace(job, pid=record["pid"], pid_started_at=record["pid_started_at"])
+    elif outcome is Found.RUNNING:
+        kept = keeper_runs[run]
+        settled = dataclasses.replace(job, pid=kept["pid"], pid_started_at=kept["pid_started_at"])
+    elif outcome is Found.NOT_STARTED:
+        settled = transitions.attempt_not_started(job)
+    else:
+        if outcome is Found.ORPHANED:
+            survivors = osdeps.stop_run(job.pid or 0, job.pid_started_at or 0.0, run, settings.grace_s)
+            if survivors:
+                log.error("job %s: processes %s of the lost run survived", job.id, survivors)
+            reason = "the process that kept the job (procq's keeper) was lost; its processes were ended"
+        else:
+            reason = "the process that kept the job (procq's keeper) was lost, and the job's end was not recorded"
+        settled = transitions.interrupted(job, reason, settings.restart_limit, now)
+    log.info("job %s: found %s at start; %s", job.id, outcome.value, settled.status.value)
+    if settled != job:
         try:
-            JobDir(settings.jobs_dir / job.id).write(job)
+            JobDir(job_dir).write(settled)
         except OSError as exc:
             log.error("job %s: could not record its recovery: %s", job.id, exc)
-        log.info("job %s: recovered after a crash as %s", job.id, job.status.value)
-        settled[job.id] = job
-    return sorted((settled.get(job.id, job) for job in found), key=lambda job: job.id)
+    return job.id, settled
+
+
+def _alive(job: Job, run: str) -> bool:
+    """Is any process of the run alive with nobody keeping it: its root (same pid, same start time),
+    or any process carrying its run marker (the root's identity was never recorded, or it escaped)."""
+    if job.pid is not None and job.pid_started_at is not None and osdeps.same_process(job.pid, job.pid_started_at):
+        return True
+    born_after = parse_timestamp(job.started_at).timestamp() - 1.0 if job.started_at else 0.0
+    return bool(osdeps.marked(run, born_after))
 
 
 def _read_entry(entry: os.DirEntry[str]) -> Job | None:
@@ -62,13 +107,6 @@ def _read_entry(entry: os.DirEntry[str]) -> Job | None:
         log.warning("skipping job directory %s: its meta.json belongs to job %s", entry.name, job.id)
         return None
     return job
-
-
-def _end_orphans(job: Job, grace_s: float) -> None:
-    if job.pid is not None and job.pid_started_at is not None:
-        survivors = osdeps.stop_tree(job.pid, job.pid_started_at, grace_s)
-        if survivors:
-            log.error("job %s: processes %s of the crashed run survived", job.id, survivors)
 
 
 def sweep_leftovers(jobs_dir: Path, older_than_s: float = 60.0) -> int:

@@ -93,6 +93,11 @@ class Scheduler:
             self._dependents.get(dependency, set()).discard(job_id)
         self._prune(entry.queue)
 
+    def adopt(self, job: Job) -> None:
+        """Count a job found running at start (re-adopted) in its queue's slots."""
+        self._queue(job.queue).running.add(job.id)
+        self._running[job.id] = job.queue
+
     def ended(self, job_id: str) -> None:
         """A started job's run is over (it may come back with `add` for a retry)."""
         queue = self._running.pop(job_id, None)

@@ -155,6 +155,8 @@ def _open(jobs_dir: Path, version: int) -> Connection:
         raise KeeperError(f"no keeper listens at {address}") from exc
     except AuthenticationError as exc:
         raise KeeperError(f"the keeper at {address} refused the key in {jobs_dir / protocol.KEY}") from exc
+    except (EOFError, OSError) as exc:  # it hung up during the handshake: exiting, or killed
+        raise KeeperError(f"the keeper at {address} hung up: {exc!r}") from exc
 
 
 def _hello(conn: Connection, version: int, role: str) -> dict[str, Any]:
