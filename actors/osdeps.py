@@ -464,12 +464,21 @@ def reap_handles(children: dict[int, subprocess.Popen[bytes]], wake: Any, timeou
     return reaped
 
 
-def inherited_rss() -> int:
+def inherited_rss(linux: bool = sys.platform.startswith("linux")) -> int:
     """Bytes of a child's ru_maxrss that may be this process's image, not the child's: the kernel
     counts the spawner's memory at exec. Only values above it are the job's own. 0 on Windows, where
-    a process's peak working set is its own."""
+    a process's peak working set is its own. On Linux it is this process's own high-water mark
+    (VmHWM): its ru_maxrss also carries whatever the process that exec'd it once used."""
     if WINDOWS:
         return 0
+    if linux:
+        try:
+            with open("/proc/self/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
     import resource
 
     scale = 1 if sys.platform == "darwin" else 1024
