@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         limit, _ = spawn_cost(true_command(), args.jobs)
         for row in throughput.run(work, limit, args.jobs):
-            lines.append(f"- {row.scenario}: {row.measure}: {row.value} ({row.ratio or 0:.2f} × {row.ratio_of or "the raw spawn limit"})")
+            ratio = f" ({row.ratio:.2f} × {row.ratio_of or 'the raw spawn limit'})" if row.ratio else ""
+            lines.append(f"- {row.scenario}: {row.measure}: {row.value}{ratio}")
             print(lines[-1], flush=True)
         idle, busy, count = threads_with_running(work, 64)
         lines.append(f"- server threads: {idle} idle, {busy} with {count} running jobs ({busy - idle} more)")
