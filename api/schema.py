@@ -25,6 +25,7 @@ _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 MEDIA_TYPE = rf"^{_TOKEN}/{_TOKEN}( *; *{_TOKEN}=({_TOKEN}|\"[^\"\r\n\\\\]*\"))*$"
 
 TAG: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+_TAG_TEXT = "1 to 64 characters of A-Z a-z 0-9 _ . : -"
 
 SUBMIT: dict[str, Any] = {
     "type": "object",
@@ -60,7 +61,7 @@ SUBMIT: dict[str, Any] = {
             "items": TAG,
             "default": [],
             "description": "Labels to find the job by (GET /jobs?tag=...).",
-            "x-message": "tags must be a list of at most 16 strings of 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+            "x-message": f"tags must be a list of at most 16 strings of {_TAG_TEXT}",
         },
         # README "Deciding what runs" explains each of these
         "priority": {
@@ -191,7 +192,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "tag": {
         **TAG,
         "description": "Only jobs with this tag.",
-        "x-message": "tag must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+        "x-message": f"tag must be {_TAG_TEXT}",
     },
     "limit": {
         "type": "integer",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from procq.api import sse
 from procq.api.schema import QUERY
 
 JSON = "application/json"
-SSE = "text/event-stream"
+SSE = sse.MEDIA_TYPE
 TIME: dict[str, Any] = {
     "type": ["string", "null"],
     "format": "date-time",
