@@ -13,8 +13,8 @@ from typing import Any
 
 import falcon
 from procq.actors import osdeps
-from procq.actors.errors import JobConflict, JobNotFound, StorageError
-from procq.actors.job import Job, Status, is_job_id
+from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, StorageError
+from procq.actors.job import Job, JobRequest, Status, is_job_id
 from procq.api.ask import ask
 from procq.api.auth import owner_filter, owner_of_request
 from procq.api.commands import CommandPolicy
@@ -76,12 +76,9 @@ class JobsResource:
             except JobNotFound:
                 visible = False
             if not visible:
-                raise falcon.HTTPBadRequest(
-                    title="Invalid job request",
-                    description=f"after: there is no job with id {job_id!r}; after lists ids of existing jobs",
-                )
+                raise InvalidRequest(f"after: there is no job with id {job_id!r}; after lists ids of existing jobs")
 
-    def _submit_once(self, request: Any, key: str, data: Any) -> tuple[Job, bool]:
+    def _submit_once(self, request: JobRequest, key: str, data: Any) -> tuple[Job, bool]:
         """Submit under an Idempotency-Key. Only hashes reach the Dispatcher and the disk."""
         if _IDEMPOTENCY_KEY.fullmatch(key) is None:
             raise falcon.HTTPBadRequest(
@@ -91,7 +88,7 @@ class JobsResource:
             )
         # Scoped to the submitter when keys identify one (the job's `owner`): one client's key can
         # never return another client's job.
-        scope = getattr(request, "owner", None) or ""
+        scope = request.owner or ""
         key_sha256 = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         body_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
