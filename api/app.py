@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import pykka
@@ -39,6 +39,9 @@ from procq.api.queues import QueuesResource
 from procq.api.sse import StreamSlots
 from procq.api.stats import MetricsResource, StatsResource
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
+
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
 
@@ -46,7 +49,7 @@ Handler = Callable[[falcon.Request, falcon.Response, Exception, dict[str, Any]],
 
 
 def create_app(
-    dispatcher: Any,
+    dispatcher: DispatcherProxy,
     jobs_dir: Path,
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
 from procq.actors.metrics import Metrics
 from procq.api.ask import ask
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
+
 
 class StatsResource:
-    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, metrics: Metrics) -> None:
         self._dispatcher = dispatcher
         self._metrics = metrics
 
@@ -24,7 +27,7 @@ class StatsResource:
 class MetricsResource:
     """The state gauges are set from the Dispatcher's answer at each scrape, so they never drift."""
 
-    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, metrics: Metrics) -> None:
         self._dispatcher = dispatcher
         self._metrics = metrics
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from procq.actors.events import EVENT_FIELDS
-from procq.actors.job import Status
+from procq.actors.job import JOB_ID_PATTERN, QUEUE_NAME_PATTERN, DeliveryState, Status
 from procq.api.keys import KEY_ID, SCOPES
 from procq.api.openapi.parts import TIME, ref
-from procq.api.schema import JOB_ID, NEW_KEY, QUEUE_NAME, QUEUE_UPDATE, SUBMIT
+from procq.api.schema import NEW_KEY, QUEUE_UPDATE, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
 _USAGE = {
@@ -27,7 +27,7 @@ def _as_shown(name: str) -> dict[str, Any]:
 
 # The job object's fields: what was asked, where it stands, its runs, who submitted it.
 JOB_FIELDS: dict[str, Any] = {
-    "id": {"type": "string", "pattern": JOB_ID},
+    "id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "args": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "mime_type": {"type": "string"},
     "webhook": {"type": ["string", "null"]},
@@ -83,7 +83,7 @@ _JOBS: dict[str, Any] = {
         "type": "object",
         "required": ["state", "attempts"],
         "properties": {
-            "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "state": {"type": "string", "enum": [state.value for state in DeliveryState]},
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": {"type": ["string", "null"]},
             "next_attempt_at": TIME,
@@ -158,7 +158,7 @@ _QUEUES: dict[str, Any] = {
         "type": "object",
         "required": ["name", "parallelism", "paused", "queued", "running"],
         "properties": {
-            "name": {"type": "string", "pattern": QUEUE_NAME},
+            "name": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
             "parallelism": {"type": "integer", "minimum": 1},
             "paused": {"type": "boolean"},
             "queued": {"type": "integer", "minimum": 0, "description": "IN_QUEUE jobs, waiting ones included."},
