@@ -76,7 +76,8 @@ def test_the_child_runs_in_its_job_directory_without_the_servers_secrets(jobs_di
     wait_until(lambda: server.get(f"/jobs/{job['id']}/status", headers=bearer(key)).json()["status"] == "COMPLETED")
     seen = server.get(f"/jobs/{job['id']}/result", headers=bearer(key)).json()
     assert Path(seen["cwd"]).resolve() == (jobs_dir / job["id"]).resolve()
-    assert not [name for name in seen["env"] if name.upper().startswith("PROCQ_")]
+    # none of the server's settings; only the run marker every job process carries
+    assert [name for name in seen["env"] if name.upper().startswith("PROCQ_")] == ["PROCQ_RUN"]
     assert "s3cret-value" not in json.dumps(seen["env"]) and key not in json.dumps(seen["env"])
 
 
