@@ -21,7 +21,7 @@ from procq.actors.settings import Settings
 log = logging.getLogger("procq.recovery")
 
 
-def load_jobs(settings: Settings, now: str, keeper: KeeperLink) -> list[Job]:
+def load_jobs(settings: Settings, now: str, keeper: KeeperLink | None = None) -> list[Job]:
     """Read every job under settings.jobs_dir, sorted by id (= submission order).
 
     A job left IN_PROGRESS is settled by the restart rule (`keeper.link.found`): its exit record, or
@@ -29,7 +29,8 @@ def load_jobs(settings: Settings, now: str, keeper: KeeperLink) -> list[Job]:
     process nobody keeps (matched by pid and start time, or by its run marker) has its tree ended and
     the job is queued again, or FAILED past the restart limit, with the reason; so is a run of which
     nothing is left. An exit code is never made up. Entries that are not jobs, or whose meta.json is
-    unreadable, are skipped with a warning. Blocks: call it before the server starts.
+    unreadable, are skipped with a warning. `keeper`: the server's link (one is made if None and a job
+    needs it). Blocks: call it before the server starts.
     """
     found: list[Job] = []
     for entry in os.scandir(settings.jobs_dir):
@@ -37,7 +38,11 @@ def load_jobs(settings: Settings, now: str, keeper: KeeperLink) -> list[Job]:
         if job is not None:
             found.append(job)
     cut_short = [job for job in found if job.status is Status.IN_PROGRESS]
-    keeper_runs = keeper.running() if cut_short else {}
+    if not cut_short:
+        return sorted(found, key=lambda job: job.id)
+    if keeper is None:  # embedded use: a link of our own, just to ask; the Dispatcher makes its own
+        keeper = KeeperLink(settings.jobs_dir, settings.grace_s)
+    keeper_runs = keeper.running()
     keeper_since = keeper.keeper_started_at()
     with ThreadPoolExecutor(max_workers=8) as pool:
         settled = dict(pool.map(lambda job: _settle(job, settings, keeper_runs, keeper_since, now), cut_short))
