@@ -24,6 +24,7 @@ from procq.api import watch
 from procq.api.admin import KeysResource
 from procq.api.auth import AuthMiddleware
 from procq.api.commands import CommandPolicy
+from procq.api.crosssite import CrossSiteMiddleware
 from procq.api.dashboard import DashboardResource
 from procq.api.health import HealthResource
 from procq.api.jobs import JobsResource
@@ -45,14 +46,15 @@ def create_app(
     max_streams: int = 32,
     keys: KeyStore | None = None,
     commands: CommandPolicy | None = None,
+    loopback_only: bool = False,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
     waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
     (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
     keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
-    what jobs may run."""
+    what jobs may run. `loopback_only` (the server listens only on loopback) refuses foreign Host headers."""
     keys = keys or KeyStore(jobs_dir / ".keys.json")  # the server's default place: off until a key exists
-    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
+    app = falcon.App(middleware=[CrossSiteMiddleware(loopback_only), AuthMiddleware(keys, dispatcher)])
     resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
     app.add_route("/jobs", resource)
     for action in ("status", "result", "cancel"):

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         max_streams=args.max_streams,
         keys=keys,
         commands=commands,
+        loopback_only=is_loopback(args.host),
     )
     server = create_server(
         app,
