@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +13,14 @@ import jsonschema
 from procq.actors import osdeps
 from procq.actors.job import JobRequest, Status, timestamp
 from procq.actors.runs import resolve_cwd
+from procq.api import strictjson
 
 MAX_ARGS = 4096
 MAX_ARG_CHARS = 131072  # Linux's limit for one argument
 MAX_URL_CHARS = 2048
 MAX_DELAY_S = 366 * 86400  # a year: run_at/delay/timeout beyond that is almost surely a unit mistake
 MAX_ENV_VARS = 128
+MAX_INT = 2**63 - 1  # what 64-bit readers of meta.json take
 MAX_ENV_CHARS = 32768
 MAX_ENV_TOTAL = 131072  # names and values together
 ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -118,12 +119,14 @@ SUBMIT: dict[str, Any] = {
         "max_output_bytes": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": MAX_INT,
             "description": "Limit on stdout + stderr of an attempt; past it the tree is ended, the attempt "
             "FAILED, and the files cut to the limit. Default: the server's --max-output-bytes.",
         },
         "max_memory_bytes": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": MAX_INT,
             "description": "Limit on the resident memory of the whole process tree, sampled every "
             "--sample-interval seconds; past it the tree is ended and the attempt FAILED.",
         },
@@ -198,12 +201,9 @@ def read_json(req: falcon.Request, max_body_bytes: int) -> Any:
     if len(body) > max_body_bytes:
         raise _too_large(max_body_bytes)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise falcon.HTTPBadRequest(
-            title="Invalid JSON",
-            description=f"The body must be a UTF-8 JSON object ({exc}).",
-        ) from exc
+        return strictjson.loads(body)
+    except strictjson.BadJSON as exc:
+        raise falcon.HTTPBadRequest(title="Invalid JSON", description=str(exc)) from exc
 
 
 def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
@@ -219,8 +219,8 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
     if refusal:
         raise _invalid(refusal)
     webhook = data.get("webhook")
-    if webhook is not None and not urlsplit(webhook).hostname:
-        raise _invalid(SUBMIT["properties"]["webhook"]["x-message"])
+    if webhook is not None and not _webhook_host(webhook):
+        raise _invalid(f"webhook: {SUBMIT['properties']['webhook']['x-message']}; got {_short(webhook)}")
     tags = tuple(dict.fromkeys(data.get("tags", ())))  # duplicates dropped, order kept
     return JobRequest(
         args=args,
@@ -229,6 +229,18 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
         tags=tags,
         **_control_fields(data, cwd_root),
     )
+
+
+def _webhook_host(url: str) -> str | None:
+    """The URL's host if it is one procq can connect to; None for a malformed one ('http://[zz/'), or
+    one with control characters (a resolver would cut it at a NUL and ask about another name)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host or any(ord(char) < 0x21 or ord(char) == 0x7F for char in host):
+        return None
+    return host
 
 
 def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, Any]:
@@ -401,7 +413,11 @@ def parse_query(req: falcon.Request, *names: str) -> dict[str, Any]:
 def _convert(name: str, kind: str, raw: Any) -> Any:
     try:
         if kind == "integer":
-            return int(raw)
+            text = raw.strip()  # ASCII digits only, and few enough of them (int() takes '²' and 4,300 digits)
+            value = strictjson.parse_decimal(text.removeprefix("-"))
+            if value is None:
+                raise ValueError(raw)
+            return -value if text.startswith("-") else value
         if kind == "boolean":
             return _BOOLEANS[raw.lower()]
     except (ValueError, KeyError):
