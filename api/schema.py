@@ -12,7 +12,7 @@ import falcon
 import jsonschema
 from procq.actors import osdeps
 from procq.actors.job import JobRequest, Status, timestamp
-from procq.actors.runs import resolve_cwd
+from procq.actors.supervise.spawn import resolve_cwd
 from procq.api import strictjson
 
 MAX_ARGS = 4096

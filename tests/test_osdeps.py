@@ -151,9 +151,7 @@ def test_stop_tree_spares_a_process_whose_start_time_does_not_match() -> None:
 
 def test_lock_keeps_a_second_holder_out(tmp_path: Path) -> None:
     first = osdeps.lock_exclusively(tmp_path / ".lock")
-    code = (
-        f"from actors import osdeps; osdeps.lock_exclusively(__import__('pathlib').Path({str(tmp_path / '.lock')!r}))"
-    )
+    code = f"from procq.actors import osdeps; osdeps.lock_exclusively(__import__('pathlib').Path({str(tmp_path / '.lock')!r}))"
     second = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     first.close()
     assert second.returncode != 0 and b"Error" in second.stderr
