@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import falcon
 import jsonschema
-from procq.actors import osdeps
+from procq.actors import netguard, osdeps
 from procq.actors.job import JobRequest, Status, timestamp
 from procq.actors.supervise.spawn import resolve_cwd
 from procq.api import strictjson
@@ -232,15 +232,13 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
 
 
 def _webhook_host(url: str) -> str | None:
-    """The URL's host if it is one procq can connect to; None for a malformed one ('http://[zz/'), or
-    one with control characters (a resolver would cut it at a NUL and ask about another name)."""
+    """The URL's host if it is one procq may look up; None for a malformed URL ('http://[zz/') or a
+    host with control characters (a resolver would cut it at a NUL and ask about another name)."""
     try:
         host = urlsplit(url).hostname
     except ValueError:
         return None
-    if not host or any(ord(char) < 0x21 or ord(char) == 0x7F for char in host):
-        return None
-    return host
+    return None if netguard.host_refusal(host) else host
 
 
 def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, Any]:
