@@ -8,6 +8,7 @@ import socket
 from urllib.parse import urlsplit
 
 import urllib3
+from procq.actors import deadline
 from urllib3.util import connection as _connection
 
 # Cloud metadata services outside the link-local range (AWS over IPv6, Alibaba, Oracle): always refused.
@@ -93,14 +94,19 @@ def _checked_connect(conn: urllib3.connection.HTTPConnection, deny_private: bool
         if refusal is not None:
             raise urllib3.exceptions.NewConnectionError(conn, refusal)
     error: OSError | None = None
+    bound = deadline.current()  # the whole delivery's deadline: connecting counts too
     for info in infos:  # each address in turn, as a plain connect would (localhost: ::1, then 127.0.0.1)
+        timeout = conn.timeout if bound is None else min(conn.timeout or bound.remaining(), bound.remaining())
         try:
-            return _connection.create_connection(
+            sock = _connection.create_connection(
                 (info[4][0], conn.port),
-                conn.timeout,
+                timeout,
                 source_address=conn.source_address,
                 socket_options=conn.socket_options,
             )
+            if bound is not None:
+                bound.watch(conn, sock)
+            return sock
         except TimeoutError as exc:
             raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect to {conn.host} timed out") from exc
         except OSError as exc:
