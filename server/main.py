@@ -25,13 +25,17 @@ from procq.server.flags import is_loopback, parse_args
 from procq.server.httpserver import create_server
 
 log = logging.getLogger("procq")
+SECRET_VARIABLES = ("PROCQ_WEBHOOK_SECRET",)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
         return api_keys.command_line(argv[1:])
-    args = parse_args(argv)
+    # Secrets leave the environment first: no job inherits them, and none can read them in
+    # /proc/<server pid>/environ (osdeps re-executes this process without them).
+    secrets = osdeps.take_secrets(SECRET_VARIABLES)
+    args = parse_args(argv, secrets)
     logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
     jobs_dir.mkdir(parents=True, exist_ok=True)
