@@ -140,6 +140,13 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
     )
     add(
+        "--allow-env",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_ENV", "").split(",") if c],
+        help="with --allow-command, a job may set only the environment variables named here (patterns "
+        "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),

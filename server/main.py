@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         log.warning("INSECURE: serving on %s with no API key; anyone who reaches it can run any command", args.host)
-    commands = CommandPolicy(args.allow_command)
+    commands = CommandPolicy(args.allow_command, allowed_env=args.allow_env)
     for entry in commands.unresolved:
         log.warning("--allow-command %r is not an executable on PATH or an absolute path: it matches nothing", entry)
     settings = Settings(
