@@ -37,7 +37,8 @@ class HealthResource:
         probe = self._jobs_dir / f".health-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"ok")
-            probe.unlink()
         except OSError as exc:
             return f"not writable: {exc.strerror or exc}"
+        finally:
+            probe.unlink(missing_ok=True)  # a full disk creates the file and then fails the write
         return "ok"
