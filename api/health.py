@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,5 +44,6 @@ class HealthResource:
         except OSError as exc:
             return f"not writable: {exc.strerror or exc}"
         finally:
-            probe.unlink(missing_ok=True)  # a full disk creates the file and then fails the write
+            with contextlib.suppress(OSError):  # a full disk creates the file, then fails the write
+                probe.unlink(missing_ok=True)
         return "ok"

@@ -3,7 +3,6 @@ of api/schema.py, with 400/413 answers that name the field, the value and what i
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
