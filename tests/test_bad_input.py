@@ -395,7 +395,7 @@ def test_schemathesis_negative_data_is_refused_on_every_route_and_changes_nothin
         "--seed",
         os.environ.get("FUZZ_SEED", "20261123"),
         "--request-timeout",
-        "5",
+        "20",  # answers take milliseconds; the margin is for a loaded machine
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=220, cwd=tmp_path)
     assert run.returncode == 0, f"schemathesis found problems:\n{run.stdout[:8000]}\n{run.stderr[-2000:]}"
