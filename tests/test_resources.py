@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from procq.actors.resources.allocator import Allocator, Assignment, Reservations, first_startable
 from procq.actors.resources.node import Gpu, Node, parse_counted, parse_gpus
+from procq.actors.resources.waitlist import Waitlist
 from procq.server.flags import parse_args
 
 
@@ -252,3 +253,29 @@ def test_a_stream_of_one_gpu_jobs_does_not_starve_a_two_gpu_job_at_the_front() -
     assert _simulate(reserve=False) is None  # without the rule it would never run
     started = _simulate(reserve=True)
     assert started is not None and started <= 3
+
+
+# --- the waiting list the Scheduler keeps --------------------------------------------------------------
+
+
+def test_the_waitlist_takes_jobs_in_key_order_across_queues_and_skips_queues_that_may_not_start() -> None:
+    waitlist = Waitlist()
+    waitlist.add("train", 5.0, "t-late", {"gpus": 1})
+    waitlist.add("infer", 1.0, "i-early", {"gpus": 1})
+    waitlist.add("train", 2.0, "t-early", {"gpus": 1})
+    assert waitlist.pick(lambda queue: True, {"gpus": 1}) == (1.0, "i-early", "infer")
+    assert waitlist.pick(lambda queue: queue == "train", {"gpus": 1}) == (2.0, "t-early", "train")
+    waitlist.discard("t-early")
+    waitlist.discard("t-early")
+    assert waitlist.pick(lambda queue: queue == "train", {"gpus": 1}) == (5.0, "t-late", "train")
+    assert waitlist.pick(lambda queue: True, {"gpus": 0}) is None
+    assert len(waitlist) == 2 and "i-early" in waitlist
+
+
+def test_a_waiting_big_job_in_one_queue_holds_back_small_ones_in_another() -> None:
+    waitlist = Waitlist()
+    waitlist.add("train", 1.0, "big", {"gpus": 2})
+    waitlist.add("infer", 2.0, "small", {"gpus": 1})
+    assert waitlist.pick(lambda queue: True, {"gpus": 1}) is None
+    # a paused (or full) queue's job cannot start, so it holds nothing back
+    assert waitlist.pick(lambda queue: queue != "train", {"gpus": 1}) == (2.0, "small", "infer")
