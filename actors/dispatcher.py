@@ -72,7 +72,7 @@ class Dispatcher(pykka.ThreadingActor):
         self._send_webhook = send_webhook
         self._jobs: dict[str, Job] = {job.id: job for job in jobs}
         # queued jobs live in the scheduler (queues, priority, run_at, dependencies); filled in on_start
-        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)
+        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues, settings.node)
         self._idempotency = {j.idempotency_key_sha256: j.id for j in self._jobs.values() if j.idempotency_key_sha256}
         self._running: dict[str, tuple[Any, threading.Event]] = {}
         self._deliveries = [
@@ -148,6 +148,11 @@ class Dispatcher(pykka.ThreadingActor):
         if not self._accepting:
             raise ShuttingDown()
         self._check_room()
+        try:
+            wanted = self._settings.node.check(dict(request.requires))
+        except ValueError as exc:  # more than this node has, or a resource it lacks: it could never start
+            raise InvalidRequest(str(exc)) from exc
+        request = dataclasses.replace(request, requires=tuple(wanted.items()))
         unknown = [dependency for dependency in request.after if dependency not in self._jobs]
         if unknown:
             raise InvalidRequest(f"after: there is no job with id {unknown[0]!r}; after lists ids of existing jobs")
@@ -242,7 +247,18 @@ class Dispatcher(pykka.ThreadingActor):
         return {
             "counts": {status.value: self._index.count(status) for status in Status},
             "workers": {"busy": len(self._running), "total": self._settings.workers},
+            "resources": self._scheduler.resources(),
         }
+
+    def resources(self, owner: str | None = None) -> dict[str, Any]:
+        """The node's GPUs (each with the job on it) and counted resources (total, in use, free).
+        With `owner`, jobs of other owners are shown as busy, without their ids."""
+        view = self._scheduler.resources()
+        if owner is not None:
+            for gpu in view["gpus"]:
+                if gpu["job_id"] is not None and self._jobs[gpu["job_id"]].owner != owner:
+                    gpu["job_id"] = None
+        return view
 
     def delete(self, job_id: str) -> threading.Event:
         """Forget a finished job and remove its directory on a helper thread. Returns an event set
@@ -321,6 +337,10 @@ class Dispatcher(pykka.ThreadingActor):
             if job_id is None:
                 break
             job = self._jobs[job_id]
+            assignment = self._scheduler.assignment(job_id)
+            if assignment is not None:  # shown at once, and the Supervisor sets the child's devices from it
+                job = dataclasses.replace(job, assigned=assignment.to_dict())
+                self._store(job)
             finished = threading.Event()
             supervisor = self._supervisor(job, finished)
             self._running[job.id] = (supervisor, finished)

@@ -76,6 +76,7 @@ class JobRequest:
     webhook_events: tuple[str, ...] = ("completed",)
     tags: tuple[str, ...] = ()
     owner: str | None = None  # id of the API key that submits it
+    requires: tuple[tuple[str, int], ...] = ()  # (resource, units): "gpus" and the node's counted resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ class Job:
     request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
     owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
+    requires: dict[str, int] = dataclasses.field(default_factory=dict)  # GPUs and units it needs; never mutated
+    assigned: dict[str, Any] | None = None  # what its current or last run was given: {"gpus": ["1"], ...}
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -127,6 +130,7 @@ class Job:
         if self.webhook_delivery is not None:
             data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
         data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
+        data["requires"] = dict(self.requires)
         data["runs"] = [dataclasses.asdict(run) for run in self.runs]
         return data
 
@@ -210,7 +214,9 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     runs = job.runs
     if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
         runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
+    cleared = dataclasses.replace(
+        job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs, assigned=None
+    )
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)

@@ -29,6 +29,7 @@ def new_job(job_id: str, request: JobRequest, now: datetime, settings: Settings,
     if request.max_output_bytes is None:
         fields["max_output_bytes"] = settings.default_max_output_bytes
     fields["env"] = dict(request.env)
+    fields["requires"] = dict(request.requires)
     return Job(id=job_id, enqueued_at=timestamp(now), **fields, **extra)
 
 
@@ -36,7 +37,7 @@ def rerun_request(job: Job) -> JobRequest:
     """The request behind `job`, for POST /jobs/{id}/rerun: it runs now, its dependencies are not
     waited for again, and its limits are the ones the original job ran with."""
     fields = {name: getattr(job, name) for name in _SHARED_FIELDS}
-    fields.update(run_at=None, after=(), env=tuple(sorted(job.env.items())))
+    fields.update(run_at=None, after=(), env=tuple(sorted(job.env.items())), requires=tuple(job.requires.items()))
     return JobRequest(**fields)
 
 
@@ -70,6 +71,7 @@ def requeued_for_retry(job: Job, now: datetime) -> Job:
         started_at=None,
         exit_code=None,
         error=None,
+        assigned=None,  # the next attempt is given its own
     )
 
 

@@ -16,6 +16,7 @@ from procq.actors import osdeps, sampler, webhook
 from procq.actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.mailbox import Mailbox, report
+from procq.actors.resources.node import Node
 from procq.actors.runs import (
     Usage,
     completion_delivery,
@@ -100,7 +101,7 @@ class Supervisor(pykka.ThreadingActor):
         try:
             if self._job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
                 resolve_cwd(self._settings.cwd_root, self._job.cwd)
-            child = self._spawn(self._job, self._dir, attempt)
+            child = self._spawn(with_visible_devices(self._job, self._settings.node), self._dir, attempt)
         except ValueError as exc:
             self._finish(Status.FAILED, attempts=attempt, started_at=now, error=str(exc))
             return
@@ -303,6 +304,15 @@ def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[byte
             env=child_environment({**os.environ, **job.env}),
             **osdeps.spawn_kwargs(),
         )
+
+
+def with_visible_devices(job: Job, node: Node) -> Job:
+    """The job as its child is started: on a node with GPUs, its env shows exactly the GPUs it was
+    assigned (none if it asked for none), whatever its own env says about them."""
+    if not node.manages_gpus:
+        return job
+    gpus = (job.assigned or {}).get("gpus", [])
+    return dataclasses.replace(job, env={**job.env, **node.visible_devices(gpus)})
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -29,6 +29,7 @@ from procq.api.health import HealthResource
 from procq.api.jobs import JobsResource
 from procq.api.keys import KeyStore
 from procq.api.queues import QueuesResource
+from procq.api.resources import ResourcesResource
 
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
@@ -62,6 +63,7 @@ def create_app(
     queues = QueuesResource(dispatcher)
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
+    app.add_route("/resources", ResourcesResource(dispatcher))
     watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
     admin = KeysResource(keys, max_body_bytes)
     app.add_route("/admin/keys", admin)

@@ -56,6 +56,40 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}},
     },
     "QueueUpdate": QUEUE_UPDATE,
+    "Resources": {
+        "type": "object",
+        "description": "What the server can hand to jobs (--gpus, --resource) and who holds it now.",
+        "required": ["vendor", "gpus", "resources"],
+        "properties": {
+            "vendor": {"type": ["string", "null"], "enum": ["nvidia", "amd", None]},
+            "gpus": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "busy", "job_id"],
+                    "properties": {
+                        "id": {"type": "string", "description": "As CUDA_VISIBLE_DEVICES takes it."},
+                        "name": {"type": "string"},
+                        "uuid": {"type": ["string", "null"]},
+                        "memory_bytes": {"type": ["integer", "null"]},
+                        "busy": {"type": "boolean", "description": "A job holds it."},
+                        "job_id": {
+                            "type": ["string", "null"],
+                            "description": "The job holding it (null for another owner's job when keys are in use).",
+                        },
+                    },
+                },
+            },
+            "resources": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["total", "in_use", "free"],
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in ("total", "in_use", "free")},
+                },
+            },
+        },
+    },
 }
 
 JOB_FIELDS: dict[str, Any] = {
@@ -73,6 +107,19 @@ JOB_FIELDS: dict[str, Any] = {
         "description": "Usage of the last attempt.",
     },
     "rerun_of": {"type": ["string", "null"], "description": "The job this one reruns (POST /jobs/{id}/rerun)."},
+    "requires": {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+        "description": "The GPUs and counted resources it needs; units of 0 are left out.",
+    },
+    "assigned": {
+        "oneOf": [
+            {"type": "object", "properties": {"gpus": {"type": "array", "items": {"type": "string"}}}},
+            {"type": "null"},
+        ],
+        "description": 'What its current or last run was given, like {"gpus": ["1", "3"], "license": 1}; '
+        "null while it waits.",
+    },
     "idempotency_key_sha256": {"type": ["string", "null"], "description": "SHA-256 of the Idempotency-Key."},
     "request_sha256": {"type": ["string", "null"], "description": "SHA-256 of the submitted body."},
 }
@@ -106,6 +153,15 @@ PATHS: dict[str, Any] = {
                 "201": _json("The new job.", "#/components/schemas/Job"),
                 "404": _error("Unknown job."),
                 "409": _error("The job has not finished."),
+                "default": _error("Any other error: always JSON {title, description}."),
+            },
+        }
+    },
+    "/resources": {
+        "get": {
+            "summary": "The server's GPUs (with the job on each) and counted resources (total, in use, free)",
+            "responses": {
+                "200": _json("The resources.", "#/components/schemas/Resources"),
                 "default": _error("Any other error: always JSON {title, description}."),
             },
         }

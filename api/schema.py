@@ -159,6 +159,17 @@ SUBMIT: dict[str, Any] = {
             "symlinks are resolved and must stay inside. Default: the job's own directory.",
             "x-message": "cwd must be a path without NUL characters",
         },
+        "requires": {
+            "type": "object",
+            "maxProperties": 32,
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_-]{0,31}$"},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "description": 'GPUs and counted resources the job needs, like {"gpus": 2, "license": 1}: it '
+            "starts only when the server has them free, and its child sees only the GPUs it was given. More "
+            "than the server has in all, or a resource it lacks, is a 400 that says what it has.",
+            "x-message": "requires must map resource names (a-z 0-9 _ -, starting with a letter) to whole "
+            "numbers from 0 to 1000000",
+        },
         "webhook_events": {
             "type": "array",
             "uniqueItems": True,
@@ -262,6 +273,7 @@ def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, An
         fields["retry_backoff_seconds"] = float(data["retry_backoff_seconds"])
     fields["after"] = tuple(data.get("after", ()))
     fields["env"] = tuple(sorted(env.items()))
+    fields["requires"] = tuple(sorted((name, int(units)) for name, units in data.get("requires", {}).items() if units))
     fields["webhook_events"] = tuple(data.get("webhook_events", ("completed",)))
     if data.get("cwd") is not None:
         try:

@@ -16,6 +16,7 @@ from procq.actors.job import timestamp, utc_now
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
 from procq.actors.recovery import load_jobs, sweep_leftovers
+from procq.actors.resources.detect import declared_node
 from procq.actors.settings import Settings
 from procq.actors.webhook import WebhookPolicy
 from procq.api import keys as api_keys
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
         retention_s=args.retention,
         max_queued=args.max_queued,
+        node=declared_node(args.gpus, args.resources),
     )
+    if settings.node.totals():
+        log.info("jobs may require: %s", settings.node.describe())
     jobs = load_jobs(settings, timestamp(utc_now()))
     threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()

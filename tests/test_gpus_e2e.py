@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import py, wait_until
+from tests.helpers import py
 
 GPUS = os.environ.get("PROCQ_TEST_GPUS", "0,1")
 
@@ -171,7 +171,7 @@ def test_gpus_are_released_however_a_run_ends(start_server: Any, events: Path, g
     both = {"gpus": 2}
     canceled = server.submit(_job(events, "canceled", gates / "a"), requires=both)
     server.wait_status(canceled["id"], "IN_PROGRESS")
-    assert server.post(f"/jobs/{canceled['id']}/cancel").json()["status"] == "CANCELED"
+    assert server.put(f"/jobs/{canceled['id']}/cancel").json()["status"] == "CANCELED"
     timed_out = server.submit(_job(events, "timed_out", gates / "b"), requires=both, timeout_seconds=0.5)
     failed = server.submit(py("raise SystemExit(3)"), requires=both)
     limit = server.submit(

@@ -108,8 +108,8 @@ class Allocator:
             self._free[name] += units
         return assignment
 
-    def held(self) -> dict[str, Assignment]:
-        return dict(self._held)
+    def holding(self, job_id: str) -> Assignment | None:
+        return self._held.get(job_id)
 
     def view(self) -> dict[str, Any]:
         """For GET /resources, the dashboard and /metrics: each GPU with the job on it, each counted
@@ -117,7 +117,9 @@ class Allocator:
         on_gpu = {gpu: job_id for job_id, held in self._held.items() for gpu in held.gpus}
         return {
             "vendor": self.node.vendor if self.node.gpus else None,
-            "gpus": [{**gpu.to_dict(), "job_id": on_gpu.get(gpu.id)} for gpu in self.node.gpus],
+            "gpus": [
+                {**gpu.to_dict(), "busy": gpu.id in on_gpu, "job_id": on_gpu.get(gpu.id)} for gpu in self.node.gpus
+            ],
             "resources": {
                 name: {"total": total, "in_use": total - self._free[name], "free": self._free[name]}
                 for name, total in self.node.counted

@@ -13,12 +13,22 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from procq.actors.resources.node import Gpu
+from procq.actors.resources.node import Gpu, Node
 
 log = logging.getLogger("procq.resources")
 
 TIMEOUT_S = 10.0  # a hung driver must not hang the server's start
 _SMI_LINE = re.compile(r"GPU (\d+): (.*?)(?: \(UUID: ([^)]+)\))?\s*")
+
+
+def declared_node(gpus: tuple[str, tuple[str, ...]] | None, counted: tuple[tuple[str, int], ...]) -> Node:
+    """The Node the flags declare: `gpus` as parse_gpus gives it (None: detect them now; blocks)."""
+    if gpus is None:
+        vendor, found = detect_gpus()
+        log.info("--gpus auto found %s", ", ".join(f"{gpu.id} {gpu.name}".strip() for gpu in found) or "no GPU")
+        return Node(found, vendor, counted)
+    vendor, ids = gpus
+    return Node(tuple(Gpu(device) for device in ids), vendor, counted)
 
 
 def detect_gpus(
