@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import py
+from tests.helpers import ROOT, py
 
 GPUS = os.environ.get("PROCQ_TEST_GPUS", "0,1")
 
@@ -218,4 +219,29 @@ def test_resources_and_metrics_show_what_is_in_use_and_free(start_server: Any, e
     assert 'procq_resource_units{resource="license",state="free"} 1.0' in metrics
     (gates / "a").touch()
     server.wait_status(job["id"], "COMPLETED")
+    assert server.stop() == 0
+
+
+def _procq(server: Any, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "PROCQ_URL": server.url}
+    command = [sys.executable, "-m", "procq.server.console", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+
+def test_the_command_line_asks_for_gpus_and_shows_what_a_job_holds(start_server: Any) -> None:
+    server, gpus = _gpu_server(start_server, "--resource", "license=1")
+    code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"
+    done = _procq(server, "submit", "--gpus", "2", "--require", "license=1", "--wait", "--", sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.strip().split(",")) == sorted(gpus)
+    (job,) = server.get("/jobs").json()["jobs"]
+    assert job["requires"] == {"gpus": 2, "license": 1}
+    panel = _procq(server, "status", job["id"]).stdout
+    assert "requires" in panel and "gpus=2 license=1" in panel
+    assert f"GPU {','.join(job['assigned']['gpus'])} license=1" in panel
+    table = _procq(server, "ls").stdout
+    assert "HOLDS" in table and f"GPU {','.join(job['assigned']['gpus'])}" in table
+    refused = _procq(server, "submit", "--gpus", "3", "--", sys.executable, "-c", "pass")
+    assert refused.returncode != 0 and "requires.gpus is 3" in refused.stderr
+    assert _procq(server, "submit", "--require", "license", "--", "x").returncode == 2
     assert server.stop() == 0
