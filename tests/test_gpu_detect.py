@@ -89,3 +89,28 @@ def test_with_the_management_library_but_no_driver_detection_uses_nvidia_smi(bin
     _tool(bin_dir, "nvidia-smi", SMI_LIST)
     assert [gpu.id for gpu in detect.detect_gpus()[1]] == ["0", "1", "2"]
     assert detect.gpu_memory_by_pid() is None  # usage sampling then records no GPU memory
+
+
+def test_a_server_started_with_gpus_auto_hands_out_what_nvidia_smi_lists(
+    start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if detect._nvml() is not None:
+        pytest.skip("NVIDIA's library answers here: the server would report the real GPUs")
+    bin_dir = tmp_path / "smi-bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "nvidia-smi", SMI_LIST)
+    # the real PATH stays behind ours (the server needs it); a real nvidia-smi later on it is never reached
+    server = start_server("--gpus", "auto", env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    node = server.get("/resources").json()
+    assert node["vendor"] == "nvidia"
+    assert [(gpu["id"], gpu["name"]) for gpu in node["gpus"]] == [
+        ("0", "NVIDIA A100-SXM4-40GB"),
+        ("1", "NVIDIA A100-SXM4-40GB"),
+        ("2", "Tesla T4"),
+    ]
+    job = server.submit(
+        [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"], requires={"gpus": 3}
+    )
+    server.wait_status(job["id"], "COMPLETED")
+    assert server.get(f"/jobs/{job['id']}/result").text.strip() == "0,1,2"
+    assert server.stop() == 0
