@@ -51,6 +51,7 @@ class Run:
     cpu_user_seconds: float | None = None
     cpu_system_seconds: float | None = None
     peak_rss_bytes: int | None = None
+    peak_gpu_memory_bytes: int | None = None  # sampled on NVIDIA GPUs where the management library is installed
 
 
 @dataclass(frozen=True, slots=True)

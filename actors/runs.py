@@ -88,12 +88,15 @@ class Usage:
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
     peak_rss_bytes: int = 0
+    peak_gpu_memory_bytes: int | None = None  # None: not measured (no GPU, or no management library)
 
     def merge(self, other: Usage) -> Usage:
+        gpu = [value for value in (self.peak_gpu_memory_bytes, other.peak_gpu_memory_bytes) if value is not None]
         return Usage(
             max(self.cpu_user_s, other.cpu_user_s),
             max(self.cpu_system_s, other.cpu_system_s),
             max(self.peak_rss_bytes, other.peak_rss_bytes),
+            max(gpu) if gpu else None,
         )
 
 
@@ -112,6 +115,7 @@ def run_record(job: Job, usage: Usage, completed_at: str) -> Run:
         cpu_user_seconds=round(usage.cpu_user_s, 6),
         cpu_system_seconds=round(usage.cpu_system_s, 6),
         peak_rss_bytes=usage.peak_rss_bytes,
+        peak_gpu_memory_bytes=usage.peak_gpu_memory_bytes,
     )
 
 
@@ -121,6 +125,7 @@ def resources_of(run: Run) -> dict[str, Any]:
         "cpu_user_seconds": run.cpu_user_seconds,
         "cpu_system_seconds": run.cpu_system_seconds,
         "peak_rss_bytes": run.peak_rss_bytes,
+        "peak_gpu_memory_bytes": run.peak_gpu_memory_bytes,
     }
 
 

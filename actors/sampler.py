@@ -22,6 +22,8 @@ import pykka
 
 log = logging.getLogger("procq.sampler")
 
+GpuMemory = Callable[[], "dict[int, int] | None"]  # pid -> bytes on every GPU (resources.detect.gpu_memory_by_pid)
+
 LOGS_EVERY_S = 0.5  # at most one `logs` progress webhook per job per this many seconds
 MAX_LOGS_CHUNK = 64 * 1024  # bytes of stderr one `logs` webhook carries; the next one continues
 _CTIME_TOLERANCE_S = 0.01
@@ -35,6 +37,7 @@ class Sample:
     cpu_user_s: float
     cpu_system_s: float
     output_bytes: int  # stdout.txt + stderr.txt
+    gpu_memory_bytes: int | None = None  # on NVIDIA GPUs, where the management library is installed
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ def watch(
     stopped: threading.Event,
     supervisor: Any,  # SupervisorProxy
     progress: Progress | None,
+    gpu_memory: GpuMemory | None = None,
 ) -> None:
     """The body of the watch thread: sample every `interval_s` until `stopped` is set, telling the
     Supervisor each sample; send progress webhooks alongside. Blocks; it is the thread's whole life."""
@@ -68,7 +72,7 @@ def watch(
     # The first sample comes one interval in: walking the process table costs milliseconds, and most
     # jobs of a busy server end sooner (their usage is read when they are reaped).
     while not stopped.wait(interval_s):
-        tree = tree or ProcessTree(pid, created)
+        tree = tree or ProcessTree(pid, created, gpu_memory)
         sample = tree.measure(outputs)
         try:
             supervisor.sampled.defer(sample)
@@ -99,7 +103,8 @@ class ProcessTree:
     """The job's process tree as seen so far. Members stay counted after they exit (their last
     CPU reading) or leave the tree (orphans re-parented elsewhere), so CPU totals never shrink."""
 
-    def __init__(self, pid: int, created: float) -> None:
+    def __init__(self, pid: int, created: float, gpu_memory: GpuMemory | None = None) -> None:
+        self._gpu_memory = gpu_memory
         self._procs: dict[int, psutil.Process] = {}
         self._cpu: dict[int, tuple[float, float]] = {}
         try:
@@ -130,7 +135,11 @@ class ProcessTree:
                 del self._procs[pid]  # gone: its last reading stays in _cpu
         user = sum(u for u, _ in self._cpu.values())
         system = sum(s for _, s in self._cpu.values())
-        return Sample(rss, user, system, sum(_size(path) for path in outputs))
+        gpu = None
+        if self._gpu_memory is not None:
+            used = self._gpu_memory()
+            gpu = None if used is None else sum(used.get(pid, 0) for pid in self._procs)
+        return Sample(rss, user, system, sum(_size(path) for path in outputs), gpu)
 
 
 class _Sender:

@@ -16,6 +16,7 @@ from procq.actors import osdeps, sampler, webhook
 from procq.actors.job import Delivery, Job, Status, interrupted, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.mailbox import Mailbox, report
+from procq.actors.resources import detect
 from procq.actors.resources.node import Node
 from procq.actors.runs import (
     Usage,
@@ -197,7 +198,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def sampled(self, sample: sampler.Sample) -> None:
         """From the watch thread: the tree's usage now. Ends the tree past a memory or output limit."""
-        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes)
+        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes, sample.gpu_memory_bytes)
         self._usage = self._usage.merge(usage)
         job = self._job
         if job.max_memory_bytes is not None and sample.rss_bytes > job.max_memory_bytes:
@@ -226,7 +227,18 @@ class Supervisor(pykka.ThreadingActor):
             timeout_s = self._settings.webhook.timeout_s
             progress = sampler.Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s)
         outputs = (self._dir.stdout, self._dir.stderr)
-        args = (pid, created, outputs, self._settings.sample_interval_s, self._watching, self._self, progress)
+        node = self._settings.node
+        gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
+        args = (
+            pid,
+            created,
+            outputs,
+            self._settings.sample_interval_s,
+            self._watching,
+            self._self,
+            progress,
+            gpu_memory,
+        )
         threading.Thread(target=sampler.watch, args=args, daemon=True, name=f"watch-{job.id}").start()
         if job.timeout_seconds is not None:
             error = (

@@ -16,6 +16,10 @@ _USAGE = {
     "cpu_user_seconds": {"type": ["number", "null"], "description": "User CPU of the whole process tree."},
     "cpu_system_seconds": {"type": ["number", "null"], "description": "System CPU of the whole process tree."},
     "peak_rss_bytes": {"type": ["integer", "null"], "description": "Largest sampled resident memory of the tree."},
+    "peak_gpu_memory_bytes": {
+        "type": ["integer", "null"],
+        "description": "Largest sampled GPU memory of the tree (NVIDIA, with procq[gpu] installed); else null.",
+    },
 }
 _REQUEST = SUBMIT["properties"]
 

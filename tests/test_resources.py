@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 from procq.actors.resources.allocator import Allocator, Assignment, Reservations, first_startable
 from procq.actors.resources.node import Gpu, Node, parse_counted, parse_gpus
 from procq.actors.resources.waitlist import Waitlist
+from procq.actors.runs import Usage
+from procq.actors.sampler import ProcessTree
 from procq.server.flags import parse_args
+
+from tests.helpers import py
 
 
 def _node(gpus: int = 2, **counted: int) -> Node:
@@ -279,3 +286,26 @@ def test_a_waiting_big_job_in_one_queue_holds_back_small_ones_in_another() -> No
     assert waitlist.pick(lambda queue: True, {"gpus": 1}) is None
     # a paused (or full) queue's job cannot start, so it holds nothing back
     assert waitlist.pick(lambda queue: queue != "train", {"gpus": 1}) == (2.0, "small", "infer")
+
+
+# --- GPU memory in usage sampling ------------------------------------------------------------------------
+
+
+def test_gpu_memory_is_summed_over_the_jobs_process_tree_only(tmp_path: Path) -> None:
+    child = subprocess.Popen(py("import time; time.sleep(30)"))
+    try:
+        created = psutil.Process(child.pid).create_time()
+        outputs = (tmp_path / "out", tmp_path / "err")
+        # what NVML reports: our child's memory, and another process's that is not the job's
+        reading = {child.pid: 300 << 20, os.getpid(): 999 << 20}
+        assert ProcessTree(child.pid, created, lambda: reading).measure(outputs).gpu_memory_bytes == 300 << 20
+        assert ProcessTree(child.pid, created, lambda: None).measure(outputs).gpu_memory_bytes is None
+        assert ProcessTree(child.pid, created).measure(outputs).gpu_memory_bytes is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_peak_gpu_memory_keeps_the_largest_sample_and_stays_null_when_never_measured() -> None:
+    assert Usage(1, 1, 1, None).merge(Usage(1, 1, 1, 5)).merge(Usage(1, 1, 1, 3)).peak_gpu_memory_bytes == 5
+    assert Usage(1, 1, 1).merge(Usage(2, 2, 2)).peak_gpu_memory_bytes is None
