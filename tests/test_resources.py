@@ -9,11 +9,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from procq.actors.job import Usage
 from procq.actors.resources.allocator import Allocator, Assignment, Reservations, first_startable
 from procq.actors.resources.node import Gpu, Node, parse_counted, parse_gpus
 from procq.actors.resources.waitlist import Waitlist
-from procq.actors.runs import Usage
-from procq.actors.sampler import ProcessTree
+from procq.actors.supervise.sampler import ProcessTree
 from procq.server.flags import parse_args
 
 from tests.helpers import py

@@ -7,12 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from procq.actors.job import Job, Status, parse_timestamp
+from procq.actors.job import DEFAULT_QUEUE, Job, Status, parse_timestamp
 from procq.actors.resources.allocator import Allocator, Assignment
 from procq.actors.resources.node import Node
 from procq.actors.resources.waitlist import Waitlist
-
-DEFAULT_QUEUE = "default"
 
 
 @dataclass(slots=True)
@@ -43,7 +41,8 @@ class Scheduler:
 
     A job is in one of three places until it starts: blocked on unfinished dependencies (`after`),
     timed (its run_at is in the future), or ready in its queue's heap. A queue starts jobs while it
-    is not paused and runs fewer than its parallelism; the Dispatcher enforces the global limit.
+    is not paused and runs fewer than its parallelism, and no job starts while every one of the
+    `workers` slots is taken.
 
     GPUs and counted resources: a ready job with `requires` waits in the Waitlist instead of its
     queue's heap, and starts only once the Allocator has what it needs, under the reservation rule
@@ -58,6 +57,7 @@ class Scheduler:
         queues: tuple[tuple[str, int], ...] = (),
         node: Node | None = None,
     ) -> None:
+        self._workers = default_parallelism  # the global limit: a queue's default parallelism is all of it
         self._default_parallelism = default_parallelism
         self._aging_s = aging_s
         self._queues: dict[str, _Queue] = {DEFAULT_QUEUE: _Queue(default_parallelism)}
@@ -157,9 +157,16 @@ class Scheduler:
             heapq.heappop(self._timed)  # canceled while it waited
         return self._timed[0][0] if self._timed else None
 
+    def busy(self) -> int:
+        """Worker slots taken: jobs started and not yet ended."""
+        return len(self._running)
+
     def next_to_start(self) -> str | None:
-        """Take the best ready job among the queues that may start one now, and count it running.
+        """Take the best ready job among the queues that may start one now, and count it running;
+        None when nothing may start (no worker slot free, or no queue with a ready job and room).
         A job with requires is given its GPUs and units here (see `assignment`)."""
+        if len(self._running) >= self._workers:
+            return None
         best: tuple[float, str, str] | None = None
         for name, queue in self._queues.items():
             if queue.paused or len(queue.running) >= queue.parallelism:
