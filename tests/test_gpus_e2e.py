@@ -177,12 +177,14 @@ def test_gpus_are_released_however_a_run_ends(start_server: Any, events: Path, g
     assert server.put(f"/jobs/{canceled['id']}/cancel").json()["status"] == "CANCELED"
     timed_out = server.submit(_job(events, "timed_out", gates / "b"), requires=both, timeout_seconds=0.5)
     failed = server.submit(py("raise SystemExit(3)"), requires=both)
+    retried = server.submit(py("raise SystemExit(1)"), requires=both, max_attempts=2, retry_backoff_seconds=0)
     limit = server.submit(
         py("import time\nx = bytearray(300_000_000)\ntime.sleep(30)"), requires=both, max_memory_bytes=100_000_000
     )
     after = server.submit(_job(events, "after"), requires=both)
     assert server.wait_status(timed_out["id"], "FAILED", timeout=30)["error"].startswith("timed out")
     assert server.wait_status(failed["id"], "FAILED", timeout=30)["exit_code"] == 3
+    assert server.wait_status(retried["id"], "FAILED", timeout=30)["attempts"] == 2
     assert "memory limit" in server.wait_status(limit["id"], "FAILED", timeout=30)["error"]
     assert server.wait_status(after["id"], "COMPLETED", timeout=30)["assigned"]["gpus"]
     assert all(gpu["job_id"] is None for gpu in server.get("/resources").json()["gpus"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from procq.actors.job import Usage
+from procq.actors.dispatch.scheduler import Scheduler
+from procq.actors.job import Job, Usage
 from procq.actors.resources.allocator import Allocator, Assignment, Reservations, first_startable
 from procq.actors.resources.node import Gpu, Node, parse_counted, parse_gpus
 from procq.actors.resources.waitlist import Waitlist
@@ -309,3 +310,35 @@ def test_gpu_memory_is_summed_over_the_jobs_process_tree_only(tmp_path: Path) ->
 def test_peak_gpu_memory_keeps_the_largest_sample_and_stays_null_when_never_measured() -> None:
     assert Usage(1, 1, 1, None).merge(Usage(1, 1, 1, 5)).merge(Usage(1, 1, 1, 3)).peak_gpu_memory_bytes == 5
     assert Usage(1, 1, 1).merge(Usage(2, 2, 2)).peak_gpu_memory_bytes is None
+
+
+# --- the Scheduler with GPUs ----------------------------------------------------------------------------
+
+
+def _queued(job_id: str, queue: str = "default", **requires: int) -> Job:
+    return Job(id=job_id, args=("x",), queue=queue, enqueued_at="2026-01-01T00:00:00.000000Z", requires=requires)
+
+
+def test_a_queued_job_asking_more_than_a_smaller_node_has_after_a_restart_fails_instead_of_blocking() -> None:
+    plan = Scheduler(8, 60.0, (), _node(2))
+    reason = plan.add(_queued("a" * 32, gpus=4), 0.0, lambda job_id: None)
+    assert reason is not None and "requires.gpus is 4" in reason and "the job was not run" in reason
+    assert plan.add(_queued("b" * 32, gpus=1), 0.0, lambda job_id: None) is None
+    assert plan.next_to_start() == "b" * 32 and plan.assignment("b" * 32).gpus == ("0",)
+
+
+def test_a_paused_queues_gpu_job_holds_nothing_back_and_ending_a_run_frees_its_gpus() -> None:
+    plan = Scheduler(8, 60.0, (), _node(2))
+    status = lambda job_id: None  # noqa: E731
+    plan.add(_queued("1" * 32, gpus=1), 0.0, status)
+    assert plan.next_to_start() == "1" * 32
+    plan.add(_queued("2" * 32, "train", gpus=2), 0.0, status)  # ahead of the next one, in a queue we pause
+    plan.add(_queued("3" * 32, gpus=1), 1.0, status)
+    assert plan.next_to_start() is None  # the 2-GPU job keeps the free GPU
+    plan.configure("train", paused=True)
+    assert plan.next_to_start() == "3" * 32
+    assert plan.resources()["gpus"][1]["job_id"] == "3" * 32
+    plan.ended("1" * 32)
+    plan.ended("3" * 32)
+    plan.configure("train", paused=False)
+    assert plan.next_to_start() == "2" * 32 and plan.assignment("2" * 32).gpus == ("0", "1")
