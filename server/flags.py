@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from procq.actors.job import QUEUE_NAME_PATTERN
+from procq.actors.resources import node
 from procq.server.config import ConfigError, ConfigSource
 from procq.server.values import parse_duration, parse_secret
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = None) -> argparse.Namespace:
+    """The settings. `secrets`: PROCQ_* secrets already taken out of the environment (osdeps.take_secrets)."""
     try:
-        env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
+        env = ConfigSource(argv, {**os.environ, **(secrets or {})})  # flags > PROCQ_* > TOML file > defaults
     except ConfigError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
@@ -125,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
     _add_control_flags(add, env)
+    _add_resource_flags(add, env)
     add(
         "--keys-file",
         type=Path,
@@ -147,6 +150,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
     )
     add(
+        "--allow-env",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_ENV", "").split(",") if c],
+        help="with --allow-command, a job may set only the environment variables named here (patterns "
+        "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),
@@ -155,8 +165,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--webhook-secret",
         default=env("PROCQ_WEBHOOK_SECRET", "") or None,
-        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
-        "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer "
+        "--webhook-secret-file: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+    )
+    add(
+        "--webhook-secret-file",
+        type=Path,
+        default=env("PROCQ_WEBHOOK_SECRET_FILE", "") or None,
+        help="read the webhook signing secret from this file (its first line) [PROCQ_WEBHOOK_SECRET_FILE]",
     )
     add(
         "--webhook-deny-private",
@@ -190,13 +206,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_queued < 0:
         parser.error("--max-queued must be 0 (no limit) or more")
     args.max_queued = args.max_queued or None
+    if args.webhook_secret_file is not None:
+        if args.webhook_secret is not None:
+            parser.error("--webhook-secret-file and --webhook-secret (or PROCQ_WEBHOOK_SECRET): give one")
+        args.webhook_secret = read_secret_file(parser, args.webhook_secret_file)
     if args.webhook_secret is not None:
         try:
             args.webhook_secret = parse_secret(args.webhook_secret)
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
+    try:
+        args.gpus = node.parse_gpus(args.gpus)  # None: "auto", detected when the server starts
+        args.resources = node.parse_counted(args.resources)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def read_secret_file(parser: argparse.ArgumentParser, path: Path) -> str:
+    """A secret kept in a file (mode 0600, owned by the server's user): its first line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read the secret file {path}: {exc}")
+    if not lines or not lines[0].strip():
+        parser.error(f"the secret file {path} is empty")
+    return lines[0].strip()
 
 
 def _true(text: str) -> bool:
@@ -251,6 +287,25 @@ def _add_control_flags(add: Callable[..., Any], env: ConfigSource) -> None:
         type=Path,
         default=env("PROCQ_CWD_ROOT", "") or None,
         help="jobs may ask for a cwd inside this directory; without it they run in their own [PROCQ_CWD_ROOT]",
+    )
+
+
+def _add_resource_flags(add: Callable[..., Any], env: ConfigSource) -> None:
+    add(
+        "--gpus",
+        default=env("PROCQ_GPUS", "none"),
+        metavar="auto|none|IDS",
+        help="GPUs jobs may require: auto (what NVIDIA's library, nvidia-smi or rocm-smi reports), none, "
+        "or device ids like 0,1,3 (amd:0,1 for AMD). Each job sees only the ones it was given [PROCQ_GPUS]",
+    )
+    add(
+        "--resource",
+        dest="resources",  # named like PROCQ_RESOURCES, so a config file's `resources = "license=2"` is known
+        action="append",
+        default=[r for r in env("PROCQ_RESOURCES", "").split(",") if r],
+        metavar="NAME=COUNT",
+        help="a counted resource jobs may require (a licence, a scratch disk, GiB of memory); repeat for more "
+        "[PROCQ_RESOURCES, comma-separated]",
     )
 
 

@@ -47,6 +47,7 @@ class KeeperLink:
         self._following: dict[str, tuple[OnEnd, int | None, float | None]] = {}
         self._connect_lock = threading.Lock()  # one (re)connection at a time
         self._client: KeeperClient | None = None
+        self._closed = False
         self._connect()
 
     @property
@@ -72,6 +73,8 @@ class KeeperLink:
     def _connected(self) -> KeeperClient:
         """The client, connecting again (starting a new keeper) after the last one was lost."""
         with self._connect_lock:
+            if self._closed:  # a late request after the server let its keeper go must not start another
+                raise KeeperError("this server has closed its link to the keeper")
             client = self._client
             return client if client is not None else self._connect()
 
@@ -123,7 +126,7 @@ class KeeperLink:
         """Detach: with `keep_running` the keeper goes on with its runs and exits once idle; else it
         exits now if idle (the server has stopped every run itself)."""
         with self._connect_lock:
-            client, self._client = self._client, None
+            client, self._client, self._closed = self._client, None, True
         if client is None:
             return
         with self._lock:

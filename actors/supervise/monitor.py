@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.supervise.progress import Progress, Reporter
-from procq.actors.supervise.sampler import ProcessTree
+from procq.actors.supervise.sampler import GpuMemory, ProcessTree
 
 if TYPE_CHECKING:
     from procq.actors.supervise.supervisor import Supervisor
@@ -42,6 +42,7 @@ class _Watched:
     supervisor: Mailbox[Supervisor]
     sample: bool
     reporter: Reporter | None
+    gpu_memory: GpuMemory | None = None
     tree: ProcessTree | None = None
     due: float = field(default_factory=time.monotonic)
 
@@ -72,6 +73,7 @@ class Monitor:
         progress: Progress | None,
         timeout_in_s: float | None,
         timeout_error: str = "",
+        gpu_memory: GpuMemory | None = None,
     ) -> None:
         """Watch one run: its deadline `timeout_in_s` from now (if any), its samples (if `sample`),
         its progress webhooks (if `progress`)."""
@@ -85,7 +87,7 @@ class Monitor:
                 self._wake.notify_all()
             if sample or reporter is not None:
                 due = time.monotonic() + self._interval_s  # the first sample one interval in: most jobs end sooner
-                self._watched[run] = _Watched(pid, created, outputs, supervisor, sample, reporter, due=due)
+                self._watched[run] = _Watched(pid, created, outputs, supervisor, sample, reporter, gpu_memory, due=due)
 
     def forget(self, run: str) -> None:
         """The run is over: no timeout, no more samples; its progress webhooks send their last part."""
@@ -143,7 +145,7 @@ class Monitor:
     @staticmethod
     def _sample(watched: _Watched) -> Any:
         if watched.sample:
-            watched.tree = watched.tree or ProcessTree(watched.pid, watched.created)
+            watched.tree = watched.tree or ProcessTree(watched.pid, watched.created, watched.gpu_memory)
             watched.supervisor.sampled.defer(watched.tree.measure(watched.outputs))
         if watched.reporter is not None:
             watched.reporter.tick()

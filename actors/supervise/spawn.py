@@ -5,6 +5,7 @@ output goes straight into the job's files, opened by the keeper (no Python loop 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from procq.actors.job import Job
 from procq.actors.jobdir import JobDir
+from procq.actors.resources.node import Node
 
 if TYPE_CHECKING:
     from procq.actors.keeper.link import KeeperLink
@@ -42,6 +44,15 @@ def through_keeper(keeper: KeeperLink) -> Spawn:
     return spawn
 
 
+def with_visible_devices(job: Job, node: Node) -> Job:
+    """The job as its child is started: on a node with GPUs, its env shows exactly the GPUs it was
+    assigned (none if it asked for none), whatever its own env says about them."""
+    if not node.manages_gpus:
+        return job
+    gpus = (job.assigned or {}).get("gpus", [])
+    return dataclasses.replace(job, env={**job.env, **node.visible_devices(gpus)})
+
+
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The server's environment without its own settings and secrets (every PROCQ_* variable)."""
     return {name: value for name, value in environ.items() if not name.upper().startswith("PROCQ_")}
@@ -55,14 +66,13 @@ def resolve_cwd(root: Path | None, cwd: str) -> Path:
     if root is None:
         raise ValueError("cwd: this server has no --cwd-root, so jobs run in their own directory only")
     base = root.resolve()
+    # One answer for missing, outside and not-a-directory: saying which would tell a client whether a
+    # path outside the root exists.
+    refusal = ValueError(f"cwd: {cwd!r} is not an existing directory inside the cwd root")
     try:
         path = (base / cwd).resolve(strict=True)
     except (OSError, RuntimeError) as exc:
-        raise ValueError(f"cwd: {cwd!r} does not exist inside the cwd root ({exc.__class__.__name__})") from exc
-    if not path.is_relative_to(base):
-        raise ValueError(
-            f"cwd: {cwd!r} resolves to a place outside the cwd root; only directories inside it are allowed"
-        )
-    if not path.is_dir():
-        raise ValueError(f"cwd: {cwd!r} is not a directory")
+        raise refusal from exc
+    if not path.is_relative_to(base) or not path.is_dir():
+        raise refusal
     return path

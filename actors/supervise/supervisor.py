@@ -8,20 +8,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pykka
-from procq.actors import transitions, webhook
+from procq.actors import transitions, webhook, webhookpool
 from procq.actors.job import Job, Status, Usage, parse_timestamp, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.keeper import protocol
 from procq.actors.keeper.client import KeeperError
 from procq.actors.keeper.link import End, KeeperLink
 from procq.actors.mailbox import Mailbox, report
+from procq.actors.resources import detect
 from procq.actors.settings import Settings
 from procq.actors.supervise import limits, threads
 from procq.actors.supervise.faults import crash_point
 from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.progress import Progress
 from procq.actors.supervise.sampler import Sample
-from procq.actors.supervise.spawn import Spawn, resolve_cwd, through_keeper
+from procq.actors.supervise.spawn import Spawn, resolve_cwd, through_keeper, with_visible_devices
 from procq.actors.transitions import StopReason
 from procq.actors.webhook import SendWebhook
 
@@ -115,7 +116,7 @@ class Supervisor(pykka.ThreadingActor):
         try:
             if job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
                 resolve_cwd(self._settings.cwd_root, job.cwd)
-            child = self._spawn(job, self._dir, attempt)
+            child = self._spawn(with_visible_devices(job, self._settings.node), self._dir, attempt)
         except (ValueError, KeeperError, OSError) as exc:
             self._keeper.unfollow(run)
             self._finish(Status.FAILED, error=_start_error(job, exc))
@@ -248,7 +249,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def sampled(self, sample: Sample) -> None:
         """From the Monitor: the tree's usage now. Ends the tree past a memory or output limit."""
-        self._usage = self._usage.merge(Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes))
+        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes, sample.gpu_memory_bytes)
+        self._usage = self._usage.merge(usage)
         error = limits.exceeded(self._job, sample)
         if error is not None:
             self.limit_reached(error)
@@ -268,11 +270,14 @@ class Supervisor(pykka.ThreadingActor):
         progress = None
         if job.webhook and {"start", "logs"} & set(job.webhook_events):
             timeout_s = self._settings.webhook.timeout_s
-            progress = Progress(job.id, job.attempts, job.webhook, job.webhook_events, self._send, timeout_s)
-        sample = job.max_memory_bytes is not None or job.max_output_bytes is not None
+            pool = webhookpool.shared(self._settings.webhook_concurrency)
+            progress = Progress(job.id, job.attempts, job.webhook, job.webhook_events, self._send, timeout_s, pool)
+        node = self._settings.node
+        gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
+        sample = job.max_memory_bytes is not None or job.max_output_bytes is not None or gpu_memory is not None
         outputs = (self._dir.stdout, self._dir.stderr)
         error = limits.timed_out(job) if job.timeout_seconds is not None else ""
-        self._monitor.watch(run, self._self, pid, created, outputs, sample, progress, timeout_in_s, error)
+        self._monitor.watch(run, self._self, pid, created, outputs, sample, progress, timeout_in_s, error, gpu_memory)
 
     # --- delivering the webhook ------------------------------------------------------------------
 
@@ -280,7 +285,7 @@ class Supervisor(pykka.ThreadingActor):
         """Make one attempt at the completion webhook, off the actor thread; returns at once."""
         job = self._job
         args = (self._send, job.webhook, webhook.payload(job), self._settings.webhook.timeout_s, self._self)
-        threading.Thread(target=threads.deliver, args=args, daemon=True).start()
+        webhookpool.shared(self._settings.webhook_concurrency).run(threads.deliver, *args)
 
     def delivery_finished(self, error: str | None) -> None:
         """From the webhook thread: record the attempt, then hand the job back to the Dispatcher."""
