@@ -15,6 +15,7 @@ import requests
 from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
+UI = ROOT / "api" / "ui"
 CHROMIUM = os.environ.get("PROCQ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -229,12 +230,15 @@ def test_the_dashboard_and_its_assets_are_served_from_the_package(server: Server
     index = server.get("/")
     assert index.status_code == 200 and index.headers["Content-Type"].startswith("text/html")
     assert "default-src 'self'" in index.headers["Content-Security-Policy"]
-    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+    for name, kind in (("main.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")):
         asset = server.get(f"/ui/{name}")
         assert asset.status_code == 200 and asset.headers["Content-Type"].startswith(kind), name
         assert f"/ui/{name}" in index.text
+    for module in UI.glob("*.js"):  # every module main.js imports is served too, as JavaScript
+        answer = server.get(f"/ui/{module.name}")
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/javascript")
     assert "http" not in index.text.replace(server.url, "")  # nothing from a CDN: it works offline
-    again = server.get("/ui/app.js", headers={"If-None-Match": asset_etag(server, "app.js")})
+    again = server.get("/ui/main.js", headers={"If-None-Match": asset_etag(server, "main.js")})
     assert again.status_code == 304
 
 
