@@ -10,6 +10,7 @@ import pytest
 from procq.actors.settings import Settings
 from procq.actors.webhook import WebhookPolicy
 
+from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
 from tests.helpers import Receiver, ServerProcess
 
 

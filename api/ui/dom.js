@@ -41,15 +41,16 @@ export function commandLine(args) {
 export function relative(text) {
   if (!text) return "";
   const seconds = (Date.parse(text) - Date.now()) / 1000;
-  if (seconds >= 0.5) return `in ${span(Math.round(seconds))}`;
+  if (seconds >= 0.5) return `in ${span(seconds, Math.round)}`; // a countdown: 119.6 s is "in 2m"
   return `${span(Math.max(0, -seconds))} ago`;
 }
 
-export function span(seconds) {
-  if (seconds < 60) return `${Math.floor(seconds)}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
-  return `${Math.floor(seconds / 86400)}d`;
+export function span(seconds, round = Math.floor) {
+  for (const [unit, size, next] of [["s", 1, 60], ["m", 60, 60], ["h", 3600, 24]]) {
+    const n = round(seconds / size);
+    if (n < next) return `${n}${unit}`;
+  }
+  return `${round(seconds / 86400)}d`;
 }
 
 export function ran(job) {
