@@ -52,8 +52,6 @@ def test_every_readme_example_runs_as_written_against_a_real_server(start_server
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "PROCQ_URL": server.url,
     }
-    done = subprocess.run(
-        ["bash", "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env
-    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}\nserver:\n{server.log()[-3000:]}"
     assert "Traceback" not in done.stderr, done.stderr
