@@ -214,4 +214,7 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE)
+    # Queued again: what the cut run measured (exit code, error, usage) is in `runs`, not shown as current.
+    return dataclasses.replace(
+        cleared, status=Status.IN_QUEUE, exit_code=None, error=None, completed_at=None, resources=None
+    )

@@ -154,7 +154,7 @@ class Supervisor(pykka.ThreadingActor):
             cut = self._with_run(dataclasses.replace(self._job, exit_code=code, error=reason), self._stamp())
             self._job = dataclasses.replace(self._job, runs=cut.runs, resources=cut.resources)
             job = interrupted(self._job, reason, self._settings.restart_limit, self._stamp())
-            self._job = dataclasses.replace(job, exit_code=code)
+            self._job = dataclasses.replace(job, exit_code=code) if job.status is Status.FAILED else job
             self._dir_write()
             log.debug("job %s: %s after shutdown", job.id, job.status.value)
             self._report_end()

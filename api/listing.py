@@ -46,10 +46,16 @@ def decode_cursor(cursor: str) -> str:
 
 
 class JobResource:
-    """DELETE /jobs/{job_id}: forget a finished job and remove its directory."""
+    """GET /jobs/{job_id}: the job, as /status gives it (the first URL people try); DELETE: forget a
+    finished job and remove its directory."""
 
     def __init__(self, dispatcher: Any) -> None:
         self._dispatcher = dispatcher
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id)
+        resp.media = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S).to_dict()
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         if not is_job_id(job_id):  # never let a request's text near a path

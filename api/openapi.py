@@ -177,6 +177,7 @@ PATHS: dict[str, Any] = {
     },
     "/jobs/{job_id}": {
         "parameters": [_JOB_ID],
+        "get": _operation("A job (the same as /jobs/{job_id}/status)", {"200": _json("The job.", "Job")} | _UNKNOWN),
         "delete": _operation(
             "Delete a finished job and its files",
             {"204": {"description": "Deleted."}}
