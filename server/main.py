@@ -23,7 +23,7 @@ from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 from procq.server import logformat
 from procq.server.flags import is_loopback, parse_args
-from procq.server.httpserver import create_server
+from procq.server.httpserver import bind_error, create_server, starting_app
 
 log = logging.getLogger("procq")
 
@@ -77,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
         max_queued=args.max_queued,
     )
+    try:  # bind first: with the port taken, procq must stop before it recovers or starts any job
+        server = create_server(
+            starting_app,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+            channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+            connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
+            ident="procq",
+        )
+    except OSError as exc:
+        lock.close()
+        print(f"procq: {bind_error(args.host, args.port, exc)}", file=sys.stderr)
+        return 1
     jobs = load_jobs(settings, timestamp(utc_now()))
     threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
@@ -94,22 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         keys=keys,
         commands=commands,
     )
-    server = create_server(
-        app,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
-        channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
-        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
-        ident="procq",
-    )
+    server.application = app  # read per request by waitress's tasks
     osdeps.install_shutdown(lambda: _stopping(events))
     try:
-        print(
-            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
-            flush=True,
-        )
+        url = f"http://{args.host}:{server.effective_port}"
+        message = f"serving on {url} with {len(jobs)} jobs from {jobs_dir}"
+        fields = {"url": url, "jobs": len(jobs), "jobs_dir": str(jobs_dir)}
+        print(logformat.line(args.log_format, message, **fields) if args.log_format == "json" else f"procq {message}")
+        sys.stdout.flush()
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
     except KeyboardInterrupt:
         pass  # the signal came before waitress's loop started (clients may connect once we print)
