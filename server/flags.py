@@ -7,8 +7,9 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from procq.actors import webhook
 from procq.actors.retention import parse_duration
@@ -19,17 +20,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
     except ConfigError as exc:
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"run.py: error: {exc}", file=sys.stderr)  # one line, naming the file
         raise SystemExit(2) from exc
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
+        argv,
+        env,
         prog="run.py",
+        usage="run.py [OPTIONS]          serve (the options below)\n"
+        "       run.py keys {create,list,revoke} ...   manage API keys (run.py keys --help)",
         description="procq: a job server that runs every job as its own process. "
         "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
         '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
         "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = _grouped(parser)
     add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
@@ -160,7 +165,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[PROCQ_LOG_LEVEL]",
+        help="the least important log lines shown: DEBUG adds each job's internal steps, WARNING keeps "
+        "only problems [PROCQ_LOG_LEVEL]",
     )
     add(
         "--log-format",
@@ -188,6 +194,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
     return args
+
+
+# The --help sections, in order, and the flags in each; a flag not named here stays under "options".
+GROUPS = {
+    "Network": ("--host", "--port", "--threads", "--max-streams", "--max-body-bytes"),
+    "Jobs": ("--jobs-dir", "--workers", "--grace", "--restart-limit", "--retention", "--max-queued"),
+    "Deciding what runs": (
+        "--queue", "--aging-seconds", "--timeout", "--max-output-bytes", "--sample-interval", "--cwd-root",
+    ),
+    "Webhooks": (
+        "--webhook-attempts", "--webhook-backoff", "--webhook-backoff-cap", "--webhook-timeout",
+        "--webhook-concurrency", "--webhook-secret", "--webhook-deny-private",
+    ),
+    "Security": ("--keys-file", "--insecure-no-auth", "--allow-command"),
+    "Logging": ("--log-level", "--log-format"),
+}  # fmt: skip
+
+
+def _grouped(parser: argparse.ArgumentParser) -> Callable[..., Any]:
+    """parser.add_argument, but each flag lands in its --help section (GROUPS)."""
+    sections = {name: parser.add_argument_group(name) for name in GROUPS}
+    where = {flag: sections[name] for name, flags in GROUPS.items() for flag in flags}
+
+    def add(flag: str, *more: str, **kwargs: Any) -> Any:
+        return where.get(flag, parser).add_argument(flag, *more, **kwargs)
+
+    return add
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, not the usage of 30 flags first; a bad value from a PROCQ_* variable or the
+    TOML file is named as written there, not as the flag it stands for."""
+
+    def __init__(self, argv: list[str] | None, env: ConfigSource, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._argv = sys.argv[1:] if argv is None else argv
+        self._env = env
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        found = re.match(r"argument (--[\w-]+)(?:/[^:]*)?: (.*)", message)
+        if found:
+            flag, problem = found.groups()
+            given = any(arg == flag or arg.startswith(flag + "=") for arg in self._argv)
+            origin = None if given else self._env.origin(flag[2:].replace("-", "_"))
+            if origin:
+                message = f"{origin}: {problem.replace('invalid ', 'not a valid ', 1)} (the setting {flag})"
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _true(text: str) -> bool:
