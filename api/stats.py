@@ -19,7 +19,12 @@ class StatsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
         submitted, completed = self._metrics.rates()
-        resp.media = {**stats, "submitted_per_s": round(submitted, 4), "completed_per_s": round(completed, 4)}
+        resp.media = {
+            **stats,
+            "submitted_per_s": round(submitted, 4),
+            "completed_per_s": round(completed, 4),
+            "history": self._metrics.history(),  # lets a page draw the last minutes at once
+        }
 
 
 class MetricsResource:

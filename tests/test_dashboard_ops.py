@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Page, expect, needs_browser, screenshot
+from tests.browser import Browser, Page, expect, needs_browser, screenshot
+from tests.features import create_admin_key
 from tests.helpers import Receiver, ServerProcess, py, wait_until
 
 SLEEPER = py("import time; time.sleep(60)")
@@ -242,3 +243,59 @@ def test_bulk_actions_cancel_rerun_and_delete_the_ticked_jobs(page: Page, server
     expect(page.locator("#toast")).to_contain_text("Deleted 4")
     expect(page.locator("#jobs-body tr")).to_have_count(0)
     assert server.get("/jobs").json()["jobs"] == []
+
+
+@needs_browser
+def test_the_throughput_chart_is_drawn_at_once_from_the_servers_recent_history(
+    page: Page, server: ServerProcess
+) -> None:
+    for job in [server.submit(py("pass")) for _ in range(3)]:
+        server.wait_status(job["id"], "COMPLETED")
+    history = server.get("/stats").json()["history"]
+    assert sum(history["submitted"]) == 3 and sum(history["completed"]) == 3
+    page.goto(server.url + "/")
+    expect(page.locator("#spark")).to_have_attribute("data-points", str(len(history["submitted"])))
+    expect(page.locator("#spark-note")).to_be_hidden()
+    expect(page.locator("#spark polyline.submitted")).to_have_count(1)
+
+
+@needs_browser
+def test_search_finds_jobs_by_id_prefix_command_or_tag(page: Page, server: ServerProcess) -> None:
+    render = server.submit(py("print('render frame')"), tags=["video"])
+    other = server.submit(py("print('other work')"), tags=["misc"])
+    for job in (render, other):
+        server.wait_status(job["id"], "COMPLETED")
+    page.goto(server.url + "/")
+    expect(page.locator("#jobs-body tr")).to_have_count(2)
+    search = page.locator("#search")
+    for text, found in (("render frame", render), ("misc", other), (other["id"][:26], other)):
+        search.fill(text)
+        assert wait_until(lambda: ids_shown(page) == [found["id"]]), text  # noqa: B023 - used at once
+    expect(page).to_have_url(re.compile(r"#/\?q="))
+    search.fill("nothing like this")
+    expect(page.locator("#jobs-empty")).to_have_text("No jobs match these filters.")
+
+
+@needs_browser
+def test_with_a_scoped_key_the_cards_count_only_the_callers_jobs(
+    browser: Browser, start_server, jobs_dir: Path
+) -> None:
+    admin = create_admin_key(jobs_dir)
+    server = start_server()
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    made = server.post("/admin/keys", json={"name": "team", "scopes": ["jobs:submit", "jobs:read"]}, headers=as_admin)
+    team = made.json()["key"]
+    for _ in range(3):
+        server.post("/jobs", json={"args": py("pass")}, headers=as_admin)
+    mine = server.post("/jobs", json={"args": py("pass")}, headers={"Authorization": f"Bearer {team}"}).json()
+    wait_until(lambda: server.get("/stats", headers=as_admin).json()["counts"]["COMPLETED"] == 4)
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.add_init_script(f"localStorage.setItem('procq.apiKey', {team!r})")
+        tab.goto(server.url + "/")
+        expect(tab.locator(f'tr[data-id="{mine["id"]}"]')).to_be_visible()
+        expect(tab.locator("#jobs-body tr")).to_have_count(1)
+        expect(tab.locator('#counts [data-status="COMPLETED"] .number')).to_have_text("1")
+    finally:
+        context.close()
