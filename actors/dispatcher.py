@@ -230,17 +230,19 @@ class Dispatcher(pykka.ThreadingActor):
         before: str | None,
         limit: int,
         owner: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first, with ids below `before` (the last id of the previous page),
         and the id to continue from, or None on the last page. New jobs have larger ids, so paging
         while jobs are added neither skips nor repeats one. Returns at once."""
-        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner)
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner, search)
         return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
 
-    def stats(self) -> dict[str, Any]:
-        """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
+    def stats(self, owner: str | None = None) -> dict[str, Any]:
+        """Counts per status (of `owner`'s jobs only, if given) and worker slots in use, from memory
+        (GET /stats, /metrics)."""
         return {
-            "counts": {status.value: self._index.count(status) for status in Status},
+            "counts": {status.value: self._index.count(status, owner) for status in Status},
             "workers": {"busy": len(self._running), "total": self._settings.workers},
         }
 

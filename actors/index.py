@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from procq.actors.job import Job, Status
@@ -22,6 +23,7 @@ class JobIndex:
         self._all: list[str] = []
         self._by_status: dict[Status, list[str]] = {status: [] for status in Status}
         self._by_tag: dict[str, list[str]] = {}
+        self._owned: dict[str, Counter[Status]] = {}  # per owner (API key id): jobs per status
         for job in sorted(jobs, key=lambda job: job.id):
             self.put(None, job)
 
@@ -35,19 +37,28 @@ class JobIndex:
             return
         else:
             _remove(self._by_status[before.status], after.id)
+            if before.owner is not None:
+                self._owned[before.owner][before.status] -= 1
         _insert(self._by_status[after.status], after.id)
+        if after.owner is not None:
+            self._owned.setdefault(after.owner, Counter())[after.status] += 1
 
     def remove(self, job: Job) -> None:
         _remove(self._all, job.id)
         _remove(self._by_status[job.status], job.id)
+        if job.owner is not None:
+            self._owned[job.owner][job.status] -= 1
         for tag in job.tags:
             ids = self._by_tag.get(tag, [])
             _remove(ids, job.id)
             if not ids:
                 self._by_tag.pop(tag, None)
 
-    def count(self, status: Status) -> int:
-        return len(self._by_status[status])
+    def count(self, status: Status, owner: str | None = None) -> int:
+        """Jobs in `status`: all of them, or those of one owner."""
+        if owner is None:
+            return len(self._by_status[status])
+        return self._owned.get(owner, Counter())[status]
 
     def ids_with_status(self, status: Status) -> list[str]:
         """The ids in one state, oldest first (a copy: the caller may change the index meanwhile)."""
@@ -61,6 +72,7 @@ class JobIndex:
         limit: int,
         status_of: dict[str, Job],
         owner: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[str], bool]:
         """Up to `limit` ids newest first, all smaller than `before` (the cursor), matching every
         filter given. Returns them and whether more follow. Walks the narrowest list that answers:
@@ -76,8 +88,17 @@ class JobIndex:
             source = _newest_first(self._all, before)
         if owner is not None:  # a key without admin lists only its own jobs (a scan: no per-owner list)
             source = (i for i in source if status_of[i].owner == owner)
+        if search:  # a scan of what the other filters leave, newest first, until the page is full
+            source = (i for i in source if _matches(status_of[i], search))
         found = list(itertools.islice(source, limit + 1))
         return found[:limit], len(found) > limit
+
+
+def _matches(job: Job, search: str) -> bool:
+    """An id prefix, a piece of the command line (any case), or a whole tag."""
+    if job.id.startswith(search.lower()) or search in job.tags:
+        return True
+    return search.lower() in " ".join(job.args).lower()
 
 
 def _newest_first(ids: list[str], before: str | None) -> Iterator[str]:

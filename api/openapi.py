@@ -183,7 +183,7 @@ PATHS: dict[str, Any] = {
         "get": _operation(
             "List jobs, newest first",
             {"200": _json("A page of jobs.", "JobList"), "400": _error("A query parameter is invalid.")},
-            parameters=_query("status", "tag", "limit", "cursor"),
+            parameters=_query("status", "tag", "q", "limit", "cursor"),
         ),
     },
     "/jobs/{job_id}": {

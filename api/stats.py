@@ -6,6 +6,7 @@ from typing import Any
 
 import falcon
 from procq.actors.metrics import Metrics
+from procq.api.auth import owner_filter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 ASK_TIMEOUT_S = 10.0
@@ -17,7 +18,8 @@ class StatsResource:
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
+        # A key without admin sees counts of its own jobs, as its listings do.
+        stats = self._dispatcher.stats(owner_filter(req)).get(timeout=ASK_TIMEOUT_S)
         submitted, completed = self._metrics.rates()
         resp.media = {
             **stats,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.features import create_admin_key
 from tests.helpers import ROOT, ServerProcess, py, wait_until
 
 SLEEPER = py("import time; time.sleep(60)")
@@ -126,3 +127,23 @@ def test_a_job_requeued_after_a_stop_shows_no_exit_code_or_wall_time_of_the_cut_
     assert again["attempts"] == 2 and len(again["runs"]) == 1  # the cut run stays in runs
     second.put(f"/jobs/{job['id']}/cancel")
     wait_until(lambda: second.status(job["id"])["status"] == "CANCELED")
+
+
+def test_jobs_q_finds_by_id_prefix_command_or_tag_and_stats_count_a_keys_own(start_server, jobs_dir: Path) -> None:
+    admin = {"Authorization": f"Bearer {create_admin_key(jobs_dir)}"}
+    server = start_server()
+    made = server.post("/admin/keys", json={"name": "team", "scopes": ["jobs:submit", "jobs:read"]}, headers=admin)
+    team = {"Authorization": f"Bearer {made.json()['key']}"}
+    render = server.post("/jobs", json={"args": py("print('Render')"), "tags": ["video"]}, headers=admin).json()
+    mine = server.post("/jobs", json={"args": py("pass")}, headers=team).json()
+
+    def found(q: str, headers: dict[str, str]) -> list[str]:
+        return [job["id"] for job in server.get("/jobs", params={"q": q}, headers=headers).json()["jobs"]]
+
+    assert found("render", admin) == [render["id"]]  # any case
+    assert found("video", admin) == [render["id"]]
+    assert found(mine["id"][:20], admin) == [mine["id"]]
+    assert found("render", team) == []  # search never reaches another key's jobs
+    assert server.get("/jobs", params={"q": ""}, headers=admin).status_code == 400
+    wait_until(lambda: server.get("/stats", headers=admin).json()["counts"]["COMPLETED"] == 2)
+    assert server.get("/stats", headers=team).json()["counts"]["COMPLETED"] == 1
