@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-from procq.api.keys import KEY_ID, KeyNotFound, KeyStore, check_name, check_scopes
+from procq.api.keys import KEY_ID, KeyNotFound, KeyStore, check_name, check_scopes, lockout_risk
 from procq.api.schema import read_json
 
 NEW_KEY: dict[str, Any] = {
@@ -38,7 +38,14 @@ class KeysResource:
         if unknown:
             raise _invalid(f"Unknown field {unknown[0]!r}; the fields are: name, scopes")
         try:
-            key, clear = self._keys.create(check_name(data.get("name")), check_scopes(data.get("scopes")))
+            scopes = check_scopes(data.get("scopes"))
+        except ValueError as exc:
+            raise _invalid(str(exc)) from exc
+        risk = lockout_risk(self._keys, scopes)
+        if risk:
+            raise falcon.HTTPConflict(title="The first key needs the admin scope", description=f"Refused: {risk}.")
+        try:
+            key, clear = self._keys.create(check_name(data.get("name")), scopes)
         except ValueError as exc:
             raise _invalid(str(exc)) from exc
         resp.status = falcon.HTTP_201

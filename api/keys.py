@@ -284,6 +284,7 @@ def command_line(argv: list[str]) -> int:
     create = commands.add_parser("create", help="make a key and print it (shown once)")
     create.add_argument("--name", required=True, help="who or what uses it, e.g. ci")
     create.add_argument("--scopes", required=True, help=f"comma-separated, of: {','.join(SCOPES)}")
+    create.add_argument("--yes", action="store_true", help="create a first key without admin anyway")
     commands.add_parser("list", help="show every key (never the keys themselves)")
     revoke = commands.add_parser("revoke", help="revoke a key; the running server refuses it at once")
     revoke.add_argument("id")
@@ -292,7 +293,12 @@ def command_line(argv: list[str]) -> int:
     try:
         store = KeyStore(keys_path(args.jobs_dir, args.keys_file))
         if args.command == "create":
-            key, clear = store.create(args.name, tuple(s.strip() for s in args.scopes.split(",") if s.strip()))
+            scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+            risk = lockout_risk(store, scopes)
+            if risk and not args.yes:
+                print(f"procq keys: refused: {risk} (or pass --yes)", file=sys.stderr)
+                return 2
+            key, clear = store.create(args.name, scopes)
             print(f"created key {key.id} ({key.name}) with scopes {','.join(key.scopes)} in {store.path}")
             print("the key, shown this once; store it now:")
             print(clear)
@@ -307,6 +313,18 @@ def command_line(argv: list[str]) -> int:
         print(f"procq keys: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def lockout_risk(store: KeyStore, scopes: tuple[str, ...]) -> str | None:
+    """Why creating this key would lock everyone out, or None. The first live key turns keys on; one
+    without admin would leave nobody able to manage keys (nor, often, to submit), and undoing that
+    needs a shell on the server."""
+    if "admin" in scopes or any(key.revoked_at is None for key in store.list()):
+        return None
+    return (
+        f"the first key turns keys on, and one with only {', '.join(scopes)} would leave nobody able to "
+        "manage keys; create an admin key first (scope admin), then keys with fewer scopes"
+    )
 
 
 def keys_path(jobs_dir: Path, keys_file: Path | None) -> Path:

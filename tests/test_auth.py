@@ -128,7 +128,7 @@ def test_a_key_revoked_from_the_command_line_fails_on_the_next_request(jobs_dir:
 def test_keys_created_on_the_command_line_work_and_are_stored_hashed(jobs_dir: Path, start_server: Any) -> None:
     server = start_server()
     assert server.post("/jobs", json={"args": py("pass")}).status_code == 201  # no key yet: open
-    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read")
+    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read", "--yes")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("pq_")
