@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.settings import Settings
-from procq.actors.webhook import WebhookPolicy
+from procq.actors.settings import Settings, WebhookPolicy
 
 from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
 from tests.helpers import Receiver, ServerProcess

@@ -26,6 +26,12 @@ def test_the_wheel_installs_only_the_procq_import_name_and_its_console_script(tm
     assert metadata.read(f"{dist_info}/top_level.txt").decode().split() == ["procq"]
     assert "procq = procq.server.console:main" in metadata.read(f"{dist_info}/entry_points.txt").decode()
     assert "procq/api/ui/index.html" in names  # the dashboard ships inside the package
+    sources = {
+        f"procq/{p.relative_to(ROOT).as_posix()}"
+        for d in ("actors", "api", "client", "server")
+        for p in (ROOT / d).rglob("*.py")
+    }
+    assert sources <= set(names), sorted(sources - set(names))  # every subpackage ships (actors/dispatch, ...)
 
 
 def test_procq_serve_help_prints_the_same_flags_as_run_py() -> None:
