@@ -60,9 +60,9 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
+def screenshot(page: Page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
     path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 10_000  # a real rendering, not an empty page
     if DOCS is not None:
         DOCS.mkdir(exist_ok=True)

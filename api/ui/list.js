@@ -139,7 +139,7 @@ function jobRow(job) {
     el("td", { class: "age", title: job.enqueued_at || "", text: relative(job.enqueued_at) }),
     el("td", { class: "ran num", text: ran(job) }),
     el("td", { class: "exit num", text: job.exit_code ?? "" }),
-    el("td", { class: "id", title: job.id, text: job.id }),
+    el("td", { class: "id", title: job.id, text: `…${job.id.slice(-12)}` }), // ids share their time prefix
   );
   row.addEventListener("click", (event) => {
     if (!["A", "INPUT"].includes(event.target.tagName) && !event.target.closest("td.pick")) {

@@ -30,7 +30,7 @@ function queueRow(queue) {
     "tr",
     { "data-queue": queue.name, "data-paused": String(queue.paused) },
     el("td", { class: "name", text: queue.name }),
-    el("td", { class: "state" }, el("span", { class: `qstate ${queue.paused ? "paused" : "open"}`, text: queue.paused ? "⏸ paused" : "▶ running" })),
+    el("td", { class: "state" }, el("span", { class: `qstate ${queue.paused ? "paused" : "open"}`, text: queue.paused ? "‖ paused" : "▶ running" })),
     el("td", { class: "num queued", text: String(queue.queued) }),
     el("td", { class: "num running", text: String(queue.running) }),
     el("td", { class: "parallelism" }, el("span", { class: "size-box" }, size, save)),
