@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
+from procq.api.ask import ask
 from procq.api.keys import ApiKey, KeyStore
 
-ASK_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 # Routes anyone may call once keys exist: liveness for load balancers, and the dashboard's static
 # files (they hold no data; the page asks for a key before it fetches any).
@@ -56,7 +58,7 @@ class AuthMiddleware:
     """Once a key exists: 401 without a valid `Authorization: Bearer <key>`, 403 when the key lacks
     the route's scope, 404 for a job another key owns (unless admin). Runs on waitress threads."""
 
-    def __init__(self, keys: KeyStore, dispatcher: Any) -> None:
+    def __init__(self, keys: KeyStore, dispatcher: DispatcherProxy) -> None:
         self._keys = keys
         self._dispatcher = dispatcher
 
@@ -86,7 +88,7 @@ class AuthMiddleware:
             )
         job_id = params.get("job_id")
         if is_job_id(job_id) and not key.allows("admin"):
-            job = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+            job = ask(self._dispatcher.get(job_id))
             if job.owner != key.id:
                 raise JobNotFound(job_id)  # the same answer as for an unknown id: nothing leaks
 
