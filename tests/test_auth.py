@@ -237,7 +237,7 @@ def test_the_keys_command_reads_the_servers_config_file(tmp_path: Path, jobs_dir
 
 def test_the_keys_commands_options_may_also_follow_the_subcommand(tmp_path: Path, jobs_dir: Path) -> None:
     keys = [sys.executable, str(ROOT / "run.py"), "keys"]
-    late = [*keys, "create", "--name", "late", "--scopes", "jobs:read", "--jobs-dir", str(jobs_dir)]
+    late = [*keys, "create", "--name", "late", "--scopes", "admin", "--jobs-dir", str(jobs_dir)]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     created = subprocess.run(late, capture_output=True, text=True, timeout=30, cwd=elsewhere)
