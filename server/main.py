@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.insecure_no_auth:
             print(
                 f"procq: refusing to listen on {args.host!r} with no API key: anyone who can reach it could run "
-                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create --name admin "
-                "--scopes admin\nor pass --insecure-no-auth to serve without keys anyway.",
+                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create admin "
+                "--scope admin\nor pass --insecure-no-auth to serve without keys anyway.",
                 file=sys.stderr,
             )
             return 2
