@@ -9,10 +9,11 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from procq.actors.job import QUEUE_NAME_PATTERN
 from procq.server.config import ConfigError, ConfigSource
+from procq.server.flagparser import FlagParser, grouped
 from procq.server.values import parse_duration, parse_secret
 
 
@@ -22,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ConfigError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)  # one line, naming the file
         raise SystemExit(2) from exc
-    parser = _Parser(
+    parser = FlagParser(
         argv,
         env,
         prog="run.py",
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = _grouped(parser)
+    add = grouped(parser)
     add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
@@ -194,53 +195,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
     return args
-
-
-# The --help sections, in order, and the flags in each; a flag not named here stays under "options".
-GROUPS = {
-    "Network": ("--host", "--port", "--threads", "--max-streams", "--max-body-bytes"),
-    "Jobs": ("--jobs-dir", "--workers", "--grace", "--restart-limit", "--retention", "--max-queued"),
-    "Deciding what runs": (
-        "--queue", "--aging-seconds", "--timeout", "--max-output-bytes", "--sample-interval", "--cwd-root",
-    ),
-    "Webhooks": (
-        "--webhook-attempts", "--webhook-backoff", "--webhook-backoff-cap", "--webhook-timeout",
-        "--webhook-concurrency", "--webhook-secret", "--webhook-deny-private",
-    ),
-    "Security": ("--keys-file", "--insecure-no-auth", "--allow-command"),
-    "Logging": ("--log-level", "--log-format"),
-}  # fmt: skip
-
-
-def _grouped(parser: argparse.ArgumentParser) -> Callable[..., Any]:
-    """parser.add_argument, but each flag lands in its --help section (GROUPS)."""
-    sections = {name: parser.add_argument_group(name) for name in GROUPS}
-    where = {flag: sections[name] for name, flags in GROUPS.items() for flag in flags}
-
-    def add(flag: str, *more: str, **kwargs: Any) -> Any:
-        return where.get(flag, parser).add_argument(flag, *more, **kwargs)
-
-    return add
-
-
-class _Parser(argparse.ArgumentParser):
-    """Errors as one line, not the usage of 30 flags first; a bad value from a PROCQ_* variable or the
-    TOML file is named as written there, not as the flag it stands for."""
-
-    def __init__(self, argv: list[str] | None, env: ConfigSource, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._argv = sys.argv[1:] if argv is None else argv
-        self._env = env
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        found = re.match(r"argument (--[\w-]+)(?:/[^:]*)?: (.*)", message)
-        if found:
-            flag, problem = found.groups()
-            given = any(arg == flag or arg.startswith(flag + "=") for arg in self._argv)
-            origin = None if given else self._env.origin(flag[2:].replace("-", "_"))
-            if origin:
-                message = f"{origin}: {problem.replace('invalid ', 'not a valid ', 1)} (the setting {flag})"
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _true(text: str) -> bool:
