@@ -93,6 +93,7 @@ def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, An
         fields["retry_backoff_seconds"] = float(data["retry_backoff_seconds"])
     fields["after"] = tuple(data.get("after", ()))
     fields["env"] = tuple(sorted(env.items()))
+    fields["requires"] = tuple(sorted((name, int(units)) for name, units in data.get("requires", {}).items() if units))
     fields["webhook_events"] = tuple(data.get("webhook_events", ("completed",)))
     if data.get("cwd") is not None:
         try:

@@ -152,6 +152,17 @@ SUBMIT: dict[str, Any] = {
             "symlinks are resolved and must stay inside. Default: the job's own directory.",
             "x-message": "cwd must be a path without NUL characters",
         },
+        "requires": {
+            "type": "object",
+            "maxProperties": 32,
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_-]{0,31}$"},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "description": 'GPUs and counted resources the job needs, like {"gpus": 2, "license": 1}: it '
+            "starts only when the server has them free, and its child sees only the GPUs it was given. More "
+            "than the server has in all, or a resource it lacks, is a 400 that says what it has.",
+            "x-message": "requires must map resource names (a-z 0-9 _ -, starting with a letter) to whole "
+            "numbers from 0 to 1000000",
+        },
         "webhook_events": {
             "type": "array",
             "uniqueItems": True,

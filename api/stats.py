@@ -41,5 +41,6 @@ class MetricsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         stats = ask(self._dispatcher.stats())
         self._metrics.set_state(stats["counts"], stats["workers"]["busy"], stats["workers"]["total"])
+        self._metrics.set_resources(stats["resources"])
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self._metrics.registry)

@@ -68,6 +68,10 @@ def main() -> None:
 @click.option("--cwd", help="Working directory, inside the server's --cwd-root.")
 @click.option("--memory", "max_memory_bytes", metavar="SIZE", help="Memory limit of the tree, e.g. 512M, 2G.")
 @click.option("--max-output", "max_output_bytes", metavar="SIZE", help="Limit on stdout + stderr, e.g. 100M.")
+@click.option("--gpus", type=click.IntRange(min=0), help="GPUs the job needs; it sees only the ones it is given.")
+@click.option(
+    "--require", "requires", multiple=True, metavar="NAME=N", help="Units of a server resource it needs (repeatable)."
+)
 @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
 @click.pass_obj
 def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_json: bool, **options: Any) -> None:
@@ -81,6 +85,7 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
     """
     cancel_on_interrupt = options.pop("cancel_on_interrupt")
     tags = options.pop("tags")
+    requires = _requires(options.pop("gpus"), options.pop("requires"))
     options["env"] = env_pairs(options.pop("env"))
     options["after"] = [resolve(client, job_id) for job_id in options.pop("after")] or None
     for name in ("max_memory_bytes", "max_output_bytes"):
@@ -88,7 +93,8 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
     hint = shell_hint(list(args))
     if hint:
         err.print(hint, soft_wrap=True)
-    job = client.submit(list(args), tags=tags or None, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    job = client.submit(list(args), tags=tags or None, requires=requires or None, **options)
     if not (wait_ or follow):
         if as_json:
             print_json(job.to_dict())
@@ -105,6 +111,16 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
         else:
             job = wait_with_spinner(client, job)
     finish(client, job, as_json, show_stderr=not follow)
+
+
+def _requires(gpus: int | None, specs: tuple[str, ...]) -> dict[str, int]:
+    requires = {"gpus": gpus} if gpus else {}
+    for spec in specs:
+        name, _, units = spec.partition("=")
+        if not name or not units.isdigit():
+            raise click.BadParameter(f"{spec!r}: expected NAME=N, like license=1", param_hint="--require")
+        requires[name.strip()] = int(units)
+    return requires
 
 
 @cli.command()

@@ -229,6 +229,10 @@ class Client(Following):
         body = {k: v for k, v in (("paused", paused), ("parallelism", parallelism)) if v is not None}
         return self._request("PUT", f"/queues/{name}", json=body).json()
 
+    def resources(self) -> dict[str, Any]:
+        """The server's GPUs (each with the job holding it, if any) and counted resources (total, in use, free)."""
+        return self._request("GET", "/resources").json()
+
     def health(self) -> dict[str, Any]:
         """The server's health checks; raises Unavailable when it is not ready. Needs no key."""
         return self._request("GET", "/health").json()

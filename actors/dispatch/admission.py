@@ -9,13 +9,15 @@ from procq.actors.dispatch.index import JobTable
 from procq.actors.errors import InvalidRequest, QueueFull, ShuttingDown, StorageError
 from procq.actors.job import Job, JobRequest, Status
 from procq.actors.jobdir import JobDir
+from procq.actors.resources.node import Node
 
 log = logging.getLogger("procq.dispatcher")
 
 
-def admit(request: JobRequest, table: JobTable, accepting: bool, max_queued: int | None) -> None:
+def admit(request: JobRequest, table: JobTable, accepting: bool, max_queued: int | None, node: Node) -> None:
     """Raises ShuttingDown, QueueFull (max_queued jobs wait already) or InvalidRequest (`after`
-    names a job that does not exist); returns if the request may become a job."""
+    names a job that does not exist, or `requires` asks for more than the node has in all, so it
+    could never start); returns if the request may become a job."""
     if not accepting:
         raise ShuttingDown()
     if max_queued is not None and table.count(Status.IN_QUEUE) >= max_queued:  # O(1): the index counts
@@ -23,6 +25,10 @@ def admit(request: JobRequest, table: JobTable, accepting: bool, max_queued: int
     unknown = [dependency for dependency in request.after if dependency not in table]
     if unknown:
         raise InvalidRequest(f"after: there is no job with id {unknown[0]!r}; after lists ids of existing jobs")
+    try:
+        node.check(dict(request.requires))
+    except ValueError as exc:  # the description says what the node has
+        raise InvalidRequest(str(exc)) from exc
 
 
 def store(job: Job, jobs_dir: Path) -> None:

@@ -58,7 +58,8 @@ class Dispatcher(pykka.ThreadingActor):
         self._spawn = spawn
         self._send_webhook = send_webhook
         self._table = JobTable(jobs, watchers)
-        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)  # filled in on_start
+        # filled in on_start
+        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues, settings.node)
         self._idempotency = Idempotency(self._table.values())
         self._deliveries = Deliveries(self._table.values(), settings.webhook_concurrency)
         self._accepting = True
@@ -129,7 +130,18 @@ class Dispatcher(pykka.ThreadingActor):
         return {
             "counts": {status.value: self._table.count(status, owner) for status in Status},
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
+            "resources": self._scheduler.resources(),
         }
+
+    def resources(self, owner: str | None = None) -> dict[str, Any]:
+        """The node's GPUs (each with the job on it) and counted resources (total, in use, free).
+        With `owner`, jobs of other owners are shown as busy, without their ids."""
+        view = self._scheduler.resources()
+        if owner is not None:
+            for gpu in view["gpus"]:
+                if gpu["job_id"] is not None and self._table[gpu["job_id"]].owner != owner:
+                    gpu["job_id"] = None
+        return view
 
     def ping(self) -> bool:
         """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
@@ -215,7 +227,7 @@ class Dispatcher(pykka.ThreadingActor):
     # --- inside ----------------------------------------------------------------------------------
 
     def _submit(self, request: JobRequest, **extra: Any) -> Job:
-        admission.admit(request, self._table, self._accepting, self._settings.max_queued)
+        admission.admit(request, self._table, self._accepting, self._settings.max_queued, self._settings.node)
         job = transitions.new_job(self._new_id(), request, self._now(), self._settings, **extra)
         admission.store(job, self._settings.jobs_dir)
         self._table.put(job)
@@ -239,7 +251,12 @@ class Dispatcher(pykka.ThreadingActor):
         if not self._accepting:
             return
         while (job_id := self._scheduler.next_to_start()) is not None:
-            self._launcher.run(self._table[job_id])
+            job = self._table[job_id]
+            assignment = self._scheduler.assignment(job_id)
+            if assignment is not None:  # shown at once; the Supervisor sets the child's devices from it
+                job = dataclasses.replace(job, assigned=assignment.to_dict())
+                self._table.put(job)
+            self._launcher.run(job)
         if next_run_at is not None:
             self._alarm.at(timestamp(datetime.fromtimestamp(next_run_at, UTC)))
         due_now, next_due = self._deliveries.take_due(timestamp(self._now()))

@@ -17,6 +17,10 @@ _USAGE = {
     "cpu_user_seconds": {"type": ["number", "null"], "description": "User CPU of the whole process tree."},
     "cpu_system_seconds": {"type": ["number", "null"], "description": "System CPU of the whole process tree."},
     "peak_rss_bytes": {"type": ["integer", "null"], "description": "Largest sampled resident memory of the tree."},
+    "peak_gpu_memory_bytes": {
+        "type": ["integer", "null"],
+        "description": "Largest sampled GPU memory of the tree (NVIDIA, with procq[gpu] installed); else null.",
+    },
 }
 
 
@@ -57,6 +61,19 @@ JOB_FIELDS: dict[str, Any] = {
         "description": "Usage of the last attempt.",
     },
     "rerun_of": {"type": ["string", "null"], "description": "The job this one reruns (POST /jobs/{id}/rerun)."},
+    "requires": {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+        "description": "The GPUs and counted resources it needs; units of 0 are left out.",
+    },
+    "assigned": {
+        "oneOf": [
+            {"type": "object", "properties": {"gpus": {"type": "array", "items": {"type": "string"}}}},
+            {"type": "null"},
+        ],
+        "description": 'What its current or last run was given, like {"gpus": ["1", "3"], "license": 1}; '
+        "null while it waits.",
+    },
     "idempotency_key_sha256": {"type": ["string", "null"], "description": "SHA-256 of the Idempotency-Key."},
     "request_sha256": {"type": ["string", "null"], "description": "SHA-256 of the submitted body."},
     "owner": {
@@ -182,6 +199,40 @@ _QUEUES: dict[str, Any] = {
         "properties": {"queues": {"type": "array", "items": ref("Queue")}},
     },
     "QueueUpdate": QUEUE_UPDATE,
+    "Resources": {
+        "type": "object",
+        "description": "What the server can hand to jobs (--gpus, --resource) and who holds it now.",
+        "required": ["vendor", "gpus", "resources"],
+        "properties": {
+            "vendor": {"enum": ["nvidia", "amd", None]},
+            "gpus": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "busy", "job_id"],
+                    "properties": {
+                        "id": {"type": "string", "description": "As CUDA_VISIBLE_DEVICES takes it."},
+                        "name": {"type": "string"},
+                        "uuid": {"type": ["string", "null"]},
+                        "memory_bytes": {"type": ["integer", "null"]},
+                        "busy": {"type": "boolean", "description": "A job holds it."},
+                        "job_id": {
+                            "type": ["string", "null"],
+                            "description": "The job holding it (null for another owner's job when keys are in use).",
+                        },
+                    },
+                },
+            },
+            "resources": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["total", "in_use", "free"],
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in ("total", "in_use", "free")},
+                },
+            },
+        },
+    },
 }
 
 _KEYS: dict[str, Any] = {
