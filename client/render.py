@@ -96,7 +96,8 @@ JOB_COLUMNS = ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", "COMMAND", "TAGS")
 def jobs_plain(jobs: list[Job]) -> str:
     """`procq ls` into a pipe: a header, then one tab-separated line per job with nothing shortened (the
     full id, the exact submit time, the whole command), so `grep`, `cut -f1` and `awk -F'\t'` work."""
-    lines = ["\t".join(JOB_COLUMNS)]
+    gpus = any(job.requires for job in jobs)  # a last HOLDS column, so the others keep their places
+    lines = ["\t".join((*JOB_COLUMNS, *(("HOLDS",) if gpus else ())))]
     for job in jobs:
         fields = (
             job.id,
@@ -106,6 +107,7 @@ def jobs_plain(jobs: list[Job]) -> str:
             duration(job),
             command(job.args),
             ",".join(job.tags),
+            *((holds(job),) if gpus else ()),
         )
         lines.append("\t".join(_one_line(field) for field in fields))
     return "\n".join(lines)
