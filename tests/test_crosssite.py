@@ -13,8 +13,8 @@ import pytest
 import requests
 from procq.api.crosssite import content_type_refusal, is_loopback_host, origin_refusal
 
+from tests.browser import needs_browser  # browser: the shared Chromium fixture, from conftest.py
 from tests.helpers import ROOT, ServerProcess, py
-from tests.test_dashboard import browser, needs_browser  # noqa: F401 - browser: the shared Chromium fixture
 
 BODY = '{"args": ["sh", "-c", "id > proof"]}'
 
