@@ -156,14 +156,18 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE)
+    # Queued again: what the cut run measured (exit code, error, usage) is in `runs`, not shown as current.
+    return dataclasses.replace(
+        cleared, status=Status.IN_QUEUE, exit_code=None, error=None, completed_at=None, resources=None
+    )
 
 
 def interrupted_run(job: Job, exit_code: int | None, usage: Usage, reason: str, restart_limit: int, now: str) -> Job:
     """A shutdown ended the run the Supervisor was following: its record kept, then `interrupted`."""
     cut = with_run(dataclasses.replace(job, exit_code=exit_code, error=reason), usage, now)
     job = dataclasses.replace(job, runs=cut.runs, resources=cut.resources)
-    return dataclasses.replace(interrupted(job, reason, restart_limit, now), exit_code=exit_code)
+    after = interrupted(job, reason, restart_limit, now)
+    return dataclasses.replace(after, exit_code=exit_code) if after.status is Status.FAILED else after
 
 
 def with_run(job: Job, usage: Usage, completed_at: str) -> Job:

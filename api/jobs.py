@@ -111,6 +111,10 @@ class JobsResource:
     def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         resp.media = self._job(job_id).to_dict()
 
+    def on_get_job(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """GET /jobs/{id}: the job, as /status gives it (the first URL people try)."""
+        resp.media = self._job(job_id).to_dict()
+
     def on_get_result(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         job = self._job(job_id)
         if job.status is not Status.COMPLETED:

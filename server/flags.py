@@ -14,6 +14,7 @@ from typing import Any
 from procq.actors.job import QUEUE_NAME_PATTERN
 from procq.actors.resources import node
 from procq.server.config import ConfigError, ConfigSource
+from procq.server.flagparser import FlagParser, grouped
 from procq.server.values import parse_duration, parse_secret
 
 
@@ -22,17 +23,21 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
     try:
         env = ConfigSource(argv, {**os.environ, **(secrets or {})})  # flags > PROCQ_* > TOML file > defaults
     except ConfigError as exc:
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"run.py: error: {exc}", file=sys.stderr)  # one line, naming the file
         raise SystemExit(2) from exc
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
+        argv,
+        env,
         prog="run.py",
+        usage="run.py [OPTIONS]          serve (the options below)\n"
+        "       run.py keys {create,list,revoke} ...   manage API keys (run.py keys --help)",
         description="procq: a job server that runs every job as its own process. "
         "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
         '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
         "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = grouped(parser)
     add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
@@ -185,7 +190,8 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[PROCQ_LOG_LEVEL]",
+        help="the least important log lines shown: DEBUG adds each job's internal steps, WARNING keeps "
+        "only problems [PROCQ_LOG_LEVEL]",
     )
     add(
         "--log-format",

@@ -27,7 +27,7 @@ from procq.api.keys import KeyStore, keys_path
 from procq.server import keys as keys_command
 from procq.server import logformat
 from procq.server.flags import is_loopback, parse_args
-from procq.server.httpserver import create_server
+from procq.server.httpserver import bind_error, create_server, starting_app
 
 log = logging.getLogger("procq")
 SECRET_VARIABLES = ("PROCQ_WEBHOOK_SECRET",)
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.insecure_no_auth:
             print(
                 f"procq: refusing to listen on {args.host!r} with no API key: anyone who can reach it could run "
-                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create --name admin "
-                "--scopes admin\nor pass --insecure-no-auth to serve without keys anyway.",
+                f"any command. Create a key first:\n  python run.py keys --jobs-dir {jobs_dir} create admin "
+                "--scope admin\nor pass --insecure-no-auth to serve without keys anyway.",
                 file=sys.stderr,
             )
             return 2
@@ -88,10 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.node.totals():
         log.info("jobs may require: %s", settings.node.describe())
+    try:  # bind first: with the port taken, procq must stop before it recovers or starts any job
+        server = create_server(
+            starting_app,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
+            channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
+            connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
+            ident="procq",
+        )
+    except OSError as exc:
+        lock.close()
+        print(f"procq: {bind_error(args.host, args.port, exc)}", file=sys.stderr)
+        return 1
     try:
         keeper = KeeperLink(jobs_dir, settings.grace_s)
     except KeeperError as exc:
         print(f"procq: could not start or reach the keeper of {jobs_dir}: {exc}", file=sys.stderr)
+        server.close()
         lock.close()
         return 2
     jobs = load_jobs(settings, timestamp(utc_now()), keeper)
@@ -113,23 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         commands=commands,
         loopback_only=is_loopback(args.host),
     )
-    server = create_server(
-        app,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        max_request_body_size=args.max_body_bytes * 2,  # the app answers 413 itself, in JSON
-        channel_request_lookahead=1,  # lets an event stream see its client hang up (api/sse.py)
-        connection_limit=max(100, args.threads * 2),  # waitress's default of 100 would refuse followers
-        ident="procq",
-    )
+    server.application = app  # read per request by waitress's tasks
     keep_running = args.on_stop == "keep"
     osdeps.install_shutdown(lambda: _stopping(events, keep_running))
     try:
-        print(
-            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
-            flush=True,
-        )
+        url = f"http://{args.host}:{server.effective_port}"
+        message = f"serving on {url} with {len(jobs)} jobs from {jobs_dir}"
+        fields = {"url": url, "jobs": len(jobs), "jobs_dir": str(jobs_dir)}
+        print(logformat.line(args.log_format, message, **fields) if args.log_format == "json" else f"procq {message}")
+        sys.stdout.flush()
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
     except KeyboardInterrupt:
         pass  # the signal came before waitress's loop started (clients may connect once we print)

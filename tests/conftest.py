@@ -9,6 +9,7 @@ import pykka
 import pytest
 from procq.actors.settings import Settings, WebhookPolicy
 
+from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
 from tests.helpers import Receiver, ServerProcess, end_keeper
 
 

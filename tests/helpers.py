@@ -74,6 +74,7 @@ class ServerProcess:
         if not match:
             self.proc.kill()
             raise AssertionError(f"server did not start; its log:\n{self.log()}")
+        self.banner = found[0].strip()  # the first line the server printed: where it serves
         return match.group(0)
 
     def log(self) -> str:

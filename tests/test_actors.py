@@ -132,7 +132,9 @@ def test_a_job_directory_that_cannot_be_made_fails_that_submit_only(settings: Se
 def test_the_webhook_is_delivered_once_the_job_ends(settings: Settings, receiver: Receiver) -> None:
     dispatcher = _start(settings)
     job_id = _submit(dispatcher, ["true"], webhook=receiver.url)
-    assert receiver.wait_for(1) == [{"id": job_id, "status": "COMPLETED", "result_url": f"/jobs/{job_id}/result"}]
+    assert receiver.wait_for(1) == [
+        {"id": job_id, "status": "COMPLETED", "result_url": f"/jobs/{job_id}/result", "status_url": f"/jobs/{job_id}"}
+    ]
     job = _wait_delivery(dispatcher, job_id, "delivered")
     assert job.webhook_delivery.attempts == 1 and job.webhook_delivery.delivered_at
     assert JobDir(settings.jobs_dir / job_id).read().webhook_delivery.state == "delivered"

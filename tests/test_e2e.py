@@ -52,8 +52,16 @@ def test_the_webhook_arrives_for_each_terminal_state(start_server, receiver: Rec
     server.wait_status(slow["id"], "IN_PROGRESS")
     server.put(f"/jobs/{slow['id']}/cancel")
     got = {d["id"]: d for d in receiver.wait_for(3)}
-    assert got[ok["id"]] == {"id": ok["id"], "status": "COMPLETED", "result_url": f"/jobs/{ok['id']}/result"}
+    assert got[ok["id"]] == {
+        "id": ok["id"],
+        "status": "COMPLETED",
+        "result_url": f"/jobs/{ok['id']}/result",
+        "status_url": f"/jobs/{ok['id']}",
+    }
     assert got[bad["id"]]["status"] == "FAILED" and got[slow["id"]]["status"] == "CANCELED"
+    for job in (bad, slow):  # status_url answers with the job for every state; result_url only once COMPLETED
+        assert server.get(got[job["id"]]["status_url"]).json()["status"] == got[job["id"]]["status"]
+        assert server.get(got[job["id"]]["result_url"]).status_code == 409
     assert all(h["Content-Type"] == "application/json" for h in receiver.headers)
     delivery = wait_until(lambda: (j := server.status(ok["id"]))["webhook_delivery"]["state"] == "delivered" and j)
     assert delivery["webhook_delivery"]["attempts"] == 1
@@ -96,6 +104,7 @@ def test_a_pending_delivery_is_made_after_a_restart(start_server) -> None:
             "id": job["id"],
             "status": "COMPLETED",
             "result_url": f"/jobs/{job['id']}/result",
+            "status_url": f"/jobs/{job['id']}",
         }
         wait_until(lambda: again.status(job["id"])["webhook_delivery"]["state"] == "delivered")
         assert again.stop() == 0

@@ -134,15 +134,17 @@ class Dispatcher(pykka.ThreadingActor):
         before: str | None,
         limit: int,
         owner: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first below the cursor `before` (ids sort by creation, so paging while
         jobs are added neither skips nor repeats one), and the next cursor or None. Returns at once."""
-        return self._table.page(statuses, tag, before, limit, owner)
+        return self._table.page(statuses, tag, before, limit, owner, search)
 
-    def stats(self) -> dict[str, Any]:
-        """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
+    def stats(self, owner: str | None = None) -> dict[str, Any]:
+        """Counts per status (of `owner`'s jobs only, if given) and worker slots in use, from memory
+        (GET /stats, /metrics)."""
         return {
-            "counts": {status.value: self._table.count(status) for status in Status},
+            "counts": {status.value: self._table.count(status, owner) for status in Status},
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
             "resources": self._scheduler.resources(),
         }

@@ -39,11 +39,14 @@ PATHS: dict[str, Any] = {
         "get": operation(
             "List jobs, newest first",
             {"200": json_reply("A page of jobs.", "JobList"), "400": error("A query parameter is invalid.")},
-            parameters=query("status", "tag", "limit", "cursor"),
+            parameters=query("status", "tag", "q", "limit", "cursor"),
         ),
     },
     "/jobs/{job_id}": {
         "parameters": _JOB_ID,
+        "get": operation(
+            "A job (the same as /jobs/{job_id}/status)", {"200": json_reply("The job.", "Job")} | UNKNOWN_JOB
+        ),
         "delete": operation(
             "Delete a finished job and its files",
             {"204": {"description": "Deleted."}}
