@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import ctypes
+import errno
 import hashlib
 import json
 import logging
@@ -295,14 +296,28 @@ def is_plain_dir(path: Path) -> bool:
     return stat.S_ISDIR(info.st_mode) and not reparse
 
 
+class NotARegularFile(PermissionError):
+    """A file procq serves is a symlink, a FIFO, a device or a directory, or lies outside its root."""
+
+
 def open_inside(path: Path, root: Path) -> IO[bytes]:
-    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
-    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
-    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    """Open `path` for reading only if it is a regular file really inside `root`: no symlink on the way
+    may lead out (realpath check), the last component is opened with O_NOFOLLOW where the OS has it
+    (a link swapped in after the check is refused too), and O_NONBLOCK so a FIFO planted there cannot
+    hang the read. Raises NotARegularFile for anything else; FileNotFoundError when it is missing."""
     real, real_root = os.path.realpath(path), os.path.realpath(root)
     if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
-        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path))
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a link swapped in, a socket, a directory
+            raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path)) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path))
     return open(fd, "rb")
 
 
