@@ -66,7 +66,7 @@ class LogsResource:
         if job.status.terminal:
             end.set()
         gone = sse.client_gone(req)
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone), gone=gone)
 
     def _follow(
         self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
