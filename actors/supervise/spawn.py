@@ -16,19 +16,23 @@ from procq.actors.resources.node import Node
 Spawn = Callable[[Job, JobDir, int], "subprocess.Popen[bytes]"]
 
 
-def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[bytes]:
+def spawn_child(job: Job, jobdir: JobDir, attempt: int, run_as: osdeps.RunAs | None = None) -> subprocess.Popen[bytes]:
     """Start the job's command without a shell, in its own directory and process group, its output
-    going straight into the job's files (no Python loop copies it)."""
+    going straight into the job's files (no Python loop copies it). With `run_as`, the child runs as
+    that user, who then owns the job's directory and output files (meta.json stays the server's)."""
     stdout, stderr = jobdir.open_outputs(attempt)
     with stdout, stderr:  # the child holds its own copies; ours close once it is started
+        osdeps.give_to([jobdir.path, jobdir.stdout, jobdir.stderr], run_as)
+        user_env = run_as.env() if run_as is not None else {}
         return subprocess.Popen(
             list(job.args),
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             cwd=job.cwd or jobdir.path,
-            env=child_environment({**os.environ, **job.env}),
+            env=child_environment({**os.environ, **user_env, **job.env}),
             **osdeps.spawn_kwargs(),
+            **osdeps.run_as_kwargs(run_as),
         )
 
 

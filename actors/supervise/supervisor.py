@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -58,7 +59,7 @@ class Supervisor(pykka.ThreadingActor):
         self._dir = JobDir(settings.jobs_dir / job.id)
         self._dispatcher = dispatcher
         self._finished = finished
-        self._spawn = spawn or spawn_child
+        self._spawn = spawn or functools.partial(spawn_child, run_as=settings.run_as)
         self._now = now
         self._send = send_webhook
         self._stop_reason: StopReason | None = None  # set once the tree is being ended
