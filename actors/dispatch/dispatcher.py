@@ -25,6 +25,7 @@ from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, ut
 from procq.actors.settings import Settings
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 log = logging.getLogger("procq.dispatcher")
 
@@ -50,8 +51,11 @@ class Dispatcher(pykka.ThreadingActor):
         spawn: Spawn | None = None,
         send_webhook: SendWebhook = webhook.send,
         watchers: Sequence[Watcher] = (),
+        webhook_pool: WebhookPool | None = None,
     ) -> None:
         super().__init__()
+        # every webhook of every job (completion, start, logs) runs on this one bounded pool
+        self._webhook_pool = webhook_pool or WebhookPool(settings.webhook_concurrency)
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
@@ -67,7 +71,9 @@ class Dispatcher(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._self: DispatcherProxy = self.actor_ref.proxy()
         self._alarm = Alarm(self._self.wake.defer, self._now)
-        self._launcher = Launcher(self._settings, self._self, self._spawn, self._now, self._send_webhook)
+        self._launcher = Launcher(
+            self._settings, self._self, self._spawn, self._now, self._send_webhook, self._webhook_pool
+        )
         self._retention = Retention(self._settings, self._self)
         for job in sorted(self._table.values(), key=lambda job: job.id):
             if job.status is Status.IN_QUEUE:

@@ -14,6 +14,7 @@ from procq.actors.settings import Settings
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -31,8 +32,10 @@ class Launcher:
         spawn: Spawn | None,
         now: Callable[[], datetime],
         send_webhook: SendWebhook,
+        webhook_pool: WebhookPool,
     ) -> None:
         self._settings = settings
+        self._pool = webhook_pool
         self._dispatcher = dispatcher
         self._spawn = spawn
         self._now = now
@@ -76,6 +79,13 @@ class Launcher:
 
     def _start(self, job: Job, finished: threading.Event) -> Mailbox[Supervisor]:
         ref = Supervisor.start(
-            job, self._settings, self._dispatcher, finished, spawn=self._spawn, now=self._now, send_webhook=self._send
+            job,
+            self._settings,
+            self._dispatcher,
+            finished,
+            spawn=self._spawn,
+            now=self._now,
+            send_webhook=self._send,
+            webhook_pool=self._pool,
         )
         return Mailbox(ref)

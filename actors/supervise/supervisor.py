@@ -52,8 +52,12 @@ class Supervisor(pykka.ThreadingActor):
         spawn: Spawn | None = None,
         now: Callable[[], datetime] = utc_now,
         send_webhook: SendWebhook = webhook.send,
+        webhook_pool: webhookpool.WebhookPool | None = None,
     ) -> None:
         super().__init__()
+        # the Dispatcher's pool, shared by every job; a Supervisor started on its own gets one of its own
+        self._own_pool = webhook_pool is None
+        self._pool = webhook_pool or webhookpool.WebhookPool(settings.webhook_concurrency)
         self._job = job
         self._settings = settings
         self._dir = JobDir(settings.jobs_dir / job.id)
@@ -70,6 +74,10 @@ class Supervisor(pykka.ThreadingActor):
         self._timeout: threading.Timer | None = None
         self._usage = Usage()
         self._limit_error: str | None = None
+
+    def on_stop(self) -> None:
+        if self._own_pool:
+            self._pool.close()  # its queued attempts still run; then its threads end
 
     def on_start(self) -> None:
         self._self: Mailbox[Supervisor] = Mailbox(self.actor_ref)  # for helper threads; cheaper than a proxy
@@ -200,8 +208,7 @@ class Supervisor(pykka.ThreadingActor):
         progress = None
         if job.webhook and {"start", "logs"} & set(job.webhook_events):
             timeout_s = self._settings.webhook.timeout_s
-            pool = webhookpool.shared(self._settings.webhook_concurrency)
-            progress = Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s, pool)
+            progress = Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s, self._pool)
         outputs = (self._dir.stdout, self._dir.stderr)
         node = self._settings.node
         gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
@@ -233,7 +240,7 @@ class Supervisor(pykka.ThreadingActor):
         """Make one attempt at the completion webhook, off the actor thread; returns at once."""
         job = self._job
         args = (self._send, job.webhook, webhook.payload(job), self._settings.webhook.timeout_s, self._self)
-        webhookpool.shared(self._settings.webhook_concurrency).run(threads.deliver, *args)
+        self._pool.run(threads.deliver, *args)
 
     def delivery_finished(self, error: str | None) -> None:
         """From the webhook thread: record the attempt, then hand the job back to the Dispatcher."""
