@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors import osdeps
-from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, StorageError
+from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, NotRegularFile, StorageError
 from procq.actors.job import Job, JobRequest, Status, is_job_id
 from procq.api.ask import ask
 from procq.api.auth import owner_filter, owner_of_request
@@ -122,6 +122,8 @@ class JobsResource:
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
             result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it
+        except osdeps.NotARegularFile as exc:
+            raise NotRegularFile(job.id, "stdout.txt") from exc
         except OSError as exc:
             raise StorageError("open the job's result", exc) from exc
         resp.content_type = job.mime_type

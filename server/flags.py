@@ -162,6 +162,13 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
     )
     add(
+        "--run-as",
+        default=env("PROCQ_RUN_AS", "") or None,
+        metavar="USER",
+        help="POSIX, server started as root: every job runs as this user (name or uid), who owns the job's "
+        "directory and output files; the jobs directory and meta.json stay the server's [PROCQ_RUN_AS]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),

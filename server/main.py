@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     secrets = osdeps.take_secrets(SECRET_VARIABLES)
     args = parse_args(argv, secrets)
     logformat.configure(args.log_level, args.log_format)
+    try:
+        run_as = osdeps.lookup_run_as(args.run_as) if args.run_as else None
+    except ValueError as exc:
+        print(f"procq: {exc}", file=sys.stderr)
+        return 2
     jobs_dir = args.jobs_dir.resolve()
     jobs_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -85,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
         max_queued=args.max_queued,
         node=declared_node(args.gpus, args.resources),
+        run_as=run_as,
     )
+    if run_as is not None:
+        log.info("jobs run as user %s (uid %d, gid %d)", run_as.name, run_as.uid, run_as.gid)
     if settings.node.totals():
         log.info("jobs may require: %s", settings.node.describe())
     try:  # bind first: with the port taken, procq must stop before it recovers or starts any job

@@ -164,7 +164,7 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     except OSError:
         pytest.skip("symlinks are not allowed here")
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and is_json_error(response)
+    assert response.status_code == 409 and is_json_error(response)
     assert "TOP-SECRET-CONTENT" not in response.text
     # The same through a symlinked job directory.
     outside = tmp_path / "elsewhere"
@@ -174,7 +174,7 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     job_dir.rename(tmp_path / "moved")
     job_dir.symlink_to(outside, target_is_directory=True)
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and "TOP-SECRET-CONTENT" not in response.text
+    assert response.status_code == 409 and "TOP-SECRET-CONTENT" not in response.text
     assert secret.read_text() == "TOP-SECRET-CONTENT"
 
 

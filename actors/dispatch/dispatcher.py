@@ -27,6 +27,7 @@ from procq.actors.settings import Settings
 from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 log = logging.getLogger("procq.dispatcher")
 
@@ -53,10 +54,13 @@ class Dispatcher(pykka.ThreadingActor):
         send_webhook: SendWebhook = webhook.send,
         watchers: Sequence[Watcher] = (),
         keeper: KeeperLink | None = None,
+        webhook_pool: WebhookPool | None = None,
     ) -> None:
         super().__init__()
         self._keeper = keeper  # None: made (and closed) by this Dispatcher, for tests and embedding
         self._owns_keeper = keeper is None
+        # every webhook of every job (completion, start, logs) runs on this one bounded pool
+        self._webhook_pool = webhook_pool or WebhookPool(settings.webhook_concurrency)
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
@@ -76,7 +80,14 @@ class Dispatcher(pykka.ThreadingActor):
             self._keeper = KeeperLink(self._settings.jobs_dir, self._settings.grace_s)
         self._monitor = Monitor(self._settings.sample_interval_s)
         self._launcher = Launcher(
-            self._settings, self._self, self._spawn, self._now, self._send_webhook, self._keeper, self._monitor
+            self._settings,
+            self._self,
+            self._spawn,
+            self._now,
+            self._send_webhook,
+            self._keeper,
+            self._monitor,
+            self._webhook_pool,
         )
         self._retention = Retention(self._settings, self._self)
         for job in sorted(self._table.values(), key=lambda job: job.id):

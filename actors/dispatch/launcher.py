@@ -16,6 +16,7 @@ from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -35,10 +36,12 @@ class Launcher:
         send_webhook: SendWebhook,
         keeper: KeeperLink,
         monitor: Monitor,
+        webhook_pool: WebhookPool,
     ) -> None:
         self._keeper = keeper
         self._monitor = monitor
         self._settings = settings
+        self._pool = webhook_pool
         self._dispatcher = dispatcher
         self._spawn = spawn
         self._now = now
@@ -98,5 +101,6 @@ class Launcher:
             spawn=self._spawn,
             now=self._now,
             send_webhook=self._send,
+            webhook_pool=self._pool,
         )
         return Mailbox(ref)

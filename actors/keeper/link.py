@@ -85,10 +85,17 @@ class KeeperLink:
             self._following[run] = (on_end, None, None)
 
     def spawn(
-        self, job_id: str, attempt: int, args: list[str], env: dict[str, str], cwd: Path | None
+        self,
+        job_id: str,
+        attempt: int,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        run_as: str | None = None,
     ) -> dict[str, Any]:
-        """Start the attempt (follow it first). Raises KeeperError with the keeper's reason."""
-        started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s)
+        """Start the attempt (follow it first), as the user `run_as` if given. Raises KeeperError with
+        the keeper's reason."""
+        started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
         self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
         return started
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from procq.actors import osdeps
 from procq.actors.job import Job
 from procq.actors.jobdir import JobDir
 from procq.actors.resources.node import Node
@@ -31,14 +32,16 @@ class Started:
 Spawn = Callable[[Job, JobDir, int], Started]
 
 
-def through_keeper(keeper: KeeperLink) -> Spawn:
-    """The spawner of a server: the keeper starts attempt `attempt` of the job, marked with its run."""
+def through_keeper(keeper: KeeperLink, run_as: osdeps.RunAs | None = None) -> Spawn:
+    """The spawner of a server: the keeper starts attempt `attempt` of the job, marked with its run,
+    as the user `run_as` if given (who then owns the job's directory and output files)."""
 
     def spawn(job: Job, jobdir: JobDir, attempt: int) -> Started:
         jobdir.keep_earlier_outputs(attempt)
-        env = child_environment({**os.environ, **job.env})
+        user_env = run_as.env() if run_as is not None else {}
+        env = child_environment({**os.environ, **user_env, **job.env})
         cwd = Path(job.cwd) if job.cwd else None
-        started = keeper.spawn(job.id, attempt, list(job.args), env, cwd)
+        started = keeper.spawn(job.id, attempt, list(job.args), env, cwd, run_as.name if run_as else None)
         return Started(started["pid"], started["pid_started_at"])
 
     return spawn

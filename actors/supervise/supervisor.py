@@ -62,8 +62,12 @@ class Supervisor(pykka.ThreadingActor):
         spawn: Spawn | None = None,
         now: Callable[[], datetime] = utc_now,
         send_webhook: SendWebhook = webhook.send,
+        webhook_pool: webhookpool.WebhookPool | None = None,
     ) -> None:
         super().__init__()
+        # the Dispatcher's pool, shared by every job; a Supervisor started on its own gets one of its own
+        self._own_pool = webhook_pool is None
+        self._pool = webhook_pool or webhookpool.WebhookPool(settings.webhook_concurrency)
         self._job = job
         self._settings = settings
         self._dir = JobDir(settings.jobs_dir / job.id)
@@ -71,13 +75,17 @@ class Supervisor(pykka.ThreadingActor):
         self._finished = finished
         self._keeper = keeper
         self._monitor = monitor
-        self._spawn = spawn or (through_keeper(keeper) if keeper is not None else None)
+        self._spawn = spawn or (through_keeper(keeper, settings.run_as) if keeper is not None else None)
         self._now = now
         self._send = send_webhook
         self._run: str | None = None  # the run marker once the keeper was asked to start it
         self._stop_reason: StopReason | None = None  # set once the tree is being ended
         self._usage = Usage()
         self._limit_error: str | None = None
+
+    def on_stop(self) -> None:
+        if self._own_pool:
+            self._pool.close()  # its queued attempts still run; then its threads end
 
     def on_start(self) -> None:
         self._self: Mailbox[Supervisor] = Mailbox(self.actor_ref)  # for helper threads; cheaper than a proxy
@@ -270,8 +278,9 @@ class Supervisor(pykka.ThreadingActor):
         progress = None
         if job.webhook and {"start", "logs"} & set(job.webhook_events):
             timeout_s = self._settings.webhook.timeout_s
-            pool = webhookpool.shared(self._settings.webhook_concurrency)
-            progress = Progress(job.id, job.attempts, job.webhook, job.webhook_events, self._send, timeout_s, pool)
+            progress = Progress(
+                job.id, job.attempts, job.webhook, job.webhook_events, self._send, timeout_s, self._pool
+            )
         node = self._settings.node
         gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
         sample = job.max_memory_bytes is not None or job.max_output_bytes is not None or gpu_memory is not None
@@ -285,7 +294,7 @@ class Supervisor(pykka.ThreadingActor):
         """Make one attempt at the completion webhook, off the actor thread; returns at once."""
         job = self._job
         args = (self._send, job.webhook, webhook.payload(job), self._settings.webhook.timeout_s, self._self)
-        webhookpool.shared(self._settings.webhook_concurrency).run(threads.deliver, *args)
+        self._pool.run(threads.deliver, *args)
 
     def delivery_finished(self, error: str | None) -> None:
         """From the webhook thread: record the attempt, then hand the job back to the Dispatcher."""

@@ -67,7 +67,10 @@ PATHS: dict[str, Any] = {
                     "description": "The exact bytes of stdout.txt, with the job's mime_type as Content-Type.",
                     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                "409": error("The job is not COMPLETED; the description names its state."),
+                "409": error(
+                    "The job is not COMPLETED (the description names its state), or its stdout.txt is not a "
+                    "regular file (the job replaced it with a symlink): never followed."
+                ),
             }
             | UNKNOWN_JOB,
         ),
