@@ -1,4 +1,4 @@
-"""The AST fence: finds OS-specific code outside actors/osdeps.py, however it is spelled.
+"""The AST fence: finds OS-specific code outside actors/osdeps/, however it is spelled.
 
 Parsed with `ast`, so comments never trip it; names are followed through aliases (`import os as o`,
 `from os import kill as k`, `from signal import *`), `getattr(os, "killpg")`, `__import__("fcntl")`

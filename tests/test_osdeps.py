@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ def test_sharing_violation_is_transient_only_on_windows() -> None:
 def test_replace_file_retries_while_windows_reports_the_file_in_use(tmp_path: Path, monkeypatch) -> None:
     src, dst = tmp_path / "a.tmp", tmp_path / "meta.json"
     src.write_bytes(b"new")
-    real_replace, calls = osdeps.os.replace, []
+    real_replace, calls = os.replace, []
 
     def flaky(a: Path, b: Path) -> None:
         calls.append(a)
@@ -44,7 +45,7 @@ def test_replace_file_retries_while_windows_reports_the_file_in_use(tmp_path: Pa
             raise exc
         real_replace(a, b)
 
-    monkeypatch.setattr(osdeps.os, "replace", flaky)
+    monkeypatch.setattr(os, "replace", flaky)
     osdeps.replace_file(src, dst, windows=True, sleep=lambda s: None)
     assert dst.read_bytes() == b"new" and len(calls) == 3
 
@@ -55,7 +56,7 @@ def test_replace_file_gives_up_after_its_budget(tmp_path: Path, monkeypatch) -> 
         exc.winerror = 32  # type: ignore[attr-defined]
         raise exc
 
-    monkeypatch.setattr(osdeps.os, "replace", always_busy)
+    monkeypatch.setattr(os, "replace", always_busy)
     slept: list[float] = []
     with pytest.raises(PermissionError):
         osdeps.replace_file(tmp_path / "a", tmp_path / "b", windows=True, sleep=slept.append, budget=0.5)
