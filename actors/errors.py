@@ -1,10 +1,14 @@
-"""Domain errors raised by the actors; api/app.py maps each to one HTTP status."""
+"""Every domain error procq raises, under ProcqError; api/app.py maps each to one HTTP status."""
 
 from __future__ import annotations
 
 
 class ProcqError(Exception):
     """Base of every error procq raises on purpose."""
+
+
+class ConfigError(ProcqError):
+    """Raised when the TOML file named by --config / PROCQ_CONFIG cannot be used."""
 
 
 class JobNotFound(ProcqError):

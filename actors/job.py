@@ -1,4 +1,4 @@
-"""The job object (states, fields, its JSON form) and the server-made job ids."""
+"""The job object (states, fields, its JSON form), the server-made job ids, and the patterns of ids and queue names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"  # the ids IdGenerator makes; checked before any path is built from one
+QUEUE_NAME_PATTERN = "^[a-z0-9_-]{1,32}$"  # queue names in requests and in --queue
+DEFAULT_QUEUE = "default"
+_JOB_ID = re.compile(JOB_ID_PATTERN.strip("^$"))
 
 
 class Status(enum.StrEnum):
@@ -27,11 +30,19 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELED)
 
 
+class DeliveryState(enum.StrEnum):
+    """Where the completion webhook stands; `failed` means every attempt was spent."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Where the completion webhook stands: `pending`, `delivered` or `failed` (retries exhausted)."""
+    """The completion webhook's state, its attempts so far and when the next one is due."""
 
-    state: str = "pending"
+    state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     last_error: str | None = None
     next_attempt_at: str | None = None
@@ -54,15 +65,31 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Resource usage of one run's process tree, as far as sampling and reaping saw it."""
+
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
+    peak_rss_bytes: int = 0
+
+    def merge(self, other: Usage) -> Usage:
+        return Usage(
+            max(self.cpu_user_s, other.cpu_user_s),
+            max(self.cpu_system_s, other.cpu_system_s),
+            max(self.peak_rss_bytes, other.peak_rss_bytes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class JobRequest:
     """What a client asked for in POST /jobs, already validated."""
 
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
-    # see actors/runs.py new_job for how these become the job's fields
+    # see transitions.new_job for how these become the job's fields
     priority: int = 0
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     run_at: str | None = None
     delay_seconds: float | None = None
     after: tuple[str, ...] = ()
@@ -100,7 +127,7 @@ class Job:
     webhook_delivery: Delivery | None = None
     # ordering, limits, retries, submit options (README "Deciding what runs")
     priority: int = 0
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     run_at: str | None = None
     after: tuple[str, ...] = ()
     timeout_seconds: float | None = None
@@ -125,7 +152,8 @@ class Job:
         data["tags"] = list(self.tags)
         data["status"] = self.status.value
         if self.webhook_delivery is not None:
-            data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
+            delivery = dataclasses.asdict(self.webhook_delivery)
+            data["webhook_delivery"] = {**delivery, "state": self.webhook_delivery.state.value}
         data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
         data["runs"] = [dataclasses.asdict(run) for run in self.runs]
         return data
@@ -145,7 +173,8 @@ class Job:
         if not is_job_id(fields["id"]):
             raise ValueError(f"not a job id: {fields['id']!r}")
         if fields.get("webhook_delivery") is not None:
-            fields["webhook_delivery"] = Delivery(**fields["webhook_delivery"])
+            delivery = fields["webhook_delivery"]
+            fields["webhook_delivery"] = Delivery(**{**delivery, "state": DeliveryState(delivery["state"])})
         for name in ("after", "webhook_events"):
             if name in fields:
                 fields[name] = tuple(fields[name])
@@ -202,16 +231,3 @@ def timestamp(moment: datetime) -> str:
 
 def parse_timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text)  # takes the Z suffix since Python 3.11; 60x faster than strptime
-
-
-def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
-    """The job after a shutdown or crash cut its run short: queued to run again, or FAILED once it
-    has been started `restart_limit` times (a job that keeps crashing the server must not loop)."""
-    runs = job.runs
-    if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
-        runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
-    if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
-        error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
-        return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE)

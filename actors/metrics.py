@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from procq.actors.job import Job, Status, parse_timestamp
+from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RATE_WINDOW_S = 60.0
@@ -58,7 +58,7 @@ class Metrics:
             self.jobs.labels(status.value)
             if status.terminal:
                 self.finished.labels(status.value)
-        for outcome in ("delivered", "failed"):
+        for outcome in (DeliveryState.DELIVERED.value, DeliveryState.FAILED.value):
             self.webhook_attempts.labels(outcome)
 
     # --- Watcher -----------------------------------------------------------------------------------
@@ -121,6 +121,7 @@ class Metrics:
         new = after.webhook_delivery
         if new is None or new.attempts <= (old.attempts if old is not None else 0):
             return
-        self.webhook_attempts.labels("delivered" if new.state == "delivered" else "failed").inc()
-        if new.state == "failed":
+        delivered = new.state is DeliveryState.DELIVERED
+        self.webhook_attempts.labels((DeliveryState.DELIVERED if delivered else DeliveryState.FAILED).value).inc()
+        if new.state is DeliveryState.FAILED:
             self.webhook_given_up.inc()

@@ -1,7 +1,7 @@
 """Every OS-specific call procq makes: spawn flags, ending process trees, signals, atomic files, locks.
 
 Nothing else in procq mentions os.name, signals, process groups or file locking (a test fences it).
-Pure helpers take `windows` as a parameter so Linux tests can run the Windows branch (see WINDOWS.md).
+Pure helpers take `windows` as a parameter so Linux tests can run the Windows branch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import psutil
+from procq.actors import backoff
 
 WINDOWS = os.name == "nt"
 log = logging.getLogger("procq.osdeps")
+T = TypeVar("T")
 
 # Defined here so the module imports on POSIX, where subprocess lacks them.
 CREATE_NEW_PROCESS_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
@@ -196,6 +198,20 @@ def is_transient(exc: OSError, windows: bool = WINDOWS) -> bool:
     return windows and getattr(exc, "winerror", None) in _TRANSIENT_WINERRORS
 
 
+def retry_transient(
+    action: Callable[[], T],
+    windows: bool = WINDOWS,
+    sleep: Callable[[float], None] = time.sleep,
+    budget_s: float = 2.0,
+    first_s: float = 0.001,
+    max_s: float = 0.1,
+) -> T:
+    """Run `action`, retrying while Windows reports a file as in use (another handle on it closes soon);
+    gives up after `budget_s` seconds of waiting. Any other error is raised at once."""
+    transient = lambda exc: isinstance(exc, OSError) and is_transient(exc, windows)  # noqa: E731
+    return backoff.retry(action, transient, budget_s, first_s, max_s, sleep)
+
+
 def replace_file(
     tmp: Path,
     dst: Path,
@@ -204,29 +220,12 @@ def replace_file(
     budget: float = 2.0,
 ) -> None:
     """os.replace, retried for up to `budget` seconds while Windows reports the target as in use."""
-    delay, spent = 0.001, 0.0
-    while True:
-        try:
-            os.replace(tmp, dst)
-            return
-        except OSError as exc:
-            if not is_transient(exc, windows) or spent >= budget:
-                raise
-        sleep(delay)
-        spent += delay
-        delay = min(delay * 2, 0.1)
+    retry_transient(lambda: os.replace(tmp, dst), windows, sleep, budget)
 
 
 def read_bytes(path: str | Path, windows: bool = WINDOWS, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """Read a whole file with one short-lived handle, retrying briefly while Windows swaps it."""
-    for delay in (0.001, 0.005, 0.02, 0.1):
-        try:
-            return _read(path)
-        except OSError as exc:
-            if not is_transient(exc, windows):
-                raise
-        sleep(delay)
-    return _read(path)
+    return retry_transient(lambda: _read(path), windows, sleep, budget_s=0.12)
 
 
 def _read(path: str | Path) -> bytes:

@@ -1,11 +1,25 @@
-"""The server-wide settings the actors need, decided once at start by run.py."""
+"""The server-wide settings the actors need, decided once at start by procq.server.main."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procq.actors.webhook import WebhookPolicy
+from procq.actors import backoff
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """How hard we try: `max_attempts` deliveries, waiting base * 2**(n-1) seconds (at most cap) after
+    failure n. The defaults retry for about four minutes before giving up."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    timeout_s: float = 10.0
+
+    def delay_after(self, failures: int) -> float:
+        return backoff.exponential(self.backoff_base_s, failures, self.backoff_cap_s)
 
 
 @dataclass(frozen=True)

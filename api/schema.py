@@ -13,7 +13,7 @@ import falcon
 import jsonschema
 from procq.actors import osdeps
 from procq.actors.job import JobRequest, Status, timestamp
-from procq.actors.runs import resolve_cwd
+from procq.actors.supervise.spawn import resolve_cwd
 
 MAX_ARGS = 4096
 MAX_ARG_CHARS = 131072  # Linux's limit for one argument

@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+from procq.actors.dispatch.scheduler import Scheduler  # noqa: E402
 from procq.actors.job import IdGenerator, Job, timestamp, utc_now  # noqa: E402
-from procq.actors.queues import Scheduler  # noqa: E402
-from procq.actors.sampler import ProcessTree  # noqa: E402
+from procq.actors.supervise.sampler import ProcessTree  # noqa: E402
 
 
 def scheduler(jobs: int) -> None:

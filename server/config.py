@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from procq.actors.errors import ConfigError
 
-class ConfigError(Exception):
-    """Raised when the TOML file named by --config / PROCQ_CONFIG cannot be used."""
+__all__ = ["ConfigError", "ConfigSource"]
 
 
 class ConfigSource:

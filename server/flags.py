@@ -7,12 +7,13 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procq.actors import webhook
-from procq.actors.retention import parse_duration
+from procq.actors.job import QUEUE_NAME_PATTERN
 from procq.server.config import ConfigError, ConfigSource
+from procq.server.values import parse_duration, parse_secret
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -183,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.max_queued = args.max_queued or None
     if args.webhook_secret is not None:
         try:
-            args.webhook_secret = webhook.parse_secret(args.webhook_secret)
+            args.webhook_secret = parse_secret(args.webhook_secret)
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
@@ -203,8 +204,8 @@ def is_loopback(host: str) -> bool:
         return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
 
 
-def _add_control_flags(add: Any, env: Any) -> None:
-    """Flags of issue 5: queues, aging, default limits, sampling, the cwd root."""
+def _add_control_flags(add: Callable[..., Any], env: ConfigSource) -> None:
+    """Flags that decide what runs: queues, aging, default limits, sampling, the cwd root."""
     add(
         "--queue",
         dest="queues",  # named like PROCQ_QUEUES, so a config file's `queues = "gpu=1,cpu=4"` is known
@@ -249,7 +250,7 @@ def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespa
     queues = []
     for spec in (part for value in args.queues for part in value.split(",") if part):
         name, _, count = spec.partition("=")
-        if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not count.isdigit() or int(count) < 1:
+        if not re.fullmatch(QUEUE_NAME_PATTERN, name) or not count.isdigit() or int(count) < 1:
             parser.error(f"--queue {spec!r}: expected NAME=N, NAME of 1-32 of a-z 0-9 _ -, N at least 1")
         queues.append((name, int(count)))
     args.queues = tuple(queues)

@@ -10,14 +10,13 @@ import time
 
 import pykka
 from procq.actors import osdeps, webhook
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
+from procq.actors.dispatch.recovery import load_jobs, sweep_leftovers
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
-from procq.actors.recovery import load_jobs, sweep_leftovers
-from procq.actors.settings import Settings
-from procq.actors.webhook import WebhookPolicy
+from procq.actors.settings import Settings, WebhookPolicy
 from procq.api import keys as api_keys
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
@@ -127,10 +126,10 @@ def _stopping(events: EventHub) -> None:
     events.close()
 
 
-def _stop(dispatcher: object, wait_s: float) -> None:
+def _stop(dispatcher: DispatcherProxy, wait_s: float) -> None:
     """Interrupt running jobs (their trees end; they are queued again for the next start), then stop
     every actor. Waits in short slices: a bare Event.wait ignores Ctrl+C on Windows."""
-    finished = dispatcher.shutdown().get(timeout=10)  # type: ignore[attr-defined]
+    finished = dispatcher.shutdown().get(timeout=10)
     deadline = time.monotonic() + wait_s
     for event in finished:
         while not event.wait(0.5) and time.monotonic() < deadline:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.settings import Settings
-from procq.actors.webhook import WebhookPolicy
+from procq.actors.settings import Settings, WebhookPolicy
 
 from tests.helpers import Receiver, ServerProcess
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.errors import JobConflict, JobNotFound, StorageError
 from procq.actors.job import JobRequest, Status
 from procq.actors.jobdir import JobDir

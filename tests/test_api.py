@@ -6,7 +6,7 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.settings import Settings
 from procq.api.app import create_app
 

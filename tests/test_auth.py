@@ -69,7 +69,7 @@ def test_every_route_needs_a_valid_key_with_the_right_scope(jobs_dir: Path, star
     openapi = server.get("/openapi.json", headers=bearer(admin))
     if openapi.status_code == 200:
         routes = routes_from_openapi(openapi.json())
-    else:  # issue 4 serves the document; until then, the app's own route table
+    else:  # no OpenAPI document served: read the routes from the app itself
         routes = routes_from_app(create_app(None, jobs_dir, keys=KeyStore(jobs_dir / ".keys.json")))
     assert ("POST", "/jobs") in routes and ("DELETE", "/admin/keys/{key_id}") in routes
 

@@ -159,7 +159,7 @@ def test_a_finished_job_page_shows_its_result_and_downloads_it(page: Page, serve
     expect(page.locator("#job-state .word")).to_have_text("Completed")
     expect(page.locator('#job-details [data-field="Exit code"] dd')).to_have_text("0")
     expect(page.locator("#job-result")).to_have_text("the answer is 42\n")
-    usage = server.status(job["id"]).get("resources")  # measured once issue 5 is merged
+    usage = server.status(job["id"]).get("resources")  # None when the run left no usage record
     if usage:
         cpu = usage["cpu_user_seconds"] + usage["cpu_system_seconds"]
         shown = page.locator('#job-details [data-field="CPU time"] dd')

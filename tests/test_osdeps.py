@@ -23,7 +23,7 @@ FORBIDDEN_MODULES = {"fcntl", "resource", "pwd", "grp", "termios", "msvcrt", "wi
 
 
 def _python_files() -> list[Path]:
-    skip = {".venv", ".git", "node_modules"}
+    skip = {".venv", ".git", "node_modules", "build"}  # build/: what building the wheel leaves (test_packaging)
     return [p for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)]
 
 
@@ -59,6 +59,9 @@ def test_os_specific_calls_live_only_in_osdeps() -> None:
         p for p in _python_files() if p not in allowed and tests_dir not in p.parents and bench_dir not in p.parents
     ]
     assert any(p.name == "supervisor.py" for p in checked)  # the fence really looks at the server's code
+    # ...in every room: the actors' subfolders, the start-up package, the API and the client
+    rooms = {p.parent.relative_to(ROOT).as_posix() for p in checked}
+    assert {"actors", "actors/dispatch", "actors/supervise", "server", "api", "client"} <= rooms
     violations = [v for p in checked for v in _violations(p)]
     assert violations == []
 
@@ -206,9 +209,7 @@ def test_stop_tree_spares_a_process_whose_start_time_does_not_match() -> None:
 
 def test_lock_keeps_a_second_holder_out(tmp_path: Path) -> None:
     first = osdeps.lock_exclusively(tmp_path / ".lock")
-    code = (
-        f"from actors import osdeps; osdeps.lock_exclusively(__import__('pathlib').Path({str(tmp_path / '.lock')!r}))"
-    )
+    code = f"from procq.actors import osdeps; osdeps.lock_exclusively(__import__('pathlib').Path({str(tmp_path / '.lock')!r}))"
     second = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     first.close()
     assert second.returncode != 0 and b"Error" in second.stderr

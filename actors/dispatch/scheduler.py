@@ -6,9 +6,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from procq.actors.job import Job, Status, parse_timestamp
-
-DEFAULT_QUEUE = "default"
+from procq.actors.job import DEFAULT_QUEUE, Job, Status, parse_timestamp
 
 
 @dataclass(slots=True)
@@ -38,10 +36,12 @@ class Scheduler:
 
     A job is in one of three places until it starts: blocked on unfinished dependencies (`after`),
     timed (its run_at is in the future), or ready in its queue's heap. A queue starts jobs while it
-    is not paused and runs fewer than its parallelism; the Dispatcher enforces the global limit.
+    is not paused and runs fewer than its parallelism, and no job starts while every one of the
+    `workers` slots is taken.
     """
 
     def __init__(self, default_parallelism: int, aging_s: float, queues: tuple[tuple[str, int], ...] = ()) -> None:
+        self._workers = default_parallelism  # the global limit: a queue's default parallelism is all of it
         self._default_parallelism = default_parallelism
         self._aging_s = aging_s
         self._queues: dict[str, _Queue] = {DEFAULT_QUEUE: _Queue(default_parallelism)}
@@ -131,8 +131,15 @@ class Scheduler:
             heapq.heappop(self._timed)  # canceled while it waited
         return self._timed[0][0] if self._timed else None
 
+    def busy(self) -> int:
+        """Worker slots taken: jobs started and not yet ended."""
+        return len(self._running)
+
     def next_to_start(self) -> str | None:
-        """Take the best ready job among the queues that may start one now, and count it running."""
+        """Take the best ready job among the queues that may start one now, and count it running;
+        None when nothing may start (no worker slot free, or no queue with a ready job and room)."""
+        if len(self._running) >= self._workers:
+            return None
         best: tuple[float, str, str] | None = None
         for name, queue in self._queues.items():
             if queue.paused or len(queue.running) >= queue.parallelism:

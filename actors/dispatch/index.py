@@ -1,13 +1,75 @@
-"""The Dispatcher's search index of jobs: ids kept sorted overall, per status and per tag, for paging."""
+"""The Dispatcher's table of jobs: every job by id, its search index (sorted ids for paging), its watchers."""
 
 from __future__ import annotations
 
 import bisect
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 
+from procq.actors.events import Watcher
 from procq.actors.job import Job, Status
+
+log = logging.getLogger("procq.dispatcher")
+
+
+class JobTable:
+    """Every job the server knows, by id. A plain object: only the Dispatcher's thread touches it.
+
+    Every new job and every change of one passes through `put`: the table, the JobIndex, then the
+    watchers (EventHub, Metrics, LifecycleLog), which never block; `forget` is the way out.
+    """
+
+    def __init__(self, jobs: Iterable[Job] = (), watchers: Sequence[Watcher] = ()) -> None:
+        self._jobs: dict[str, Job] = {job.id: job for job in jobs}
+        self._index = JobIndex(self._jobs.values())
+        self._watchers = tuple(watchers)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def __getitem__(self, job_id: str) -> Job:
+        return self._jobs[job_id]
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def values(self) -> Iterable[Job]:
+        return self._jobs.values()
+
+    def put(self, job: Job) -> None:
+        before = self._jobs.get(job.id)
+        self._jobs[job.id] = job
+        self._index.put(before, job)
+        for watcher in self._watchers:
+            try:
+                watcher.job_changed(before, job)
+            except Exception:  # a broken watcher must not stop the Dispatcher
+                log.exception("watcher %r failed on job %s", watcher, job.id)
+
+    def forget(self, job: Job) -> None:
+        del self._jobs[job.id]
+        self._index.remove(job)
+        for watcher in self._watchers:
+            try:
+                watcher.job_removed(job)
+            except Exception:
+                log.exception("watcher %r failed on removed job %s", watcher, job.id)
+
+    def count(self, status: Status) -> int:
+        return self._index.count(status)
+
+    def with_status(self, *statuses: Status) -> Iterator[Job]:
+        """The jobs in these states, oldest first within each (ids copied: the table may change meanwhile)."""
+        return (self._jobs[i] for status in statuses for i in self._index.ids_with_status(status))
+
+    def page(
+        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int, owner: str | None
+    ) -> tuple[list[Job], str | None]:
+        """A page of jobs newest first below the cursor `before`, and the cursor of the next page or None."""
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner)
+        return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
 
 
 class JobIndex:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import orjson
 from procq.actors import osdeps
-from procq.actors.job import Job, Status, interrupted, is_job_id
+from procq.actors.job import Job, Status, is_job_id
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
 from procq.actors.settings import Settings
+from procq.actors.transitions import interrupted
 
 log = logging.getLogger("procq.recovery")
 

@@ -1,0 +1,56 @@
+"""Building and starting a job's child: its argv without a shell, its directory, its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from procq.actors import osdeps
+from procq.actors.job import Job
+from procq.actors.jobdir import JobDir
+
+Spawn = Callable[[Job, JobDir, int], "subprocess.Popen[bytes]"]
+
+
+def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[bytes]:
+    """Start the job's command without a shell, in its own directory and process group, its output
+    going straight into the job's files (no Python loop copies it)."""
+    stdout, stderr = jobdir.open_outputs(attempt)
+    with stdout, stderr:  # the child holds its own copies; ours close once it is started
+        return subprocess.Popen(
+            list(job.args),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=job.cwd or jobdir.path,
+            env=child_environment({**os.environ, **job.env}),
+            **osdeps.spawn_kwargs(),
+        )
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment without its own settings and secrets (every PROCQ_* variable)."""
+    return {name: value for name, value in environ.items() if not name.upper().startswith("PROCQ_")}
+
+
+def resolve_cwd(root: Path | None, cwd: str) -> Path:
+    """The directory `cwd` names inside `root` (relative to it, or absolute), symlinks resolved.
+    Raises ValueError saying why when there is no root, or it is missing, not a directory, or outside.
+    Checked when a job is submitted and again just before it starts (the directory may have been
+    swapped for a symlink meanwhile)."""
+    if root is None:
+        raise ValueError("cwd: this server has no --cwd-root, so jobs run in their own directory only")
+    base = root.resolve()
+    try:
+        path = (base / cwd).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"cwd: {cwd!r} does not exist inside the cwd root ({exc.__class__.__name__})") from exc
+    if not path.is_relative_to(base):
+        raise ValueError(
+            f"cwd: {cwd!r} resolves to a place outside the cwd root; only directories inside it are allowed"
+        )
+    if not path.is_dir():
+        raise ValueError(f"cwd: {cwd!r} is not a directory")
+    return path
