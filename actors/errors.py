@@ -66,3 +66,37 @@ class QueueFull(ProcqError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} jobs are already waiting (the server's --max-queued); retry later.")
         self.limit = limit
+
+
+class KeyFileError(ProcqError):
+    """Raised when the keys file exists but cannot be read as a keys file."""
+
+
+class KeyNotFound(ProcqError):
+    """Raised when no API key has the given id."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"There is no API key with id {key_id!r}.")
+        self.key_id = key_id
+
+
+class CommandNotAllowed(ProcqError):
+    """Raised when a job's command is not on the server's allow-list (--allow-command)."""
+
+    def __init__(self, command: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"The command {command!r} is not allowed on this server; allowed: {', '.join(allowed)} "
+            "(by name on the server's PATH, or by absolute path)."
+        )
+        self.command = command
+
+
+class VariableNotAllowed(ProcqError):
+    """Raised when a job sets an environment variable that could make an allowed program run other code."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"env: {name!r} may not be set on a server with --allow-command: it can make an allowed program "
+            "run other code."
+        )
+        self.name = name

@@ -8,9 +8,8 @@ from typing import Any
 import falcon
 from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
+from procq.api.ask import ask
 from procq.api.keys import ApiKey, KeyStore
-
-ASK_TIMEOUT_S = 10.0
 
 # Routes anyone may call once keys exist: liveness for load balancers, and the dashboard's static
 # files (they hold no data; the page asks for a key before it fetches any).
@@ -86,7 +85,7 @@ class AuthMiddleware:
             )
         job_id = params.get("job_id")
         if is_job_id(job_id) and not key.allows("admin"):
-            job = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+            job = ask(self._dispatcher.get(job_id))
             if job.owner != key.id:
                 raise JobNotFound(job_id)  # the same answer as for an unknown id: nothing leaks
 

@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import falcon
+from procq.actors.errors import CommandNotAllowed, VariableNotAllowed
 
 # Variables that make an allowed program load or run other code (dynamic loader, shells, interpreters),
 # or look its tools up elsewhere. With an allow-list, a job may not set them (the `env` field).
@@ -44,29 +44,21 @@ class CommandPolicy:
         absolute path that was checked, so the job runs exactly that file whatever PATH it sees.
         Symlinks are resolved for the comparison: a link to an allowed program is that program, a link
         named like one but pointing elsewhere is not. Entries are resolved on every check, so an
-        upgrade that moves a program is followed. Raises 403 naming the command or the variable."""
+        upgrade that moves a program is followed. Raises CommandNotAllowed or VariableNotAllowed."""
         if not self.allowed:
             return args
         command = args[0]
         found = resolve(command, self._path_var)
         allowed = {os.path.realpath(path) for entry in self.allowed if (path := resolve(entry, self._path_var))}
         if found is None or os.path.realpath(found) not in allowed:
-            raise falcon.HTTPForbidden(
-                title="Command not allowed",
-                description=f"The command {command!r} is not allowed on this server; allowed: "
-                f"{', '.join(self.allowed)} (by name on the server's PATH, or by absolute path).",
-            )
+            raise CommandNotAllowed(command, self.allowed)
         for name in env_names:
             if INJECTING_ENV.fullmatch(name):
-                raise falcon.HTTPForbidden(
-                    title="Environment variable not allowed",
-                    description=f"env: {name!r} may not be set on a server with --allow-command: it can make "
-                    "an allowed program run other code.",
-                )
+                raise VariableNotAllowed(name)
         return (found, *args[1:])
 
     def apply(self, request: Any) -> Any:
         """The JobRequest with its command checked (and made absolute when an allow-list is set)."""
-        env = getattr(request, "env", None) or ()  # issue 5's field: a mapping or (name, value) pairs
+        env = getattr(request, "env", None) or ()  # a mapping or (name, value) pairs
         names = list(env) if isinstance(env, Mapping) else [pair[0] for pair in env]
         return dataclasses.replace(request, args=self.check(request.args, names))

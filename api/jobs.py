@@ -1,4 +1,5 @@
-"""The /jobs resources: submit, status, result, cancel. They parse and shape; the Dispatcher decides."""
+"""The /jobs resource: submit, rerun, status, result, cancel, delete (and the listing, api/listing.py). It
+parses and shapes; the Dispatcher decides."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ from typing import Any
 
 import falcon
 from procq.actors import osdeps
-from procq.actors.errors import JobConflict, JobNotFound, StorageError
-from procq.actors.job import Job, Status, is_job_id
+from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, StorageError
+from procq.actors.job import Job, JobRequest, Status, is_job_id
+from procq.api.ask import ask
 from procq.api.auth import owner_filter, owner_of_request
 from procq.api.commands import CommandPolicy
 from procq.api.listing import list_page
-from procq.api.schema import parse_submit, read_json
+from procq.api.parse import parse_submit, read_json
 
-ASK_TIMEOUT_S = 10.0  # how long a request waits for the Dispatcher before answering 503
+DELETE_WAIT_S = 5.0  # how long DELETE waits for the directory to go before answering anyway
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 class JobsResource:
-    """POST /jobs, POST /jobs/{job_id}/rerun and GET|PUT /jobs/{job_id}/{status,result,cancel}. Runs on waitress
-    threads."""
+    """POST|GET /jobs, DELETE /jobs/{job_id}, POST /jobs/{job_id}/rerun and GET|PUT
+    /jobs/{job_id}/{status,result,cancel}. Runs on waitress threads."""
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class JobsResource:
                 resp.media = job.to_dict()
                 return
         else:
-            job = self._dispatcher.submit(request).get(timeout=ASK_TIMEOUT_S)
+            job = ask(self._dispatcher.submit(request))
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
@@ -70,16 +72,13 @@ class JobsResource:
             return  # auth off or an admin key: the Dispatcher checks that the ids exist
         for job_id in after:
             try:
-                visible = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S).owner == owner
+                visible = ask(self._dispatcher.get(job_id)).owner == owner
             except JobNotFound:
                 visible = False
             if not visible:
-                raise falcon.HTTPBadRequest(
-                    title="Invalid job request",
-                    description=f"after: there is no job with id {job_id!r}; after lists ids of existing jobs",
-                )
+                raise InvalidRequest(f"after: there is no job with id {job_id!r}; after lists ids of existing jobs")
 
-    def _submit_once(self, request: Any, key: str, data: Any) -> tuple[Job, bool]:
+    def _submit_once(self, request: JobRequest, key: str, data: Any) -> tuple[Job, bool]:
         """Submit under an Idempotency-Key. Only hashes reach the Dispatcher and the disk."""
         if _IDEMPOTENCY_KEY.fullmatch(key) is None:
             raise falcon.HTTPBadRequest(
@@ -87,18 +86,18 @@ class JobsResource:
                 description="The Idempotency-Key header must be 1 to 255 printable ASCII characters "
                 "(a UUID is a good choice).",
             )
-        # Scoped to the submitter when keys identify one (issue 6's `owner`): one client's key can
+        # Scoped to the submitter when keys identify one (the job's `owner`): one client's key can
         # never return another client's job.
-        scope = getattr(request, "owner", None) or ""
+        scope = request.owner or ""
         key_sha256 = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         body_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-        return self._dispatcher.submit_once(request, key_sha256, body_sha256).get(timeout=ASK_TIMEOUT_S)
+        return ask(self._dispatcher.submit_once(request, key_sha256, body_sha256))
 
     def on_post_rerun(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         original = self._job(job_id)  # 404 for an unknown or malformed id
         self._commands.check(original.args, original.env)  # the allow-list may have changed since
-        job = self._dispatcher.rerun(job_id, owner=owner_of_request(req)).get(timeout=ASK_TIMEOUT_S)
+        job = ask(self._dispatcher.rerun(job_id, owner=owner_of_request(req)))
         resp.status = falcon.HTTP_201
         resp.location = f"/jobs/{job.id}/status"
         resp.media = job.to_dict()
@@ -123,7 +122,7 @@ class JobsResource:
 
     def on_put_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         self._job(job_id)  # 404 before anything else
-        finished = self._dispatcher.cancel(job_id).get(timeout=ASK_TIMEOUT_S)
+        finished = ask(self._dispatcher.cancel(job_id))
         if not finished.wait(timeout=self._cancel_wait_s):
             raise falcon.HTTPServiceUnavailable(
                 title="Cancel still in progress",
@@ -135,7 +134,17 @@ class JobsResource:
             raise JobConflict(job.id, job.status.value, "cancel", "IN_QUEUE or IN_PROGRESS")
         resp.media = job.to_dict()
 
+    def on_delete_job(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """Forget a finished job and remove its directory."""
+        if not is_job_id(job_id):  # never let a request's text near a path
+            raise JobNotFound(job_id)
+        removed = ask(self._dispatcher.delete(job_id))
+        # The job is already gone from every answer; a directory Windows still holds open is
+        # removed by a later sweep, so the client need not wait for that.
+        removed.wait(DELETE_WAIT_S)
+        resp.status = falcon.HTTP_204
+
     def _job(self, job_id: str) -> Job:
         if not is_job_id(job_id):  # never let a request's text near a path
             raise JobNotFound(job_id)
-        return self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+        return ask(self._dispatcher.get(job_id))

@@ -16,14 +16,13 @@ from procq.actors.errors import JobNotFound, ProcqError
 from procq.actors.events import EventHub
 from procq.actors.job import Job, is_job_id
 from procq.api import sse
-from procq.api.schema import parse_query
+from procq.api.ask import ask
+from procq.api.parse import parse_query
 
 log = logging.getLogger("procq.api.logs")
 
-ASK_TIMEOUT_S = 10.0
 CHUNK_BYTES = 64 * 1024  # most bytes one event carries
 POLL_S = 0.1  # how late a follower may see new output
-HEARTBEAT_S = 15.0
 
 
 class LogsResource:
@@ -79,7 +78,7 @@ class LogsResource:
                 break
             if self._hub.closing.is_set() or gone():
                 return  # shutdown (no end event: the client reconnects to the next server) or hung up
-            if time.monotonic() - quiet_since >= HEARTBEAT_S:
+            if time.monotonic() - quiet_since >= sse.HEARTBEAT_S:
                 yield sse.comment("waiting for output")
                 quiet_since = time.monotonic()
             end.wait(POLL_S)
@@ -93,7 +92,7 @@ class LogsResource:
             return job
 
     def _get(self, job_id: str) -> Job:
-        return self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+        return ask(self._dispatcher.get(job_id))
 
 
 def utf8_prefix(data: bytes) -> int:
@@ -131,7 +130,8 @@ def _size(path: Path) -> int:
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:
-    """One short-lived handle per poll (WINDOWS.md §4); a file not there yet reads as empty."""
+    """One short-lived handle per poll (Windows must be able to replace or delete the file); a file not there
+    yet reads as empty."""
     try:
         # jobs/<id>/<stream>.txt: a symlink planted there or on the job's directory is refused
         with osdeps.open_inside(path, path.parent.parent) as handle:

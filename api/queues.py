@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
-from procq.api.schema import check_queue_name, parse_queue_update, read_json
-
-ASK_TIMEOUT_S = 10.0
+from procq.api.ask import ask
+from procq.api.parse import check_queue_name, parse_queue_update, read_json
 
 
 class QueuesResource:
@@ -17,11 +16,9 @@ class QueuesResource:
         self._dispatcher = dispatcher
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"queues": self._dispatcher.queues().get(timeout=ASK_TIMEOUT_S)}
+        resp.media = {"queues": ask(self._dispatcher.queues())}
 
     def on_put_queue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         check_queue_name(name)
         update = parse_queue_update(read_json(req, 64 * 1024))
-        resp.media = self._dispatcher.set_queue(name, update["parallelism"], update["paused"]).get(
-            timeout=ASK_TIMEOUT_S
-        )
+        resp.media = ask(self._dispatcher.set_queue(name, update["parallelism"], update["paused"]))

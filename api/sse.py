@@ -10,6 +10,7 @@ from typing import Any
 import falcon
 
 MEDIA_TYPE = "text/event-stream"
+HEARTBEAT_S = 15.0  # a comment this often on an idle stream keeps proxies from timing it out
 
 
 def wants_stream(req: falcon.Request) -> bool:

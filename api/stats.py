@@ -6,9 +6,8 @@ from typing import Any
 
 import falcon
 from procq.actors.metrics import Metrics
+from procq.api.ask import ask
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-ASK_TIMEOUT_S = 10.0
 
 
 class StatsResource:
@@ -17,7 +16,7 @@ class StatsResource:
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
+        stats = ask(self._dispatcher.stats())
         submitted, completed = self._metrics.rates()
         resp.media = {**stats, "submitted_per_s": round(submitted, 4), "completed_per_s": round(completed, 4)}
 
@@ -30,7 +29,7 @@ class MetricsResource:
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        stats = self._dispatcher.stats().get(timeout=ASK_TIMEOUT_S)
+        stats = ask(self._dispatcher.stats())
         self._metrics.set_state(stats["counts"], stats["workers"]["busy"], stats["workers"]["total"])
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self._metrics.registry)

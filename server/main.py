@@ -12,14 +12,16 @@ import pykka
 from procq.actors import osdeps, webhook
 from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
 from procq.actors.dispatch.recovery import load_jobs, sweep_leftovers
+from procq.actors.errors import KeyFileError
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
 from procq.actors.settings import Settings, WebhookPolicy
-from procq.api import keys as api_keys
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
+from procq.api.keys import KeyStore, keys_path
+from procq.server import keys as keys_command
 from procq.server import logformat
 from procq.server.flags import is_loopback, parse_args
 from procq.server.httpserver import create_server
@@ -30,7 +32,7 @@ log = logging.getLogger("procq")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
-        return api_keys.command_line(argv[1:])
+        return keys_command.command_line(argv[1:])
     args = parse_args(argv)
     logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
@@ -41,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"procq: another procq server is using {jobs_dir}; stop it or choose another --jobs-dir", file=sys.stderr)
         return 2
     try:
-        keys = api_keys.KeyStore(api_keys.keys_path(jobs_dir, args.keys_file))
-    except api_keys.KeyFileError as exc:
+        keys = KeyStore(keys_path(jobs_dir, args.keys_file))
+    except KeyFileError as exc:
         print(f"procq: {exc}; fix or remove it", file=sys.stderr)
         return 2
     if not is_loopback(args.host) and not keys.required:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from procq.actors import osdeps
+from procq.actors.errors import KeyFileError
 from procq.api.app import create_app
-from procq.api.keys import KeyFileError, KeyStore, hash_key
+from procq.api.keys import KeyStore, hash_key
 
 from tests.helpers import ROOT, py
 from tests.secure_helpers import (
@@ -232,3 +233,16 @@ def test_the_keys_command_reads_the_servers_config_file(tmp_path: Path, jobs_dir
     created = subprocess.run([*cmd, "--scopes", "admin"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     assert [key.name for key in KeyStore(jobs_dir / ".keys.json").list()] == ["ops"]
+
+
+def test_the_keys_commands_options_may_also_follow_the_subcommand(tmp_path: Path, jobs_dir: Path) -> None:
+    keys = [sys.executable, str(ROOT / "run.py"), "keys"]
+    late = [*keys, "create", "--name", "late", "--scopes", "jobs:read", "--jobs-dir", str(jobs_dir)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    created = subprocess.run(late, capture_output=True, text=True, timeout=30, cwd=elsewhere)
+    assert created.returncode == 0, created.stderr
+    assert [key.name for key in KeyStore(jobs_dir / ".keys.json").list()] == ["late"]
+    assert not (elsewhere / "jobs").exists()  # not the default jobs directory
+    listed = subprocess.run([*keys, "list", "--jobs-dir", str(jobs_dir)], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "late" in listed.stdout

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import falcon
+import falcon.testing
 import pytest
+from procq.actors.errors import VariableNotAllowed
+from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 
 from tests.helpers import ROOT, py, wait_until
@@ -179,7 +181,16 @@ def test_with_an_allow_list_a_job_cannot_set_variables_that_inject_code() -> Non
     policy = CommandPolicy([sys.executable])
     assert policy.check((sys.executable, "-V"), ["RENDER_QUALITY"])[0] == sys.executable
     for name in ("LD_PRELOAD", "PATH", "PYTHONSTARTUP", "NODE_OPTIONS", "BASH_ENV", "dyld_insert_libraries"):
-        with pytest.raises(falcon.HTTPForbidden) as refused:
+        with pytest.raises(VariableNotAllowed) as refused:
             policy.check((sys.executable, "-V"), [name])
-        assert repr(name) in refused.value.description
+        assert repr(name) in str(refused.value)
     assert CommandPolicy([]).check(("anything",), ["LD_PRELOAD"]) == ("anything",)  # no list: no check
+
+
+def test_a_variable_refused_by_the_allow_list_is_a_403_that_names_it(tmp_path: Path) -> None:
+    app = create_app(None, tmp_path, commands=CommandPolicy([sys.executable]))
+    body = {"args": [sys.executable, "-V"], "env": {"LD_PRELOAD": "/tmp/x.so"}}
+    response = falcon.testing.TestClient(app).simulate_post("/jobs", json=body)
+    assert response.status_code == 403
+    assert response.json["title"] == "Environment variable not allowed"
+    assert "'LD_PRELOAD'" in response.json["description"]

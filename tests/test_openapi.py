@@ -11,7 +11,7 @@ import referencing
 import requests
 from procq.api import schema
 from procq.api.app import create_app
-from procq.api.openapi import document
+from procq.api.openapi import build_openapi as document
 from referencing.jsonschema import DRAFT202012
 
 from tests.helpers import py
