@@ -69,11 +69,40 @@ def failed_without_running(job: Job, reason: str, now: str) -> Job:
 # --- a run -----------------------------------------------------------------------------------------
 
 
+def attempt_begun(job: Job, attempt: int, now: str) -> Job:
+    """Attempt `attempt` is about to start: recorded (durably) before its process exists, so a crash
+    at any instant finds it counted. Nothing of an earlier attempt stays outside `runs`."""
+    return dataclasses.replace(
+        job,
+        status=Status.IN_PROGRESS,
+        attempts=attempt,
+        started_at=now,
+        pid=None,
+        pid_started_at=None,
+        exit_code=None,
+        error=None,
+        cancel_requested_at=None,
+    )
+
+
 def started(job: Job, pid: int, pid_started_at: float, attempt: int, now: str) -> Job:
     """The child of attempt `attempt` is running."""
     return dataclasses.replace(
         job, status=Status.IN_PROGRESS, pid=pid, pid_started_at=pid_started_at, attempts=attempt, started_at=now
     )
+
+
+def cancel_requested(job: Job, now: str) -> Job:
+    """A client asked to cancel the running job; recorded before its tree is ended, so a crash in the
+    middle ends it CANCELED at the next start instead of running it again."""
+    return dataclasses.replace(job, cancel_requested_at=now)
+
+
+def canceled_at_restart(job: Job, now: str) -> Job:
+    """A job the server found IN_PROGRESS with a cancel requested: its tree was being ended when the
+    server stopped."""
+    cut = interrupted(job, "canceled by request; the server stopped while ending it", 1 << 30, now)
+    return _terminal(cut, Status.CANCELED, now, error="canceled by request (the server stopped while ending it)")
 
 
 def ended(
@@ -129,14 +158,16 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE)
+    # queued again: the cut run's exit code and error live on in `runs` only, never as the job's own
+    return dataclasses.replace(cleared, status=Status.IN_QUEUE, exit_code=None, error=None, cancel_requested_at=None)
 
 
 def interrupted_run(job: Job, exit_code: int | None, usage: Usage, reason: str, restart_limit: int, now: str) -> Job:
     """A shutdown ended the run the Supervisor was following: its record kept, then `interrupted`."""
     cut = with_run(dataclasses.replace(job, exit_code=exit_code, error=reason), usage, now)
     job = dataclasses.replace(job, runs=cut.runs, resources=cut.resources)
-    return dataclasses.replace(interrupted(job, reason, restart_limit, now), exit_code=exit_code)
+    after = interrupted(job, reason, restart_limit, now)
+    return after if after.status is Status.IN_QUEUE else dataclasses.replace(after, exit_code=exit_code)
 
 
 def with_run(job: Job, usage: Usage, completed_at: str) -> Job:

@@ -18,7 +18,11 @@ class HealthResource:
         self._jobs_dir = jobs_dir
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = {"dispatcher": self._dispatcher_check(), "jobs_dir": self._jobs_dir_check()}
+        checks = {
+            "dispatcher": self._dispatcher_check(),
+            "jobs_dir": self._jobs_dir_check(),
+            "store": self._store_check(),
+        }
         ready = all(value == "ok" for value in checks.values())
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.media = {"status": "ok" if ready else "unavailable", "checks": checks}
@@ -32,6 +36,13 @@ class HealthResource:
         except (pykka.Timeout, pykka.ActorDeadError):
             return "not answering"
         return "ok"
+
+    def _store_check(self) -> str:
+        try:
+            trouble = self._dispatcher.trouble().get(timeout=2.0)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return "unknown (the dispatcher is not answering)"
+        return "ok" if trouble is None else f"cannot commit: {trouble}"
 
     def _jobs_dir_check(self) -> str:
         probe = self._jobs_dir / f".health-{uuid.uuid4().hex}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -11,13 +12,14 @@ import time
 import pykka
 from procq.actors import osdeps, webhook
 from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
-from procq.actors.dispatch.recovery import load_jobs, sweep_leftovers
-from procq.actors.errors import KeyFileError
+from procq.actors.dispatch.recovery import recover, sweep_leftovers
+from procq.actors.errors import KeyFileError, StorageError
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
 from procq.actors.settings import Settings, WebhookPolicy
+from procq.actors.store.sqlite import SqliteStore
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 from procq.api.keys import KeyStore, keys_path
@@ -78,11 +80,23 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention,
         max_queued=args.max_queued,
     )
-    jobs = load_jobs(settings, timestamp(utc_now()))
+    try:
+        store = SqliteStore(jobs_dir)
+        recovered = recover(settings, store, timestamp(utc_now()))
+    except (StorageError, sqlite3.Error, RuntimeError) as exc:
+        print(f"procq: cannot open the store in {jobs_dir}: {exc}", file=sys.stderr)
+        return 2
     threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
-    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=(events, metrics, LifecycleLog())).proxy()
+    dispatcher = Dispatcher.start(
+        settings,
+        recovered.jobs,
+        send_webhook=send,
+        watchers=(events, metrics, LifecycleLog()),
+        store=store,
+        counts=recovered.counts,
+    ).proxy()
     app = create_app(
         dispatcher,
         jobs_dir,
@@ -107,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     osdeps.install_shutdown(lambda: _stopping(events))
     try:
+        total = sum(recovered.counts.values())
         print(
-            f"procq serving on http://{args.host}:{server.effective_port} with {len(jobs)} jobs from {jobs_dir}",
+            f"procq serving on http://{args.host}:{server.effective_port} with {total} jobs from {jobs_dir}",
             flush=True,
         )
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
@@ -117,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10)
+        store.close()  # after every actor: the last ends they recorded are committed
         lock.close()
     log.info("stopped")
     return 0

@@ -230,8 +230,8 @@ def test_pages_go_newest_first_and_filter_by_status_owner_and_tag(store: SqliteS
 def test_jobs_are_found_by_idempotency_key(store: SqliteStore) -> None:
     job = _job(idempotency_key_sha256="ab" * 32, request_sha256="cd" * 32)
     store.create([job, _job()]).result(timeout=5)
-    assert store.by_idempotency_key("ab" * 32) == job
-    assert store.by_idempotency_key("ef" * 32) is None
+    assert store.with_idempotency_key("ab" * 32) == [job]
+    assert store.with_idempotency_key("ef" * 32) == []
 
 
 def test_expired_lists_finished_jobs_that_owe_no_webhook(store: SqliteStore) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeAlias
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias, TypeVar
 
 import pykka
 from procq.actors import transitions, webhook
@@ -19,14 +24,49 @@ from procq.actors.dispatch.index import JobTable
 from procq.actors.dispatch.launcher import Launcher
 from procq.actors.dispatch.retention import Retention
 from procq.actors.dispatch.scheduler import Scheduler
-from procq.actors.errors import JobConflict, JobNotFound
+from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound
 from procq.actors.events import Watcher
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
+from procq.actors.mailbox import report
 from procq.actors.settings import Settings
+from procq.actors.store.base import Commit, Recorded, Store
+from procq.actors.store.sqlite import SqliteStore
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
 
 log = logging.getLogger("procq.dispatcher")
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _carry_on(handler: _Handler) -> _Handler:
+    """For messages nobody waits on (defer): an exception escaping one would stop the actor for
+    good, and every request after it would answer 503. Log it and take the next message."""
+
+    @functools.wraps(handler)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(self, *args, **kwargs)
+        except Exception:
+            log.exception("dispatcher: %s failed; carrying on", handler.__name__)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a submit made: the jobs (in the order asked), whether they are new (False: an
+    Idempotency-Key replay of earlier ones), and the commit the caller waits on before answering."""
+
+    jobs: tuple[Job, ...]
+    created: bool
+    commit: Commit | None = None
+
+    def wait(self, timeout_s: float) -> tuple[Job, ...]:
+        """Block until the jobs are durable; raises StorageError if they could not be stored."""
+        if self.commit is not None:
+            self.commit.result(timeout_s)
+        return self.jobs
 
 
 class Dispatcher(pykka.ThreadingActor):
@@ -50,8 +90,16 @@ class Dispatcher(pykka.ThreadingActor):
         spawn: Spawn | None = None,
         send_webhook: SendWebhook = webhook.send,
         watchers: Sequence[Watcher] = (),
+        store: Store | None = None,
+        counts: Mapping[Status, int] | None = None,
     ) -> None:
         super().__init__()
+        jobs = list(jobs)
+        self._own_store = store is None
+        self._store: Store = store if store is not None else SqliteStore(settings.jobs_dir)
+        # jobs of earlier runs that are finished stay in the store only: counted here, read from there
+        live = Counter(job.status for job in jobs)
+        self._cold = Counter({status: max(0, n - live[status]) for status, n in (counts or {}).items()})
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
@@ -66,46 +114,61 @@ class Dispatcher(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._self: DispatcherProxy = self.actor_ref.proxy()
         self._alarm = Alarm(self._self.wake.defer, self._now)
-        self._launcher = Launcher(self._settings, self._self, self._spawn, self._now, self._send_webhook)
+        self._launcher = Launcher(self._settings, self._self, self._spawn, self._now, self._send_webhook, self._store)
         self._retention = Retention(self._settings, self._self)
+        self._held_until = 0.0  # after a run could not be recorded: start nothing before this (monotonic)
         for job in sorted(self._table.values(), key=lambda job: job.id):
             if job.status is Status.IN_QUEUE:
-                self._enqueue(job)
+                self._enqueue_or_end(job)
         self._pump()
         self._retention.start()
 
     def on_stop(self) -> None:
         self._alarm.cancel()
         self._retention.stop()
+        if self._own_store:
+            self._store.close()
+
+    def on_failure(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        log.critical("dispatcher stopped by %r; the server answers 503 until it is restarted", exc)
 
     # --- asked by the API ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest) -> Job:
-        """Create the job on disk (durably) and queue it. Raises ShuttingDown, QueueFull, InvalidRequest or
-        StorageError."""
-        return self._submit(request)
+        """Create one job and queue it; returns at once (it runs only once it is committed). Raises
+        ShuttingDown, QueueFull or InvalidRequest. A caller that answers a client uses `accept`."""
+        return self._accept((request,), {}).jobs[0]
 
-    def submit_once(self, request: JobRequest, key_sha256: str, request_sha256: str) -> tuple[Job, bool]:
-        """Submit under an Idempotency-Key (its hash): (new job, True), or (the job the key made in the last
-        24 h, False). Raises IdempotencyConflict if that job had a different body, or what `submit` raises."""
-        original = self._idempotency.replay(key_sha256, request_sha256, self._table.get, self._now())
-        if original is not None:
-            return original, False
-        job = self._submit(request, idempotency_key_sha256=key_sha256, request_sha256=request_sha256)
-        self._idempotency.remember(key_sha256, job.id)
-        return job, True
+    def accept(
+        self, requests: Sequence[JobRequest], key_sha256: str | None = None, request_sha256: str | None = None
+    ) -> Accepted:
+        """Create jobs, all or nothing, in one commit; the caller waits for it (`Accepted.wait`) before
+        answering. Under an Idempotency-Key (its hash) a replay within 24 h gets the jobs the key made
+        (created False). Raises IdempotencyConflict (same key, another body), ShuttingDown, QueueFull or
+        InvalidRequest (naming the item `jobs[i]` of a batch)."""
+        if key_sha256 is None:
+            return self._accept(requests, {})
+        replayed = self._idempotency.replay(
+            key_sha256, request_sha256 or "", self._find, self._store.with_idempotency_key, self._now()
+        )
+        if replayed is not None:
+            return Accepted(replayed, created=False)
+        accepted = self._accept(requests, {"idempotency_key_sha256": key_sha256, "request_sha256": request_sha256})
+        self._idempotency.remember(key_sha256, tuple(job.id for job in accepted.jobs))
+        return accepted
 
-    def rerun(self, job_id: str, owner: str | None = None) -> Job:
+    def rerun(self, job_id: str, owner: str | None = None) -> Accepted:
         """Submit a finished job's request again as a new job naming it in `rerun_of`, owned by `owner`.
-        Raises JobNotFound, JobConflict (not finished yet) and whatever `submit` raises."""
+        Raises JobNotFound, JobConflict (not finished yet) and whatever `accept` raises."""
         job = self.get(job_id)
         if not job.status.terminal:
             raise JobConflict(job.id, job.status.value, "rerun", "COMPLETED, FAILED or CANCELED")
-        return self._submit(dataclasses.replace(transitions.rerun_request(job), owner=owner), rerun_of=job.id)
+        request = dataclasses.replace(transitions.rerun_request(job), owner=owner)
+        return self._accept((request,), {"rerun_of": job.id})
 
     def get(self, job_id: str) -> Job:
-        """The job as it is now. Raises JobNotFound."""
-        job = self._table.get(job_id)
+        """The job as it is now (a finished job of an earlier run: as the store has it). Raises JobNotFound."""
+        job = self._find(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -119,19 +182,26 @@ class Dispatcher(pykka.ThreadingActor):
         owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first below the cursor `before` (ids sort by creation, so paging while
-        jobs are added neither skips nor repeats one), and the next cursor or None. Returns at once."""
-        return self._table.page(statuses, tag, before, limit, owner)
+        jobs are added neither skips nor repeats one), and the next cursor or None. Read from the store:
+        committed states, without holding every job in memory."""
+        found = self._store.page(statuses, tag, owner, before, limit + 1)
+        page = [self._table.get(job.id) or job for job in found[:limit]]
+        return page, (page[-1].id if len(found) > limit and page else None)
 
     def stats(self) -> dict[str, Any]:
         """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
         return {
-            "counts": {status.value: self._table.count(status) for status in Status},
+            "counts": {status.value: self._table.count(status) + self._cold[status] for status in Status},
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
         }
 
     def ping(self) -> bool:
         """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
         return True
+
+    def trouble(self) -> str | None:
+        """Why the store's last commit failed, while it has not recovered (GET /health)."""
+        return self._store.trouble()
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue's settings and counts (GET /queues)."""
@@ -144,29 +214,35 @@ class Dispatcher(pykka.ThreadingActor):
         self._pump()  # a resumed or widened queue may start jobs now
         return self._scheduler.configure(name)
 
-    def cancel(self, job_id: str) -> threading.Event:
-        """Cancel a queued or running job. Returns an event set once it has ended (already set for a
-        queued job); the caller then reads the outcome with `get`, because a running job may have
-        finished on its own meanwhile. Raises JobNotFound, JobConflict or StorageError."""
+    def cancel(self, job_id: str) -> threading.Event | Recorded:
+        """Cancel a queued or running job. For a running one, returns an event set once it has ended
+        (its outcome recorded); the caller then reads it with `get`, because it may have finished on
+        its own meanwhile. For a queued one, returns the commit of its CANCELED state (StorageError
+        if it failed). Raises JobNotFound or JobConflict."""
         if job_id in self._launcher:
             return self._launcher.cancel(job_id)
         job = self.get(job_id)
         if job.status is not Status.IN_QUEUE:
             raise JobConflict(job.id, job.status.value, "cancel", "IN_QUEUE or IN_PROGRESS")
-        canceled = unstarted.cancel(job, self._settings.jobs_dir, timestamp(self._now()))
+        canceled = unstarted.cancel(job, timestamp(self._now()))
+        commit = self._store.update([canceled])
+        commit.add_done_callback(functools.partial(_if_failed, self._self.cancel_not_recorded, job))
         self._scheduler.remove(job.id)
         self._ended(canceled)
-        return _set_event()
+        return Recorded.of(commit)
 
-    def delete(self, job_id: str) -> threading.Event:
-        """Forget a finished job; its directory goes on a helper thread. Returns an event set once it is gone
-        (or postponed). Raises JobNotFound, or JobConflict while its Supervisor owns the files."""
+    def delete(self, job_id: str) -> tuple[Commit, threading.Event]:
+        """Forget a finished job once its deletion is committed; its directory then goes on a helper
+        thread. Returns the commit (StorageError if it failed) and an event set once the directory is
+        gone (or postponed). Raises JobNotFound, or JobConflict while its Supervisor owns the files."""
         job = self.get(job_id)
         if not job.status.terminal or job_id in self._deliveries:
             state = job.status.value if not job.status.terminal else "delivering its webhook"
             raise JobConflict(job.id, state, "delete", "COMPLETED, FAILED or CANCELED (and not delivering)")
-        self._forget(job)
-        return self._retention.remove([job])
+        removed = threading.Event()
+        commit = self._store.delete([job.id])
+        commit.add_done_callback(functools.partial(_when_done, self._self.deleted, [job], removed))
+        return commit, removed
 
     def shutdown(self) -> list[threading.Event]:
         """Stop taking jobs and interrupt running ones (they are queued again for the next start).
@@ -174,67 +250,141 @@ class Dispatcher(pykka.ThreadingActor):
         self._accepting = False
         return self._launcher.interrupt_all()
 
-    # --- told by Supervisors, timers and itself ---------------------------------------------------
+    # --- told by Supervisors, timers, the store and itself (never waited on: see _carry_on) ---------
 
+    @_carry_on
     def pump(self) -> None:
         """Start what may start now (sent to itself after a submit is answered)."""
         self._pump()
 
+    @_carry_on
     def job_started(self, job: Job) -> None:
         self._table.put(job)
 
+    @_carry_on
     def job_ended(self, job: Job) -> None:
-        """A run is over: the job is terminal, or back IN_QUEUE after a shutdown interrupted it."""
+        """A run is over and its outcome committed: the job is terminal, or back IN_QUEUE (a retry, or
+        a shutdown interrupted it)."""
         self._launcher.ended(job.id)
         self._scheduler.ended(job.id)
         self._ended(job)
 
+    @_carry_on
+    def run_not_started(self, job: Job) -> None:
+        """A Supervisor could not record the attempt (the store failed, or the job's creation did):
+        nothing was started. The job waits its turn again, and nothing starts for a second."""
+        self._launcher.ended(job.id)
+        self._scheduler.ended(job.id)
+        if job.id in self._table and self._table[job.id].status is Status.IN_QUEUE:
+            self._scheduler.remove(job.id)
+            self._enqueue_or_end(job)
+        self._held_until = time.monotonic() + 1.0
+        self._alarm.at(timestamp(self._now() + timedelta(seconds=1.0)))
+
+    @_carry_on
+    def not_created(self, job_ids: list[str]) -> None:
+        """The store could not commit these new jobs; their submit was answered with an error."""
+        for job_id in job_ids:
+            job = self._table.get(job_id)
+            if job is not None:
+                self._forget(job)
+
+    @_carry_on
+    def cancel_not_recorded(self, job: Job) -> None:
+        """The store could not commit a queued job's cancel: it keeps its last durable state, queued."""
+        if job.id in self._table and self._table[job.id].status is Status.CANCELED:
+            self._table.put(job)
+            self._enqueue_or_end(job)
+            self._pump()
+
+    @_carry_on
+    def deleted(self, jobs: list[Job], removed: threading.Event, error: BaseException | None) -> None:
+        """The deletion of these jobs is committed (or failed): forget them, remove their directories."""
+        if error is not None:
+            removed.set()
+            return
+        for job in jobs:
+            self._forget(job)
+        self._retention.remove(jobs, removed)
+
+    @_carry_on
     def delivery_ended(self, job: Job) -> None:
         self._deliveries.ended(job.id)
         self._ended(job)
 
+    @_carry_on
     def wake(self) -> None:
         """The alarm rang (a delivery or a job's run_at is due): start what is due."""
         self._alarm.rang()
         self._pump()
 
+    @_carry_on
     def sweep(self) -> None:
-        """The retention timer fired: forget finished jobs past the retention (a batch at most) and
+        """The retention timer fired: delete finished jobs past the retention (a batch at most), then
         remove their directories, with those whose removal was postponed."""
-        expired = self._retention.expired(self._table, self._deliveries, self._now())
-        for job in expired:
-            self._forget(job)
-        self._retention.swept(expired)
+        expired = self._retention.expired(self._store, self._deliveries, self._now())
+        if not expired:
+            self._retention.swept([])
+            return
+        commit = self._store.delete([job.id for job in expired])
+        commit.add_done_callback(functools.partial(_when_done, self._self.swept, expired, None))
 
+    @_carry_on
+    def swept(self, expired: list[Job], _: None, error: BaseException | None) -> None:
+        for job in expired if error is None else []:
+            self._forget(job)
+        self._retention.swept(expired if error is None else [])
+
+    @_carry_on
     def dirs_removed(self, postponed: list[Job]) -> None:
         """From the removal thread: these jobs' directories could not be moved away yet."""
         self._retention.postponed(postponed)
 
     # --- inside ----------------------------------------------------------------------------------
 
-    def _submit(self, request: JobRequest, **extra: Any) -> Job:
-        admission.admit(request, self._table, self._accepting, self._settings.max_queued)
-        job = transitions.new_job(self._new_id(), request, self._now(), self._settings, **extra)
-        admission.store(job, self._settings.jobs_dir)
-        self._table.put(job)
-        self._enqueue(job)
-        self._self.pump.defer()  # after this reply: starting a Supervisor takes a millisecond
-        return self._table[job.id]  # it may have failed at once (a dependency had failed)
+    def _find(self, job_id: str) -> Job | None:
+        return self._table.get(job_id) or self._store.get(job_id)
+
+    def _accept(self, requests: Sequence[JobRequest], extra: dict[str, Any]) -> Accepted:
+        queued = self._table.count(Status.IN_QUEUE)
+        known = lambda job_id: job_id in self._table or self._store.get(job_id) is not None  # noqa: E731
+        for index, request in enumerate(requests):
+            try:
+                admission.admit(request, known, self._accepting, self._settings.max_queued, queued + index)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"jobs[{index}]: {exc}" if len(requests) > 1 else str(exc)) from exc
+        now = self._now()
+        jobs = [transitions.new_job(self._new_id(), request, now, self._settings, **extra) for request in requests]
+        commit = self._store.create(jobs)
+        ids = [job.id for job in jobs]
+        commit.add_done_callback(functools.partial(_if_failed, self._self.not_created, ids))
+        for job in jobs:
+            self._table.put(job)
+            self._enqueue_or_end(job)
+        self._self.pump.defer()  # after this reply: starting Supervisors takes a while
+        return Accepted(tuple(self._table[job_id] for job_id in ids), True, commit)  # one may have failed at once
 
     def _ended(self, job: Job) -> None:
-        self._table.put(job)
-        if job.status is Status.IN_QUEUE:
-            self._enqueue(job)  # back for a retry (or after a shutdown cut its run short)
-        elif job.status.terminal:
-            for dependent, reason in self._scheduler.dependency_ended(job, self._now().timestamp()):
-                self._fail_queued(self._table[dependent], reason)  # may cascade to their dependents
-        self._deliveries.owe(job)
+        """Record what a change means for the rest: dependents fail (a chain of any length, without
+        recursion), webhooks are owed, free slots are filled."""
+        pending = [job]
+        while pending:
+            job = pending.pop()
+            self._table.put(job)
+            if job.status is Status.IN_QUEUE:
+                failed = self._enqueue(job)  # back for a retry (or after a shutdown cut its run short)
+                if failed is not None:
+                    pending.append(failed)
+            elif job.status.terminal:
+                for dependent, reason in self._scheduler.dependency_ended(job, self._now().timestamp()):
+                    pending.append(self._fail_queued(self._table[dependent], reason))
+            self._deliveries.owe(job)
         self._pump()
 
     def _pump(self) -> None:
         """Start queued jobs while worker slots are free, and due deliveries while delivery slots are."""
         next_run_at = self._scheduler.release_due(self._now().timestamp())
-        if not self._accepting:
+        if not self._accepting or time.monotonic() < self._held_until:
             return
         while (job_id := self._scheduler.next_to_start()) is not None:
             self._launcher.run(self._table[job_id])
@@ -246,23 +396,45 @@ class Dispatcher(pykka.ThreadingActor):
         if next_due is not None:
             self._alarm.at(next_due)
 
-    def _enqueue(self, job: Job) -> None:
-        """Hand an IN_QUEUE job to the scheduler, or fail it if it can never run."""
-        status_of = lambda job_id: self._table[job_id].status if job_id in self._table else None  # noqa: E731
-        reason = self._scheduler.add(job, self._now().timestamp(), status_of)
-        if reason is not None:
-            self._fail_queued(job, reason)
+    def _enqueue_or_end(self, job: Job) -> None:
+        failed = self._enqueue(job)
+        if failed is not None:
+            self._ended(failed)
 
-    def _fail_queued(self, job: Job, reason: str) -> None:
-        """A queued job (no Supervisor: ours to write) ends FAILED without running; may cascade."""
-        failed = unstarted.fail(job, reason, self._settings.jobs_dir, timestamp(self._now()))
-        self._ended(failed)
+    def _enqueue(self, job: Job) -> Job | None:
+        """Hand an IN_QUEUE job to the scheduler; returns it FAILED instead if it can never run."""
+        reason = self._scheduler.add(job, self._now().timestamp(), self._status_of)
+        return None if reason is None else self._fail_queued(job, reason)
+
+    def _status_of(self, job_id: str) -> Status | None:
+        job = self._find(job_id)
+        return None if job is None else job.status
+
+    def _fail_queued(self, job: Job, reason: str) -> Job:
+        """A queued job (no Supervisor: ours to record) ends FAILED without running."""
+        failed = unstarted.fail(job, reason, timestamp(self._now()))
+        self._store.update([failed])  # a failure is logged by the store; the dependency will not come back
+        return failed
 
     def _forget(self, job: Job) -> None:
-        self._table.forget(job)
+        if job.id in self._table:
+            self._table.forget(self._table[job.id])
+        else:
+            self._cold[job.status] = max(0, self._cold[job.status] - 1)
         self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
         self._idempotency.forget(job)  # its key may make a new job now
         self._deliveries.forget(job.id)
+
+
+def _if_failed(send: Callable[..., Any], value: Any, commit: Future[Any]) -> None:
+    """A commit callback (writer thread): tell the Dispatcher only if the change was not stored."""
+    if commit.exception() is not None:
+        report(lambda: send.defer(value))
+
+
+def _when_done(send: Callable[..., Any], first: Any, second: Any, commit: Future[Any]) -> None:
+    """A commit callback (writer thread): tell the Dispatcher the outcome, None for success."""
+    report(lambda: send.defer(first, second, commit.exception()))
 
 
 def _set_event() -> threading.Event:

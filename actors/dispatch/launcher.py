@@ -11,6 +11,7 @@ import pykka
 from procq.actors.job import Job
 from procq.actors.mailbox import Mailbox
 from procq.actors.settings import Settings
+from procq.actors.store.base import Store
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhook import SendWebhook
@@ -31,12 +32,14 @@ class Launcher:
         spawn: Spawn | None,
         now: Callable[[], datetime],
         send_webhook: SendWebhook,
+        store: Store,
     ) -> None:
         self._settings = settings
         self._dispatcher = dispatcher
         self._spawn = spawn
         self._now = now
         self._send = send_webhook
+        self._store = store
         self._running: dict[str, tuple[Mailbox[Supervisor], threading.Event]] = {}
 
     def __contains__(self, job_id: str) -> bool:
@@ -76,6 +79,13 @@ class Launcher:
 
     def _start(self, job: Job, finished: threading.Event) -> Mailbox[Supervisor]:
         ref = Supervisor.start(
-            job, self._settings, self._dispatcher, finished, spawn=self._spawn, now=self._now, send_webhook=self._send
+            job,
+            self._settings,
+            self._dispatcher,
+            finished,
+            self._store,
+            spawn=self._spawn,
+            now=self._now,
+            send_webhook=self._send,
         )
         return Mailbox(ref)

@@ -1,67 +1,74 @@
-"""What the server finds in its jobs directory at start: every job, with crashed runs settled."""
+"""What the server finds at start, from the store of record: the jobs it must hold, with crashed runs settled."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from procq.actors import osdeps
-from procq.actors.job import Job, Status, is_job_id
+from procq.actors.errors import StorageError
+from procq.actors.job import Job, Status
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
 from procq.actors.settings import Settings
-from procq.actors.transitions import interrupted
+from procq.actors.store.base import Store
+from procq.actors.store.sqlite import SqliteStore
+from procq.actors.transitions import canceled_at_restart, interrupted
 
 log = logging.getLogger("procq.recovery")
 
 
-def load_jobs(settings: Settings, now: str) -> list[Job]:
-    """Read every job under settings.jobs_dir, sorted by id (= submission order).
+@dataclass(frozen=True)
+class Recovered:
+    """What the Dispatcher starts with: the jobs it must hold (queued, settled after a crash, owing a
+    webhook), in id order, and how many jobs the store holds per status."""
 
-    A job left IN_PROGRESS by a crash has its orphaned process tree ended (matched by pid and
-    start time, so a reused pid is spared) and is queued again, or FAILED past the restart limit.
-    Entries that are not jobs, or whose meta.json is unreadable, are skipped with a warning.
-    Blocks: call it before the server starts.
+    jobs: list[Job]
+    counts: dict[Status, int]
+
+
+def recover(settings: Settings, store: Store, now: str) -> Recovered:
+    """Load what the Dispatcher needs from the store (indexed queries: no job directory is read).
+
+    A job left IN_PROGRESS by a crash has its orphaned process tree ended (matched by pid and start
+    time, so a reused pid is spared) and is queued again, or FAILED past the restart limit; one whose
+    cancel had been asked for ends CANCELED. Those changes are committed before the server starts.
+    Blocks: call it before the server starts. Raises StorageError if the store cannot be read.
     """
-    found: list[Job] = []
-    for entry in os.scandir(settings.jobs_dir):
-        job = _read_entry(entry)
-        if job is not None:
-            found.append(job)
-    cut_short = [job for job in found if job.status is Status.IN_PROGRESS]
+    startup = store.startup()
+    if startup.rewritten:
+        log.warning("rewrote %d meta.json files that lagged behind the store", startup.rewritten)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda job: _end_orphans(job, settings.grace_s), cut_short))
-    settled: dict[str, Job] = {}
-    for job in cut_short:
-        job = interrupted(job, "interrupted by a crash of the server", settings.restart_limit, now)
+        list(pool.map(lambda job: _end_orphans(job, settings.grace_s), startup.running))
+    counts = dict(startup.counts)
+    settled = []
+    for job in startup.running:
+        if job.cancel_requested_at is not None:
+            after = canceled_at_restart(job, now)
+        else:
+            after = interrupted(job, "interrupted by a crash of the server", settings.restart_limit, now)
+        log.info("job %s: recovered after a crash as %s", job.id, after.status.value)
+        counts[job.status] -= 1
+        counts[after.status] = counts.get(after.status, 0) + 1
+        settled.append(after)
+    if settled:
         try:
-            JobDir(settings.jobs_dir / job.id).write(job)
-        except OSError as exc:
-            log.error("job %s: could not record its recovery: %s", job.id, exc)
-        log.info("job %s: recovered after a crash as %s", job.id, job.status.value)
-        settled[job.id] = job
-    return sorted((settled.get(job.id, job) for job in found), key=lambda job: job.id)
+            store.update(settled).result(timeout=60)
+        except StorageError as exc:  # they run (or stay failed) all the same; the next change records them
+            log.error("could not record the recovery of %d jobs: %s", len(settled), exc)
+    jobs = {job.id: job for job in (*startup.queued, *settled, *startup.owed)}
+    return Recovered(sorted(jobs.values(), key=lambda job: job.id), counts)
 
 
-def _read_entry(entry: os.DirEntry[str]) -> Job | None:
-    # Plain strings, not pathlib: this runs for every job at start (100,000 jobs must load in seconds).
-    if entry.name.startswith("."):  # the server's own files: .lock, .trash, health probes
-        return None
-    if not is_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
-        log.warning("skipping %r in the jobs directory: not a job directory", entry.name)
-        return None
+def load_jobs(settings: Settings, now: str) -> list[Job]:
+    """`recover` on a store opened (and closed) for the purpose: the jobs a restarted Dispatcher holds."""
+    store = SqliteStore(settings.jobs_dir)
     try:
-        job = Job.from_dict(orjson.loads(osdeps.read_bytes(os.path.join(entry.path, "meta.json"))))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        log.warning("skipping job directory %s: unreadable meta.json (%s)", entry.name, exc)
-        return None
-    if job.id != entry.name:
-        log.warning("skipping job directory %s: its meta.json belongs to job %s", entry.name, job.id)
-        return None
-    return job
+        return recover(settings, store, now).jobs
+    finally:
+        store.close()
 
 
 def _end_orphans(job: Job, grace_s: float) -> None:

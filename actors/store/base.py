@@ -9,11 +9,38 @@ from typing import Protocol
 
 from procq.actors.job import Job, Status
 
-# A change's receipt: resolves (result None) once the change is committed, or fails with a StorageError.
+# A change's receipt: resolves once the change is committed, with the number of jobs it wrote (an
+# update of a job no longer in the store writes none), or fails with a StorageError.
 # `commit.result(timeout)` blocks (API threads); `commit.add_done_callback(fn)` never does (actors: the
 # callback runs on the writer thread, so it only sends a message). Callbacks run before nothing else
 # is promised: a reply, a spawn or a webhook waits for the commit it depends on, never for a callback.
-Commit = Future[None]
+Commit = Future[int]
+
+
+class Recorded(Future[int]):
+    """A Commit that also waits like a threading.Event, for callers that wait on either: `wait`
+    returns whether it is done; `result` then raises StorageError if it failed."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self.exception(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @classmethod
+    def of(cls, commit: Commit) -> Recorded:
+        recorded = cls()
+
+        def copy(done: Commit) -> None:
+            error = done.exception()
+            if error is None:
+                recorded.set_result(done.result())
+            else:
+                recorded.set_exception(error)
+
+        commit.add_done_callback(copy)
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -57,8 +84,8 @@ class Store(Protocol):
         """The committed state of the jobs among `job_ids` that exist."""
         ...
 
-    def by_idempotency_key(self, key_sha256: str) -> Job | None:
-        """The newest job submitted under this Idempotency-Key hash, or None."""
+    def with_idempotency_key(self, key_sha256: str) -> list[Job]:
+        """The jobs submitted under this Idempotency-Key hash (one, or a batch), in id order."""
         ...
 
     def page(

@@ -54,7 +54,7 @@ DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 DELETE_TAGS = "DELETE FROM tags WHERE job_id = ?"
 
 GET = "SELECT body FROM jobs WHERE id = ?"
-BY_KEY = "SELECT body FROM jobs WHERE idem = ? ORDER BY id DESC LIMIT 1"
+BY_KEY = "SELECT body FROM jobs WHERE idem = ? ORDER BY id"
 WITH_STATUS = "SELECT body FROM jobs WHERE status = ? ORDER BY id"
 OWED = "SELECT body FROM jobs WHERE owed = 1 ORDER BY id"
 UNSYNCED = "SELECT id, body FROM jobs WHERE synced = 0"

@@ -84,9 +84,8 @@ class SqliteStore:
                 found[job_id] = job
         return found
 
-    def by_idempotency_key(self, key_sha256: str) -> Job | None:
-        row = self._read(schema.BY_KEY, (key_sha256,)).fetchone()
-        return schema.decode(row[0]) if row else None
+    def with_idempotency_key(self, key_sha256: str) -> list[Job]:
+        return [schema.decode(row[0]) for row in self._read(schema.BY_KEY, (key_sha256,))]
 
     def page(
         self,

@@ -169,7 +169,8 @@ class Writer:
             log.error("store: %s", trouble)
         self.trouble = trouble
         for change in changes:
-            change.commit.set_result(None)
+            # how many jobs it wrote: an update of a job that is gone from the store writes none
+            change.commit.set_result(sum(change.present) if change.kind == "update" else len(change.jobs or change.ids))
 
     def _record_synced(self) -> None:
         """Idle: record which meta.json files are current, without an fsync (losing this only means

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pykka
@@ -13,6 +15,7 @@ from procq.actors.job import Job, Status, Usage, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.settings import Settings
+from procq.actors.store.base import Store
 from procq.actors.supervise import limits, threads
 from procq.actors.supervise.progress import Progress
 from procq.actors.supervise.sampler import Sample
@@ -38,7 +41,8 @@ class Supervisor(pykka.ThreadingActor):
     Threads: the actor thread never blocks. A waiter thread blocks on the child, a stopper thread on
     ending its tree, a webhook thread on the HTTP call, a watch thread samples the run (threads.py);
     each reports back with a deferred message. What a job becomes is decided in transitions.py.
-    Before it reports anything to the Dispatcher it has written meta.json, so disk and index agree.
+    Every change goes to the store (which keeps meta.json); the attempt is durable before its
+    process starts, and an end is durable before the Dispatcher hears of it (`_record_then`).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class Supervisor(pykka.ThreadingActor):
         settings: Settings,
         dispatcher: DispatcherProxy,
         finished: threading.Event,
+        store: Store,
         spawn: Spawn | None = None,
         now: Callable[[], datetime] = utc_now,
         send_webhook: SendWebhook = webhook.send,
@@ -57,6 +62,9 @@ class Supervisor(pykka.ThreadingActor):
         self._dir = JobDir(settings.jobs_dir / job.id)
         self._dispatcher = dispatcher
         self._finished = finished
+        self._store = store
+        self._record_failures = 0  # in a row: how long to wait before trying a commit again
+        self._spawned = False
         self._spawn = spawn or spawn_child
         self._now = now
         self._send = send_webhook
@@ -76,9 +84,12 @@ class Supervisor(pykka.ThreadingActor):
         # A bug must not leave a job IN_PROGRESS, or a delivery slot taken, forever: record it and
         # let the Dispatcher move on.
         log.error("job %s: supervisor failed: %r", self._job.id, exc)
+        # The actor is stopping: record without waiting for the commit, which it could not hear of.
         reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
-            self._finish(Status.FAILED, error=reason)
+            self._stop_watch()
+            self._set(transitions.ended(self._job, Status.FAILED, self._usage, self._now(), error=reason))
+            self._report_end()
         elif transitions.owes_delivery(self._job):
             self._set(transitions.delivery_abandoned(self._job, reason))
             self._dispatcher.delivery_ended.defer(self._job)
@@ -86,20 +97,31 @@ class Supervisor(pykka.ThreadingActor):
     # --- running the job -------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start the child and return at once; the job then reports itself through the Dispatcher."""
-        attempt = self._job.attempts + 1
-        now = self._stamp()
+        """Record the attempt, and start the child once that record is durable (`_start_child`), so no
+        crash can leave a process that no record counts. Returns at once."""
+        queued = self._job
+        attempt = transitions.attempt_begun(queued, queued.attempts + 1, self._stamp())
+        self._record_then(attempt, self._start_child, if_lost=lambda: self._not_started(queued))
+
+    def _start_child(self) -> None:
+        attempt, now = self._job.attempts, self._job.started_at or self._stamp()
+        if self._stop_reason is StopReason.CANCEL:  # canceled while the attempt was being recorded
+            self._finish(Status.CANCELED, error="canceled by request before it started")
+            return
+        if self._stop_reason is StopReason.INTERRUPT:
+            self._conclude()
+            return
         try:
             if self._job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
                 resolve_cwd(self._settings.cwd_root, self._job.cwd)
             child = self._spawn(self._job, self._dir, attempt)
         except ValueError as exc:
-            self._finish(Status.FAILED, attempts=attempt, started_at=now, error=str(exc))
+            self._finish(Status.FAILED, error=str(exc))
             return
         except OSError as exc:
-            reason = f"could not start {self._job.args[0]!r}: {exc.strerror or exc}"
-            self._finish(Status.FAILED, attempts=attempt, started_at=now, error=reason)
+            self._finish(Status.FAILED, error=f"could not start {self._job.args[0]!r}: {exc.strerror or exc}")
             return
+        self._spawned = True
         pid, created = osdeps.identity(child.pid)
         self._set(transitions.started(self._job, pid, created, attempt, now))
         log.debug("job %s: IN_PROGRESS pid=%d attempt=%d", self._job.id, pid, attempt)
@@ -107,13 +129,30 @@ class Supervisor(pykka.ThreadingActor):
         threading.Thread(target=threads.report_exit, args=(child, self._self), daemon=True).start()
         self._watch(pid, created, attempt)
 
+    def _not_started(self, queued: Job) -> None:
+        """The attempt could not be recorded (the store failed, or the job is gone): nothing ran."""
+        self._job = queued
+        self._dispatcher.run_not_started.defer(queued)
+        self._finished.set()
+        report(self.stop)
+
     def cancel(self) -> None:
-        """End the job's process tree and mark it CANCELED. Returns at once; the Dispatcher's event
-        is set once every process of the tree is gone. Does nothing if the job already ended."""
-        self._end_tree(StopReason.CANCEL)
+        """Record that a cancel was asked for, then end the job's process tree and mark it CANCELED.
+        Returns at once; the Dispatcher's event is set once every process of the tree is gone and
+        CANCELED is committed. Does nothing if the job already ended."""
+        if self._job.status is not Status.IN_PROGRESS or self._stop_reason is not None:
+            return
+        if not self._spawned:  # its attempt is still being recorded: it will not start
+            self._stop_reason = StopReason.CANCEL
+            return
+        requested = transitions.cancel_requested(self._job, self._stamp())
+        self._record_then(requested, lambda: self._end_tree(StopReason.CANCEL), if_lost=None)
 
     def interrupt(self) -> None:
         """Like cancel, for a server shutdown: the job goes back to the queue for the next start."""
+        if not self._spawned and self._stop_reason is None and self._job.status is Status.IN_PROGRESS:
+            self._stop_reason = StopReason.INTERRUPT  # its attempt is still being recorded
+            return
         self._end_tree(StopReason.INTERRUPT)
 
     def process_exited(self, exit_code: int, usage: Usage | None = None) -> None:
@@ -131,7 +170,7 @@ class Supervisor(pykka.ThreadingActor):
             self._conclude()
 
     def _end_tree(self, reason: StopReason) -> None:
-        if self._job.status is not Status.IN_PROGRESS or self._stop_reason is not None:
+        if self._job.status is not Status.IN_PROGRESS or self._stop_reason is not None or self._job.pid is None:
             return
         self._stop_reason = reason
         job = self._job
@@ -143,9 +182,9 @@ class Supervisor(pykka.ThreadingActor):
         self._stop_watch()
         if self._stop_reason is StopReason.INTERRUPT:
             reason, limit = "interrupted by a server shutdown", self._settings.restart_limit
-            self._set(transitions.interrupted_run(self._job, code, self._usage, reason, limit, self._stamp()))
-            log.debug("job %s: %s after shutdown", self._job.id, self._job.status.value)
-            self._report_end()
+            after = transitions.interrupted_run(self._job, code, self._usage, reason, limit, self._stamp())
+            log.debug("job %s: %s after shutdown", self._job.id, after.status.value)
+            self._record_then(after, self._report_end, if_lost=self._retry_later)
         elif self._stop_reason is StopReason.CANCEL:
             self._finish(Status.CANCELED, exit_code=code, error="canceled by request")
         elif self._stop_reason is StopReason.LIMIT:
@@ -159,15 +198,14 @@ class Supervisor(pykka.ThreadingActor):
 
     def _finish(self, status: Status, **changes: Any) -> None:
         self._stop_watch()
-        self._set(transitions.ended(self._job, status, self._usage, self._now(), **changes))
-        job = self._job
+        job = transitions.ended(self._job, status, self._usage, self._now(), **changes)
         if job.status is Status.IN_QUEUE:
             log.info(
                 "job %s: attempt %d failed (%s); retry at %s", job.id, job.attempts, job.runs[-1].error, job.run_at
             )
         else:
             log.debug("job %s: %s exit_code=%s", job.id, status.value, job.exit_code)
-        self._report_end()
+        self._record_then(job, self._report_end, if_lost=self._retry_later)
 
     def _report_end(self) -> None:
         # Order matters: the Dispatcher hears of the end before anyone woken by the event asks it.
@@ -221,11 +259,15 @@ class Supervisor(pykka.ThreadingActor):
         threading.Thread(target=threads.deliver, args=args, daemon=True).start()
 
     def delivery_finished(self, error: str | None) -> None:
-        """From the webhook thread: record the attempt, then hand the job back to the Dispatcher."""
-        self._set(transitions.delivery_attempted(self._job, error, self._settings.webhook, self._now()))
-        after = self._job.webhook_delivery
+        """From the webhook thread: record the attempt, then hand the job back to the Dispatcher (even
+        if the record failed: the attempt is then made again after a restart, never lost)."""
+        job = transitions.delivery_attempted(self._job, error, self._settings.webhook, self._now())
+        after = job.webhook_delivery
         assert after is not None
-        log.info("job %s: webhook %s after %d attempt(s) %s", self._job.id, after.state, after.attempts, error or "")
+        log.info("job %s: webhook %s after %d attempt(s) %s", job.id, after.state, after.attempts, error or "")
+        self._record_then(job, self._delivery_recorded, if_lost=self._delivery_recorded)
+
+    def _delivery_recorded(self) -> None:
         self._dispatcher.delivery_ended.defer(self._job)
         self.stop()
 
@@ -235,16 +277,56 @@ class Supervisor(pykka.ThreadingActor):
         return timestamp(self._now())
 
     def _set(self, job: Job) -> None:
-        """The job's new state, in memory and in meta.json."""
+        """The job's new state, in memory and to the store, without waiting for the commit (nothing
+        depends on it: a failure is logged by the store and the next change records it again)."""
         self._job = job
-        try:
-            self._dir.write(job)
-        except OSError as exc:
-            # The state stays right in memory (and in the index); the next change writes it again.
-            log.error("job %s: could not write meta.json: %s", job.id, exc)
+        self._store.update([job])
+
+    def _record_then(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None) -> None:
+        """Record `job` as the new state and call `then` once it is durable: the one step where the
+        Supervisor waits for the store before acting (start the child, report an end). If it could
+        not be committed (or the job is gone from the store), `if_lost` runs instead; None: `then`."""
+        self._job = job
+        commit = self._store.update([job])
+        commit.add_done_callback(functools.partial(_recorded, self._self, job, then, if_lost))
+
+    def recorded(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, ok: bool) -> None:
+        """From the store's writer thread: the record `_record_then` asked for is committed, or failed."""
+        if ok:
+            self._record_failures = 0
+            then()
+        else:
+            (if_lost or then)()
+
+    def _retry_later(self) -> None:
+        """An end could not be recorded (a full disk): keep the job's slot and try again, waiting a
+        little longer each time; the Dispatcher hears of the end only once it is durable."""
+        self._record_failures += 1
+        delay_s = min(5.0, 0.1 * 2**self._record_failures)
+        log.error("job %s: could not record its end; trying again in %.1f s", self._job.id, delay_s)
+        job = self._job
+        timer = threading.Timer(delay_s, report, args=(lambda: self._self.rerecord.defer(job),))
+        timer.daemon = True
+        timer.start()
+
+    def rerecord(self, job: Job) -> None:
+        """From the retry timer: record the end again."""
+        self._record_then(job, self._report_end, if_lost=self._retry_later)
 
 
 SupervisorProxy: TypeAlias = "pykka.ActorProxy[Supervisor]"
+
+
+def _recorded(
+    supervisor: Mailbox[Supervisor],
+    job: Job,
+    then: Callable[[], None],
+    if_lost: Callable[[], None] | None,
+    commit: Future[int],
+) -> None:
+    """A commit callback (the store's writer thread): hand the outcome to the actor's own thread."""
+    ok = commit.exception() is None and commit.result() == 1  # 0: the job is no longer in the store
+    report(lambda: supervisor.recorded.defer(job, then, if_lost, ok))
 
 
 def _exit_reason(code: int | None) -> str:
