@@ -167,10 +167,11 @@ class Writer:
                 trouble = f"could not write meta.json of job {job_id}: {exc}"
         if trouble is not None:
             log.error("store: %s", trouble)
-        self.trouble = trouble
-        for change in changes:
-            # how many jobs it wrote: an update of a job that is gone from the store writes none
-            change.commit.set_result(sum(change.present) if change.kind == "update" else len(change.jobs or change.ids))
+        written = [sum(c.present) if c.kind == "update" else len(c.jobs or c.ids) for c in changes]
+        if trouble is not None or any(written):  # only a batch that stored something shows the trouble is over
+            self.trouble = trouble
+        for change, count in zip(changes, written, strict=True):
+            change.commit.set_result(count)  # an update of a job that is gone from the store writes none
 
     def _record_synced(self) -> None:
         """Idle: record which meta.json files are current, without an fsync (losing this only means
