@@ -218,7 +218,7 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         for warning in self.warnings:
-            log.warning("rebuilding the store: skipped %s", warning)
+            log.warning("rebuilding the store: skipping %s", warning)
         if count:
             log.warning("the store was rebuilt from %d job directories in %s", count, self._jobs_dir)
         return count
