@@ -34,8 +34,8 @@ def _procq(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.Com
 def test_submit_many_returns_the_jobs_in_order_across_requests_of_a_thousand(server: ServerProcess) -> None:
     with Client(server.url) as client:
         jobs = client.submit_many([["true", str(n)] for n in range(1001)] + [{"args": ["true"], "tags": ["last"]}])
-    assert [job.args[1:] for job in jobs[:1001]] == [(str(n),) for n in range(1001)]
-    assert jobs[-1].tags == ("last",)
+    assert [list(job.args[1:]) for job in jobs[:1001]] == [[str(n)] for n in range(1001)]
+    assert list(jobs[-1].tags) == ["last"]
     assert len({job.id for job in jobs}) == 1002
 
 
