@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 from procq.actors import osdeps
-from procq.actors.dispatch.dispatcher import Accepted
+from procq.actors.dispatch.receipts import Accepted
 from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, StorageError
 from procq.actors.job import Job, JobRequest, Status, is_job_id
 from procq.api.ask import ASK_TIMEOUT_S, ask

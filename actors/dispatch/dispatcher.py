@@ -7,27 +7,25 @@ import functools
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import pykka
 from procq.actors import transitions, webhook
 from procq.actors.dispatch import admission, unstarted
 from procq.actors.dispatch.alarm import Alarm
+from procq.actors.dispatch.catalog import Catalog
 from procq.actors.dispatch.deliveries import Deliveries
 from procq.actors.dispatch.idempotency import Idempotency
 from procq.actors.dispatch.index import JobTable
 from procq.actors.dispatch.launcher import Launcher
+from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed, when_done
 from procq.actors.dispatch.retention import Retention
 from procq.actors.dispatch.scheduler import Scheduler
 from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound
 from procq.actors.events import Watcher
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
-from procq.actors.mailbox import report
 from procq.actors.settings import Settings
 from procq.actors.store.base import Commit, Recorded, Store
 from procq.actors.store.sqlite import SqliteStore
@@ -35,38 +33,6 @@ from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
 
 log = logging.getLogger("procq.dispatcher")
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-def _carry_on(handler: _Handler) -> _Handler:
-    """For messages nobody waits on (defer): an exception escaping one would stop the actor for
-    good, and every request after it would answer 503. Log it and take the next message."""
-
-    @functools.wraps(handler)
-    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(self, *args, **kwargs)
-        except Exception:
-            log.exception("dispatcher: %s failed; carrying on", handler.__name__)
-            return None
-
-    return guarded  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What a submit made: the jobs (in the order asked), whether they are new (False: an
-    Idempotency-Key replay of earlier ones), and the commit the caller waits on before answering."""
-
-    jobs: tuple[Job, ...]
-    created: bool
-    commit: Commit | None = None
-
-    def wait(self, timeout_s: float) -> tuple[Job, ...]:
-        """Block until the jobs are durable; raises StorageError if they could not be stored."""
-        if self.commit is not None:
-            self.commit.result(timeout_s)
-        return self.jobs
 
 
 class Dispatcher(pykka.ThreadingActor):
@@ -94,18 +60,15 @@ class Dispatcher(pykka.ThreadingActor):
         counts: Mapping[Status, int] | None = None,
     ) -> None:
         super().__init__()
-        jobs = list(jobs)
         self._own_store = store is None
         self._store: Store = store if store is not None else SqliteStore(settings.jobs_dir)
-        # jobs of earlier runs that are finished stay in the store only: counted here, read from there
-        live = Counter(job.status for job in jobs)
-        self._cold = Counter({status: max(0, n - live[status]) for status, n in (counts or {}).items()})
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
         self._spawn = spawn
         self._send_webhook = send_webhook
         self._table = JobTable(jobs, watchers)
+        self._catalog = Catalog(self._table, self._store, counts)
         self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)  # filled in on_start
         self._idempotency = Idempotency(self._table.values())
         self._deliveries = Deliveries(self._table.values(), settings.webhook_concurrency)
@@ -149,7 +112,7 @@ class Dispatcher(pykka.ThreadingActor):
         if key_sha256 is None:
             return self._accept(requests, {})
         replayed = self._idempotency.replay(
-            key_sha256, request_sha256 or "", self._find, self._store.with_idempotency_key, self._now()
+            key_sha256, request_sha256 or "", self._catalog.find, self._store.with_idempotency_key, self._now()
         )
         if replayed is not None:
             return Accepted(replayed, created=False)
@@ -168,7 +131,7 @@ class Dispatcher(pykka.ThreadingActor):
 
     def get(self, job_id: str) -> Job:
         """The job as it is now (a finished job of an earlier run: as the store has it). Raises JobNotFound."""
-        job = self._find(job_id)
+        job = self._catalog.find(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -184,14 +147,12 @@ class Dispatcher(pykka.ThreadingActor):
         """A page of jobs newest first below the cursor `before` (ids sort by creation, so paging while
         jobs are added neither skips nor repeats one), and the next cursor or None. Read from the store:
         committed states, without holding every job in memory."""
-        found = self._store.page(statuses, tag, owner, before, limit + 1)
-        page = [self._table.get(job.id) or job for job in found[:limit]]
-        return page, (page[-1].id if len(found) > limit and page else None)
+        return self._catalog.page(statuses, tag, before, limit, owner)
 
     def stats(self) -> dict[str, Any]:
         """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
         return {
-            "counts": {status.value: self._table.count(status) + self._cold[status] for status in Status},
+            "counts": self._catalog.counts(),
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
         }
 
@@ -226,7 +187,7 @@ class Dispatcher(pykka.ThreadingActor):
             raise JobConflict(job.id, job.status.value, "cancel", "IN_QUEUE or IN_PROGRESS")
         canceled = unstarted.cancel(job, timestamp(self._now()))
         commit = self._store.update([canceled])
-        commit.add_done_callback(functools.partial(_if_failed, self._self.cancel_not_recorded, job))
+        commit.add_done_callback(functools.partial(if_failed, self._self.cancel_not_recorded, job))
         self._scheduler.remove(job.id)
         self._ended(canceled)
         return Recorded.of(commit)
@@ -241,7 +202,7 @@ class Dispatcher(pykka.ThreadingActor):
             raise JobConflict(job.id, state, "delete", "COMPLETED, FAILED or CANCELED (and not delivering)")
         removed = threading.Event()
         commit = self._store.delete([job.id])
-        commit.add_done_callback(functools.partial(_when_done, self._self.deleted, [job], removed))
+        commit.add_done_callback(functools.partial(when_done, self._self.deleted, [job], removed))
         return commit, removed
 
     def shutdown(self) -> list[threading.Event]:
@@ -250,18 +211,18 @@ class Dispatcher(pykka.ThreadingActor):
         self._accepting = False
         return self._launcher.interrupt_all()
 
-    # --- told by Supervisors, timers, the store and itself (never waited on: see _carry_on) ---------
+    # --- told by Supervisors, timers, the store and itself (never waited on: see carry_on) ---------
 
-    @_carry_on
+    @carry_on
     def pump(self) -> None:
         """Start what may start now (sent to itself after a submit is answered)."""
         self._pump()
 
-    @_carry_on
+    @carry_on
     def job_started(self, job: Job) -> None:
         self._table.put(job)
 
-    @_carry_on
+    @carry_on
     def job_ended(self, job: Job) -> None:
         """A run is over and its outcome committed: the job is terminal, or back IN_QUEUE (a retry, or
         a shutdown interrupted it)."""
@@ -269,7 +230,7 @@ class Dispatcher(pykka.ThreadingActor):
         self._scheduler.ended(job.id)
         self._ended(job)
 
-    @_carry_on
+    @carry_on
     def run_not_started(self, job: Job) -> None:
         """A Supervisor could not record the attempt (the store failed, or the job's creation did):
         nothing was started. The job waits its turn again, and nothing starts for a second."""
@@ -281,7 +242,7 @@ class Dispatcher(pykka.ThreadingActor):
         self._held_until = time.monotonic() + 1.0
         self._alarm.at(timestamp(self._now() + timedelta(seconds=1.0)))
 
-    @_carry_on
+    @carry_on
     def not_created(self, job_ids: list[str]) -> None:
         """The store could not commit these new jobs; their submit was answered with an error."""
         for job_id in job_ids:
@@ -289,7 +250,7 @@ class Dispatcher(pykka.ThreadingActor):
             if job is not None:
                 self._forget(job)
 
-    @_carry_on
+    @carry_on
     def cancel_not_recorded(self, job: Job) -> None:
         """The store could not commit a queued job's cancel: it keeps its last durable state, queued."""
         if job.id in self._table and self._table[job.id].status is Status.CANCELED:
@@ -297,7 +258,7 @@ class Dispatcher(pykka.ThreadingActor):
             self._enqueue_or_end(job)
             self._pump()
 
-    @_carry_on
+    @carry_on
     def deleted(self, jobs: list[Job], removed: threading.Event, error: BaseException | None) -> None:
         """The deletion of these jobs is committed (or failed): forget them, remove their directories."""
         if error is not None:
@@ -307,18 +268,18 @@ class Dispatcher(pykka.ThreadingActor):
             self._forget(job)
         self._retention.remove(jobs, removed)
 
-    @_carry_on
+    @carry_on
     def delivery_ended(self, job: Job) -> None:
         self._deliveries.ended(job.id)
         self._ended(job)
 
-    @_carry_on
+    @carry_on
     def wake(self) -> None:
         """The alarm rang (a delivery or a job's run_at is due): start what is due."""
         self._alarm.rang()
         self._pump()
 
-    @_carry_on
+    @carry_on
     def sweep(self) -> None:
         """The retention timer fired: delete finished jobs past the retention (a batch at most), then
         remove their directories, with those whose removal was postponed."""
@@ -327,37 +288,35 @@ class Dispatcher(pykka.ThreadingActor):
             self._retention.swept([])
             return
         commit = self._store.delete([job.id for job in expired])
-        commit.add_done_callback(functools.partial(_when_done, self._self.swept, expired, None))
+        commit.add_done_callback(functools.partial(when_done, self._self.swept, expired, None))
 
-    @_carry_on
+    @carry_on
     def swept(self, expired: list[Job], _: None, error: BaseException | None) -> None:
         for job in expired if error is None else []:
             self._forget(job)
         self._retention.swept(expired if error is None else [])
 
-    @_carry_on
+    @carry_on
     def dirs_removed(self, postponed: list[Job]) -> None:
         """From the removal thread: these jobs' directories could not be moved away yet."""
         self._retention.postponed(postponed)
 
     # --- inside ----------------------------------------------------------------------------------
 
-    def _find(self, job_id: str) -> Job | None:
-        return self._table.get(job_id) or self._store.get(job_id)
-
     def _accept(self, requests: Sequence[JobRequest], extra: dict[str, Any]) -> Accepted:
         queued = self._table.count(Status.IN_QUEUE)
-        known = lambda job_id: job_id in self._table or self._store.get(job_id) is not None  # noqa: E731
         for index, request in enumerate(requests):
             try:
-                admission.admit(request, known, self._accepting, self._settings.max_queued, queued + index)
+                admission.admit(
+                    request, self._catalog.known, self._accepting, self._settings.max_queued, queued + index
+                )
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}]: {exc}" if len(requests) > 1 else str(exc)) from exc
         now = self._now()
         jobs = [transitions.new_job(self._new_id(), request, now, self._settings, **extra) for request in requests]
         commit = self._store.create(jobs)
         ids = [job.id for job in jobs]
-        commit.add_done_callback(functools.partial(_if_failed, self._self.not_created, ids))
+        commit.add_done_callback(functools.partial(if_failed, self._self.not_created, ids))
         for job in jobs:
             self._table.put(job)
             self._enqueue_or_end(job)
@@ -403,12 +362,8 @@ class Dispatcher(pykka.ThreadingActor):
 
     def _enqueue(self, job: Job) -> Job | None:
         """Hand an IN_QUEUE job to the scheduler; returns it FAILED instead if it can never run."""
-        reason = self._scheduler.add(job, self._now().timestamp(), self._status_of)
+        reason = self._scheduler.add(job, self._now().timestamp(), self._catalog.status_of)
         return None if reason is None else self._fail_queued(job, reason)
-
-    def _status_of(self, job_id: str) -> Status | None:
-        job = self._find(job_id)
-        return None if job is None else job.status
 
     def _fail_queued(self, job: Job, reason: str) -> Job:
         """A queued job (no Supervisor: ours to record) ends FAILED without running."""
@@ -417,24 +372,10 @@ class Dispatcher(pykka.ThreadingActor):
         return failed
 
     def _forget(self, job: Job) -> None:
-        if job.id in self._table:
-            self._table.forget(self._table[job.id])
-        else:
-            self._cold[job.status] = max(0, self._cold[job.status] - 1)
+        self._catalog.forget(job)
         self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
         self._idempotency.forget(job)  # its key may make a new job now
         self._deliveries.forget(job.id)
-
-
-def _if_failed(send: Callable[..., Any], value: Any, commit: Future[Any]) -> None:
-    """A commit callback (writer thread): tell the Dispatcher only if the change was not stored."""
-    if commit.exception() is not None:
-        report(lambda: send.defer(value))
-
-
-def _when_done(send: Callable[..., Any], first: Any, second: Any, commit: Future[Any]) -> None:
-    """A commit callback (writer thread): tell the Dispatcher the outcome, None for success."""
-    report(lambda: send.defer(first, second, commit.exception()))
 
 
 def _set_event() -> threading.Event:

@@ -1,0 +1,52 @@
+"""Every job the Dispatcher answers for: in memory while it is live or new, in the store once it is old."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from procq.actors.dispatch.index import JobTable
+from procq.actors.job import Job, Status
+from procq.actors.store.base import Store
+
+
+class Catalog:
+    """The JobTable (queued, running, owing a webhook, and every job of this run) in front of the store,
+    which alone holds the finished jobs of earlier runs: a million of them cost no memory, and are
+    counted here from the store's counts at start. A plain object: only the Dispatcher's thread."""
+
+    def __init__(self, table: JobTable, store: Store, counts: Mapping[Status, int] | None) -> None:
+        self._table = table
+        self._store = store
+        live = Counter(job.status for job in table.values())
+        self._cold = Counter({status: max(0, n - live[status]) for status, n in (counts or {}).items()})
+
+    def find(self, job_id: str) -> Job | None:
+        """The job as it is now: the table's, else the store's committed state (StorageError if unreadable)."""
+        return self._table.get(job_id) or self._store.get(job_id)
+
+    def known(self, job_id: str) -> bool:
+        return job_id in self._table or self._store.get(job_id) is not None
+
+    def status_of(self, job_id: str) -> Status | None:
+        job = self.find(job_id)
+        return None if job is None else job.status
+
+    def page(
+        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int, owner: str | None
+    ) -> tuple[list[Job], str | None]:
+        """A page newest first below the cursor `before`, and the next cursor or None; committed states
+        from the store, or the table's newer one for jobs it holds."""
+        found = self._store.page(statuses, tag, owner, before, limit + 1)
+        page = [self._table.get(job.id) or job for job in found[:limit]]
+        return page, (page[-1].id if len(found) > limit and page else None)
+
+    def counts(self) -> dict[str, int]:
+        return {status.value: self._table.count(status) + self._cold[status] for status in Status}
+
+    def forget(self, job: Job) -> None:
+        """A job is deleted (its deletion committed)."""
+        if job.id in self._table:
+            self._table.forget(self._table[job.id])
+        else:
+            self._cold[job.status] = max(0, self._cold[job.status] - 1)
