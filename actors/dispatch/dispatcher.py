@@ -231,6 +231,13 @@ class Dispatcher(pykka.ThreadingActor):
         self._ended(job)
 
     @carry_on
+    def run_over(self, job_id: str) -> None:
+        """A job's process is gone (its outcome is being committed; `job_ended` follows): its worker
+        slot may take the next job now, so that job's attempt is committed with this one's end."""
+        self._scheduler.ended(job_id)
+        self._pump()
+
+    @carry_on
     def run_not_started(self, job: Job) -> None:
         """A Supervisor could not record the attempt (the store failed, or the job's creation did):
         nothing was started. The job waits its turn again, and nothing starts for a second."""

@@ -105,7 +105,7 @@ class SqliteStore:
         stale = self._read(schema.UNSYNCED, ()).fetchall()
         for job_id, body in stale:  # the store is the truth: a file that lags behind it is replaced
             try:
-                files.write_meta(self._jobs_dir / job_id, body.encode())
+                files.write_meta(str(self._jobs_dir / job_id), body.encode())
             except OSError as exc:
                 log.error("job %s: could not rewrite its meta.json: %s", job_id, exc)
         if stale:

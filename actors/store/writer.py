@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ class Change:
     ids: Collection[str] = ()
     commit: Commit = field(default_factory=Future)
     bodies: list[bytes] = field(default_factory=list)
-    staged: list[Path] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)  # per update: did the row exist
 
 
@@ -41,7 +42,7 @@ class Writer:
 
     def __init__(self, db: sqlite3.Connection, jobs_dir: Path, session: int, max_batch_jobs: int) -> None:
         self._db = db
-        self._jobs_dir = jobs_dir
+        self._root = str(jobs_dir)  # plain strings on the hot path
         self._session = session
         self._max_batch = max_batch_jobs
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
@@ -96,7 +97,7 @@ class Writer:
             if change.kind == "create":
                 try:
                     change.staged = [
-                        files.stage(self._jobs_dir, j.id, b) for j, b in zip(change.jobs, change.bodies, strict=True)
+                        files.stage(self._root, j.id, b) for j, b in zip(change.jobs, change.bodies, strict=True)
                     ]
                 except OSError as exc:
                     self._unstage([change])
@@ -147,7 +148,7 @@ class Writer:
             if change.kind == "create":
                 for job, staging in zip(change.jobs, change.staged, strict=True):
                     try:
-                        files.publish(staging, self._jobs_dir / job.id)
+                        files.publish(staging, os.path.join(self._root, job.id))
                         self._written.append(job.id)
                     except OSError as exc:  # committed all the same: the next start writes it again
                         trouble = f"could not move the new job directory of {job.id} into place: {exc}"
@@ -161,7 +162,7 @@ class Writer:
             if body is None:
                 continue
             try:
-                files.write_meta(self._jobs_dir / job_id, body)
+                files.write_meta(os.path.join(self._root, job_id), body)
                 self._written.append(job_id)
             except OSError as exc:
                 trouble = f"could not write meta.json of job {job_id}: {exc}"

@@ -184,6 +184,7 @@ class Supervisor(pykka.ThreadingActor):
             reason, limit = "interrupted by a server shutdown", self._settings.restart_limit
             after = transitions.interrupted_run(self._job, code, self._usage, reason, limit, self._stamp())
             log.debug("job %s: %s after shutdown", self._job.id, after.status.value)
+            self._dispatcher.run_over.defer(after.id)
             self._record_then(after, self._report_end, if_lost=self._retry_later)
         elif self._stop_reason is StopReason.CANCEL:
             self._finish(Status.CANCELED, exit_code=code, error="canceled by request")
@@ -205,6 +206,8 @@ class Supervisor(pykka.ThreadingActor):
             )
         else:
             log.debug("job %s: %s exit_code=%s", job.id, status.value, job.exit_code)
+        # The slot is free once the process is gone: the next job's attempt joins this end's commit.
+        self._dispatcher.run_over.defer(job.id)
         self._record_then(job, self._report_end, if_lost=self._retry_later)
 
     def _report_end(self) -> None:
