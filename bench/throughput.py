@@ -9,10 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from procq.actors.job import IdGenerator, Job
+from procq.actors.store.sqlite import SqliteStore
+
 from bench.client import TERMINAL, Client, epoch
 from bench.limit import spawn_cost, true_command
 from bench.peers import find_tsp, tsp_throughput
-from bench.report import Row
+from bench.report import Row, ms, percentile
 from bench.server import BenchServer
 
 
@@ -88,15 +91,38 @@ def measure(
     return n / (done - started), (after.user + after.system - cpu.user - cpu.system) / n
 
 
+def commit_latency(work: Path, count: int = 200) -> float:
+    """Median seconds of one store commit of one new job, alone (its fsync), on the bench's disk now."""
+    jobs_dir = work / "commits"
+    jobs_dir.mkdir()
+    store, new_id, took = SqliteStore(jobs_dir), IdGenerator(), []
+    try:
+        for _ in range(count):
+            began = time.perf_counter()
+            store.create([Job(id=new_id(), args=("true",))]).result(timeout=30)
+            took.append(time.perf_counter() - began)
+    finally:
+        store.close()
+    return percentile(took, 50)
+
+
 def run(work: Path, limit: float, n: int) -> list[Row]:
     """One run, side by side: the raw spawn limit now, procq with single POSTs from 4 threads, procq
     with batches of 100, and task-spooler, all with 2 workers and `true` jobs."""
     limit_now, spawn_cpu_now = spawn_cost(true_command(), n)
+    commit_s = commit_latency(work)
     single, cpu_single = measure(work, "single", n, submit_all)
     batched, cpu_batch = measure(work, "batch", n, submit_batches)
     tsp, why = find_tsp()
     tsp_rate = tsp_throughput(tsp, n) if tsp else None
     rows = [
+        Row(
+            "2 throughput",
+            "one store commit alone (its fsync), p50, on this disk now",
+            ms(commit_s),
+            commit_s * limit_now,
+            "one raw spawn",
+        ),
         Row(
             "2 throughput",
             f"raw spawn limit now ({n} `true`, 2 threads)",
