@@ -326,3 +326,17 @@ def test_a_clean_stop_or_a_server_crash_rewrites_nothing(jobs_dir: Path) -> None
         assert store.startup().rewritten == 0
     finally:
         store.close()
+
+
+def test_an_end_whose_output_cannot_be_made_durable_is_not_committed(store: SqliteStore, jobs_dir: Path) -> None:
+    job = _job()
+    store.create([job]).result(timeout=5)
+    output = jobs_dir / job.id / "stdout.txt"
+    output.write_bytes(b"result")
+    done = dataclasses.replace(job, status=Status.COMPLETED, exit_code=0)
+    assert store.update([done], sync_files=[str(output)]).result(timeout=5) == 1
+    not_a_file = jobs_dir / job.id / "odd"
+    not_a_file.mkdir()
+    with pytest.raises(StorageError, match="durable"):
+        store.update([dataclasses.replace(done, exit_code=1)], sync_files=[str(not_a_file)]).result(timeout=5)
+    assert store.get(job.id) == done

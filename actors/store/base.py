@@ -67,9 +67,10 @@ class Store(Protocol):
         Returns at once. The Commit fails with StorageError and leaves no directory if any part fails."""
         ...
 
-    def update(self, jobs: Collection[Job]) -> Commit:
+    def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
         """Store new states of existing jobs (one transaction with whatever else is pending); meta.json
-        follows the commit. Returns at once."""
+        follows the commit. `sync_files` (a job's outputs, before its end) are made durable first: the
+        change fails if they cannot be. Returns at once."""
         ...
 
     def delete(self, job_ids: Collection[str]) -> Commit:

@@ -63,6 +63,20 @@ def write_meta(job_dir: str, body: bytes) -> None:
         raise
 
 
+def sync(path: str) -> None:
+    """fsync a file the caller is done writing (a job's output before its end is recorded); an empty
+    or missing one costs an open at most. Raises OSError."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # write access: Windows flushes only then
+    except FileNotFoundError:
+        return
+    try:
+        if os.fstat(fd).st_size:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def scan(jobs_dir: Path, warn: list[str]) -> Iterator[Job]:
     """Every job whose directory holds a readable meta.json (for a rebuild of the store); what is
     skipped is described in `warn`. Dot-names are the server's own (.trash, .new-<id>, the database)."""

@@ -51,8 +51,8 @@ class SqliteStore:
     def create(self, jobs: Collection[Job]) -> Commit:
         return self._queue_change(Change("create", jobs=tuple(jobs)))
 
-    def update(self, jobs: Collection[Job]) -> Commit:
-        return self._queue_change(Change("update", jobs=tuple(jobs)))
+    def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
+        return self._queue_change(Change("update", jobs=tuple(jobs), sync_files=tuple(sync_files)))
 
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))

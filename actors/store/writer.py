@@ -32,6 +32,7 @@ class Change:
     bodies: list[bytes] = field(default_factory=list)
     staged: list[str] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)  # per update: did the row exist
+    sync_files: tuple[str, ...] = ()  # made durable before the change is committed
 
 
 class Writer:
@@ -94,6 +95,12 @@ class Writer:
         ready: list[Change] = []
         for change in batch:
             change.bodies = [schema.encode(job) for job in change.jobs]
+            try:
+                for path in change.sync_files:
+                    files.sync(path)
+            except OSError as exc:
+                self._fail([change], StorageError("make the job's output durable", exc))
+                continue
             if change.kind == "create":
                 try:
                     change.staged = [

@@ -208,7 +208,7 @@ class Supervisor(pykka.ThreadingActor):
             log.debug("job %s: %s exit_code=%s", job.id, status.value, job.exit_code)
         # The slot is free once the process is gone: the next job's attempt joins this end's commit.
         self._dispatcher.run_over.defer(job.id)
-        self._record_then(job, self._report_end, if_lost=self._retry_later)
+        self._record_then(job, self._report_end, if_lost=self._retry_later, sync=self._outputs())
 
     def _report_end(self) -> None:
         # Order matters: the Dispatcher hears of the end before anyone woken by the event asks it.
@@ -285,12 +285,15 @@ class Supervisor(pykka.ThreadingActor):
         self._job = job
         self._store.update([job])
 
-    def _record_then(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None) -> None:
+    def _record_then(
+        self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, sync: tuple[str, ...] = ()
+    ) -> None:
         """Record `job` as the new state and call `then` once it is durable: the one step where the
         Supervisor waits for the store before acting (start the child, report an end). If it could
-        not be committed (or the job is gone from the store), `if_lost` runs instead; None: `then`."""
+        not be committed (or the job is gone from the store), `if_lost` runs instead; None: `then`.
+        `sync`: files made durable before the record (the outputs an end reports)."""
         self._job = job
-        commit = self._store.update([job])
+        commit = self._store.update([job], sync)
         commit.add_done_callback(functools.partial(_recorded, self._self, job, then, if_lost))
 
     def recorded(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, ok: bool) -> None:
@@ -314,7 +317,10 @@ class Supervisor(pykka.ThreadingActor):
 
     def rerecord(self, job: Job) -> None:
         """From the retry timer: record the end again."""
-        self._record_then(job, self._report_end, if_lost=self._retry_later)
+        self._record_then(job, self._report_end, if_lost=self._retry_later, sync=self._outputs())
+
+    def _outputs(self) -> tuple[str, ...]:
+        return (str(self._dir.stdout), str(self._dir.stderr)) if self._spawned else ()
 
 
 SupervisorProxy: TypeAlias = "pykka.ActorProxy[Supervisor]"
