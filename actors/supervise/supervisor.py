@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -105,11 +106,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def _start_child(self) -> None:
         attempt, now = self._job.attempts, self._job.started_at or self._stamp()
-        if self._stop_reason is StopReason.CANCEL:  # canceled while the attempt was being recorded
-            self._finish(Status.CANCELED, error="canceled by request before it started")
-            return
-        if self._stop_reason is StopReason.INTERRUPT:
-            self._conclude()
+        if self._stop_reason is not None:  # canceled or interrupted while the attempt was being recorded
+            self._not_run(self._stop_reason)
             return
         try:
             if self._job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
@@ -128,6 +126,17 @@ class Supervisor(pykka.ThreadingActor):
         self._dispatcher.job_started.defer(self._job)
         threading.Thread(target=threads.report_exit, args=(child, self._self), daemon=True).start()
         self._watch(pid, created, attempt)
+
+    def _not_run(self, reason: StopReason) -> None:
+        """A cancel or a shutdown came before the child was started: the attempt is taken back."""
+        unstarted = dataclasses.replace(self._job, attempts=self._job.attempts - 1, started_at=None)
+        if reason is StopReason.CANCEL:
+            self._job = unstarted
+            self._finish(Status.CANCELED, error="canceled by request before it started")
+            return
+        self._dispatcher.run_over.defer(self._job.id)
+        requeued = dataclasses.replace(unstarted, status=Status.IN_QUEUE)
+        self._record_then(requeued, self._report_end, if_lost=self._retry_later)
 
     def _not_started(self, queued: Job) -> None:
         """The attempt could not be recorded (the store failed, or the job is gone): nothing ran."""
