@@ -62,6 +62,7 @@ class Run:
     cpu_user_seconds: float | None = None
     cpu_system_seconds: float | None = None
     peak_rss_bytes: int | None = None
+    peak_gpu_memory_bytes: int | None = None  # sampled on NVIDIA GPUs where the management library is installed
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,15 @@ class Usage:
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
     peak_rss_bytes: int = 0
+    peak_gpu_memory_bytes: int | None = None  # None: not measured (no GPU, or no management library)
 
     def merge(self, other: Usage) -> Usage:
+        gpu = [value for value in (self.peak_gpu_memory_bytes, other.peak_gpu_memory_bytes) if value is not None]
         return Usage(
             max(self.cpu_user_s, other.cpu_user_s),
             max(self.cpu_system_s, other.cpu_system_s),
             max(self.peak_rss_bytes, other.peak_rss_bytes),
+            max(gpu) if gpu else None,
         )
 
 
@@ -103,6 +107,7 @@ class JobRequest:
     webhook_events: tuple[str, ...] = ("completed",)
     tags: tuple[str, ...] = ()
     owner: str | None = None  # id of the API key that submits it
+    requires: tuple[tuple[str, int], ...] = ()  # (resource, units): "gpus" and the node's counted resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,8 @@ class Job:
     request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
     owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
+    requires: dict[str, int] = dataclasses.field(default_factory=dict)  # GPUs and units it needs; never mutated
+    assigned: dict[str, Any] | None = None  # what its current or last run was given: {"gpus": ["1"], ...}
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -156,6 +163,7 @@ class Job:
             delivery = dataclasses.asdict(self.webhook_delivery)
             data["webhook_delivery"] = {**delivery, "state": self.webhook_delivery.state.value}
         data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
+        data["requires"] = dict(self.requires)
         data["runs"] = [dataclasses.asdict(run) for run in self.runs]
         return data
 

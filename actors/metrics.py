@@ -6,6 +6,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,6 +55,13 @@ class Metrics:
         self.jobs = Gauge("procq_jobs", "Jobs in the index, by status.", ["status"], registry=r)
         self.workers_busy = Gauge("procq_workers_busy", "Worker slots running a job.", registry=r)
         self.workers_total = Gauge("procq_workers_total", "Worker slots (--workers).", registry=r)
+        self.resource_units = Gauge(
+            "procq_resource_units",
+            "Units of GPUs and counted resources (--gpus, --resource) in use and free.",
+            ["resource", "state"],
+            registry=r,
+        )
+        self.gpu_busy = Gauge("procq_gpu_busy", "1 while a job holds the GPU, else 0.", ["gpu"], registry=r)
         for status in Status:  # every series exists from the start, at 0
             self.jobs.labels(status.value)
             if status.terminal:
@@ -96,6 +104,18 @@ class Metrics:
             self.jobs.labels(status).set(count)
         self.workers_busy.set(busy)
         self.workers_total.set(total)
+
+    def set_resources(self, view: dict[str, Any]) -> None:
+        """From the Scheduler's view (GET /resources) at each scrape."""
+        if view["gpus"]:
+            busy = sum(1 for gpu in view["gpus"] if gpu["busy"])
+            self.resource_units.labels("gpus", "in_use").set(busy)
+            self.resource_units.labels("gpus", "free").set(len(view["gpus"]) - busy)
+            for gpu in view["gpus"]:
+                self.gpu_busy.labels(gpu["id"]).set(1 if gpu["busy"] else 0)
+        for name, units in view["resources"].items():
+            self.resource_units.labels(name, "in_use").set(units["in_use"])
+            self.resource_units.labels(name, "free").set(units["free"])
 
     # --- inside --------------------------------------------------------------------------------------
 

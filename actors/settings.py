@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from procq.actors import backoff
+from procq.actors.resources.node import Node
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,4 @@ class Settings:
     cwd_root: Path | None = None  # jobs may ask for a `cwd` inside it; without it they cannot
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
     max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)
+    node: Node = field(default_factory=Node)  # the GPUs and counted resources jobs may require (none by default)

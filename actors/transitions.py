@@ -42,6 +42,7 @@ def new_job(job_id: str, request: JobRequest, now: datetime, settings: Settings,
     if request.max_output_bytes is None:
         fields["max_output_bytes"] = settings.default_max_output_bytes
     fields["env"] = dict(request.env)
+    fields["requires"] = dict(request.requires)
     return Job(id=job_id, enqueued_at=timestamp(now), **fields, **extra)
 
 
@@ -49,7 +50,7 @@ def rerun_request(job: Job) -> JobRequest:
     """The request behind `job`, for POST /jobs/{id}/rerun: it runs now, its dependencies are not
     waited for again, and its limits are the ones the original job ran with."""
     fields = {name: getattr(job, name) for name in _SHARED_FIELDS}
-    fields.update(run_at=None, after=(), env=tuple(sorted(job.env.items())))
+    fields.update(run_at=None, after=(), env=tuple(sorted(job.env.items())), requires=tuple(job.requires.items()))
     return JobRequest(**fields)
 
 
@@ -145,6 +146,7 @@ def retried(job: Job, now: datetime, rand: Callable[[], float] = random.random) 
         started_at=None,
         exit_code=None,
         error=None,
+        assigned=None,  # the next attempt is given its own GPUs and units
     )
 
 
@@ -154,7 +156,9 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     runs = job.runs
     if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
         runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
+    cleared = dataclasses.replace(
+        job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs, assigned=None
+    )
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
@@ -193,6 +197,7 @@ def run_record(job: Job, usage: Usage, completed_at: str) -> Run:
         cpu_user_seconds=round(usage.cpu_user_s, 6),
         cpu_system_seconds=round(usage.cpu_system_s, 6),
         peak_rss_bytes=usage.peak_rss_bytes,
+        peak_gpu_memory_bytes=usage.peak_gpu_memory_bytes,
     )
 
 
@@ -202,6 +207,7 @@ def resources_of(run: Run) -> dict[str, Any]:
         "cpu_user_seconds": run.cpu_user_seconds,
         "cpu_system_seconds": run.cpu_system_seconds,
         "peak_rss_bytes": run.peak_rss_bytes,
+        "peak_gpu_memory_bytes": run.peak_gpu_memory_bytes,
     }
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import pykka
@@ -36,8 +36,12 @@ from procq.api.keys import KeyStore, keys_path
 from procq.api.logs import LogsResource
 from procq.api.openapi import OpenAPIResource
 from procq.api.queues import QueuesResource
+from procq.api.resources import ResourcesResource
 from procq.api.sse import StreamSlots
 from procq.api.stats import MetricsResource, StatsResource
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
@@ -46,7 +50,7 @@ Handler = Callable[[falcon.Request, falcon.Response, Exception, dict[str, Any]],
 
 
 def create_app(
-    dispatcher: Any,
+    dispatcher: DispatcherProxy,
     jobs_dir: Path,
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,
@@ -87,6 +91,7 @@ def create_app(
     queues = QueuesResource(dispatcher)
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
+    app.add_route("/resources", ResourcesResource(dispatcher))
     # Admin: API keys
     admin = KeysResource(keys, max_body_bytes)
     app.add_route("/admin/keys", admin)

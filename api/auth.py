@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
 from procq.api.ask import ask
 from procq.api.keys import ApiKey, KeyStore
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 # Routes anyone may call once keys exist: liveness for load balancers, and the dashboard's static
 # files (they hold no data; the page asks for a key before it fetches any).
@@ -55,7 +58,7 @@ class AuthMiddleware:
     """Once a key exists: 401 without a valid `Authorization: Bearer <key>`, 403 when the key lacks
     the route's scope, 404 for a job another key owns (unless admin). Runs on waitress threads."""
 
-    def __init__(self, keys: KeyStore, dispatcher: Any) -> None:
+    def __init__(self, keys: KeyStore, dispatcher: DispatcherProxy) -> None:
         self._keys = keys
         self._dispatcher = dispatcher
 

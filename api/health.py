@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
 import pykka
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 
 class HealthResource:
     """200 when the Dispatcher answers and the jobs directory takes a write, else 503 saying which."""
 
-    def __init__(self, dispatcher: Any, jobs_dir: Path) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, jobs_dir: Path) -> None:
         self._dispatcher = dispatcher
         self._jobs_dir = jobs_dir
 

@@ -10,7 +10,7 @@ import os
 import re
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors import osdeps
@@ -23,6 +23,9 @@ from procq.api.commands import CommandPolicy
 from procq.api.listing import list_page
 from procq.api.parse import parse_submit, read_json
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
+
 MAX_BATCH = 1000  # jobs in one POST /jobs/batch
 DELETE_WAIT_S = 5.0  # how long DELETE waits for the directory to go before answering anyway
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -34,7 +37,7 @@ class JobsResource:
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: DispatcherProxy,
         jobs_dir: Path,
         max_body_bytes: int,
         cancel_wait_s: float,

@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from procq.actors import osdeps
+from procq.actors import backoff, osdeps
 from procq.actors.errors import KeyFileError, KeyNotFound
 from procq.actors.job import timestamp, utc_now
 
@@ -208,14 +207,9 @@ class KeyStore:
 
 
 def _acquire(path: Path) -> Any:
-    deadline = time.monotonic() + _LOCK_WAIT_S
-    while True:
-        try:
-            return osdeps.lock_exclusively(path)
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
+    """The keys file's write lock; another writer holds it only for one short write, so wait for it."""
+    held = lambda exc: isinstance(exc, OSError)  # noqa: E731
+    return backoff.retry(lambda: osdeps.lock_exclusively(path), held, _LOCK_WAIT_S, first_s=0.01, max_s=0.01)
 
 
 def _parse(data: bytes, path: Path) -> tuple[ApiKey, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors.job import Status, is_job_id
@@ -13,8 +13,11 @@ from procq.api.auth import owner_filter
 from procq.api.parse import parse_query
 from procq.api.schema import QUERY
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
-def list_page(dispatcher: Any, req: falcon.Request) -> dict[str, Any]:
+
+def list_page(dispatcher: DispatcherProxy, req: falcon.Request) -> dict[str, Any]:
     """The body of GET /jobs: {"jobs": [...], "next_cursor": str | None}."""
     query = parse_query(req, "status", "tag", "limit", "cursor")
     statuses = frozenset(Status(s) for s in query["status"]) if "status" in query else None

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
 import pykka
@@ -18,6 +18,9 @@ from procq.actors.job import Job, is_job_id
 from procq.api import sse
 from procq.api.ask import ask
 from procq.api.parse import parse_query
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 log = logging.getLogger("procq.api.logs")
 
@@ -30,7 +33,7 @@ class LogsResource:
     polls the file (open, read a chunk, close: Windows must be able to rotate or delete it) and
     learns of the job's end from the EventHub, so a follower never asks the Dispatcher while it waits."""
 
-    def __init__(self, dispatcher: Any, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
         self._dispatcher = dispatcher
         self._jobs_dir = jobs_dir
         self._hub = hub

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import falcon
 import jsonschema
 from procq.actors import osdeps
-from procq.actors.job import JobRequest, timestamp
+from procq.actors.job import QUEUE_NAME_PATTERN, JobRequest, timestamp
 from procq.actors.supervise.spawn import resolve_cwd
-from procq.api.schema import MAX_ENV_TOTAL, QUERY, QUEUE_NAME, QUEUE_UPDATE, SUBMIT
+from procq.api.schema import MAX_ENV_TOTAL, QUERY, QUEUE_UPDATE, SUBMIT
 
 _submit = jsonschema.Draft202012Validator(SUBMIT)
 _queue_update = jsonschema.Draft202012Validator(QUEUE_UPDATE)
@@ -93,6 +93,7 @@ def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, An
         fields["retry_backoff_seconds"] = float(data["retry_backoff_seconds"])
     fields["after"] = tuple(data.get("after", ()))
     fields["env"] = tuple(sorted(env.items()))
+    fields["requires"] = tuple(sorted((name, int(units)) for name, units in data.get("requires", {}).items() if units))
     fields["webhook_events"] = tuple(data.get("webhook_events", ("completed",)))
     if data.get("cwd") is not None:
         try:
@@ -118,7 +119,7 @@ def parse_queue_update(data: Any) -> dict[str, Any]:
 
 
 def check_queue_name(name: str) -> None:
-    if re.fullmatch(QUEUE_NAME[1:-1], name) is None:
+    if re.fullmatch(QUEUE_NAME_PATTERN[1:-1], name) is None:
         raise falcon.HTTPBadRequest(
             title="Invalid queue name",
             description=f"{name!r} is not a queue name: 1 to 32 characters of a-z, 0-9, '_' and '-'",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
 from procq.api.ask import ask
 from procq.api.parse import check_queue_name, parse_queue_update, read_json
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
+
 
 class QueuesResource:
     """Runs on waitress threads; the Dispatcher owns the queues and answers from memory."""
 
-    def __init__(self, dispatcher: Any) -> None:
+    def __init__(self, dispatcher: DispatcherProxy) -> None:
         self._dispatcher = dispatcher
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

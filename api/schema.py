@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from procq.actors.job import Status
+from procq.actors.job import DEFAULT_QUEUE, JOB_ID_PATTERN, QUEUE_NAME_PATTERN, Status
 from procq.api.keys import KEY_NAME, SCOPES
 
 MAX_ARGS = 4096
@@ -16,8 +16,6 @@ MAX_ENV_VARS = 128
 MAX_ENV_CHARS = 32768
 MAX_ENV_TOTAL = 131072  # names and values together
 ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-QUEUE_NAME = "^[a-z0-9_-]{1,32}$"
-JOB_ID = "^[0-9a-f]{32}$"
 WEBHOOK_EVENTS = ("start", "logs", "completed")
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
 # type/subtype with optional parameters; no CR/LF, so it can never split the Content-Type header.
@@ -74,8 +72,8 @@ SUBMIT: dict[str, Any] = {
         },
         "queue": {
             "type": "string",
-            "pattern": QUEUE_NAME,
-            "default": "default",
+            "pattern": QUEUE_NAME_PATTERN,
+            "default": DEFAULT_QUEUE,
             "description": "Named queue; each queue has its own parallelism (--queue NAME=N, PUT /queues/{name}) "
             "and can be paused. A queue not configured may run up to --workers jobs.",
             "x-message": "queue must be 1 to 32 characters of a-z, 0-9, '_' and '-'",
@@ -98,7 +96,7 @@ SUBMIT: dict[str, Any] = {
             "type": "array",
             "maxItems": 64,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": JOB_ID},
+            "items": {"type": "string", "pattern": JOB_ID_PATTERN},
             "description": "Ids of existing jobs that must all be COMPLETED first. If one ends FAILED or "
             "CANCELED, this job ends FAILED without running.",
             "x-message": "after must list job ids (32 lowercase hex digits)",
@@ -153,6 +151,17 @@ SUBMIT: dict[str, Any] = {
             "description": "Working directory, relative to the server's --cwd-root (or absolute inside it); "
             "symlinks are resolved and must stay inside. Default: the job's own directory.",
             "x-message": "cwd must be a path without NUL characters",
+        },
+        "requires": {
+            "type": "object",
+            "maxProperties": 32,
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_-]{0,31}$"},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            "description": 'GPUs and counted resources the job needs, like {"gpus": 2, "license": 1}: it '
+            "starts only when the server has them free, and its child sees only the GPUs it was given. More "
+            "than the server has in all, or a resource it lacks, is a 400 that says what it has.",
+            "x-message": "requires must map resource names (a-z 0-9 _ -, starting with a letter) to whole "
+            "numbers from 0 to 1000000",
         },
         "webhook_events": {
             "type": "array",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
 from procq.actors.metrics import Metrics
 from procq.api.ask import ask
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
+
 
 class StatsResource:
-    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, metrics: Metrics) -> None:
         self._dispatcher = dispatcher
         self._metrics = metrics
 
@@ -24,12 +27,13 @@ class StatsResource:
 class MetricsResource:
     """The state gauges are set from the Dispatcher's answer at each scrape, so they never drift."""
 
-    def __init__(self, dispatcher: Any, metrics: Metrics) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, metrics: Metrics) -> None:
         self._dispatcher = dispatcher
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         stats = ask(self._dispatcher.stats())
         self._metrics.set_state(stats["counts"], stats["workers"]["busy"], stats["workers"]["total"])
+        self._metrics.set_resources(stats["resources"])
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self._metrics.registry)

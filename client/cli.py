@@ -60,6 +60,10 @@ def main() -> None:
 @click.option("--tag", "-t", "tags", multiple=True, help="Tag the job (repeatable).")
 @click.option("--mime-type", help="Content-Type of the result.")
 @click.option("--webhook", help="URL to POST to when the job finishes.")
+@click.option("--gpus", type=click.IntRange(min=0), help="GPUs the job needs; it sees only the ones it is given.")
+@click.option(
+    "--require", "requires", multiple=True, metavar="NAME=N", help="Units of a server resource it needs (repeatable)."
+)
 @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
 @click.pass_obj
 def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_json: bool, **options: Any) -> None:
@@ -73,7 +77,8 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
     """
     cancel_on_interrupt = options.pop("cancel_on_interrupt")
     tags = options.pop("tags")
-    job = client.submit(list(args), tags=tags or None, **options)
+    requires = _requires(options.pop("gpus"), options.pop("requires"))
+    job = client.submit(list(args), tags=tags or None, requires=requires or None, **options)
     if not (wait_ or follow):
         if as_json:
             print_json(job.to_dict())
@@ -90,6 +95,16 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
         else:
             job = wait_with_spinner(client, job)
     finish(client, job, as_json, show_stderr=not follow)
+
+
+def _requires(gpus: int | None, specs: tuple[str, ...]) -> dict[str, int]:
+    requires = {"gpus": gpus} if gpus else {}
+    for spec in specs:
+        name, _, units = spec.partition("=")
+        if not name or not units.isdigit():
+            raise click.BadParameter(f"{spec!r}: expected NAME=N, like license=1", param_hint="--require")
+        requires[name.strip()] = int(units)
+    return requires
 
 
 @cli.command()

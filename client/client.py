@@ -222,6 +222,10 @@ class Client(Following, Batching):
         """Counts per state, busy and total worker slots, and submitted/completed per second."""
         return self._request("GET", "/stats").json()
 
+    def resources(self) -> dict[str, Any]:
+        """The server's GPUs (each with the job holding it, if any) and counted resources (total, in use, free)."""
+        return self._request("GET", "/resources").json()
+
     def health(self) -> dict[str, Any]:
         """The server's health checks; raises Unavailable when it is not ready. Needs no key."""
         return self._request("GET", "/health").json()

@@ -69,7 +69,8 @@ def duration(job: Job, now: datetime | None = None) -> str:
 def jobs_table(jobs: list[Job]) -> Table:
     """The `procq ls` table: newest first, one row per job."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", "COMMAND", "TAGS"):
+    gpus = any(job.requires for job in jobs)  # the column shows only where jobs ask for GPUs or units
+    for name in ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", *(("HOLDS",) if gpus else ()), "COMMAND", "TAGS"):
         table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="ellipsis")
     now = datetime.now(UTC)
     for job in jobs:
@@ -79,10 +80,23 @@ def jobs_table(jobs: list[Job]) -> Table:
             "" if job.exit_code is None else str(job.exit_code),
             age(job.enqueued_at, now),
             duration(job, now),
+            *((holds(job),) if gpus else ()),
             Text(command(job.args), overflow="ellipsis", no_wrap=True),
             ",".join(job.tags),
         )
     return table
+
+
+def holds(job: Job) -> str:
+    """What a job was given ("GPU 1,3 license=1"), or, while it waits, what it asks for ("wants gpus=2")."""
+    if job.assigned:
+        gpus = job.assigned.get("gpus") or []
+        parts = [f"GPU {','.join(gpus)}"] if gpus else []
+        parts += [f"{name}={units}" for name, units in job.assigned.items() if name != "gpus"]
+        return " ".join(parts)
+    if job.requires:
+        return "wants " + " ".join(f"{name}={units}" for name, units in job.requires.items())
+    return ""
 
 
 def job_panel(job: Job) -> Table:
@@ -108,6 +122,8 @@ def job_panel(job: Job) -> Table:
         ("tags", ", ".join(job.tags)),
         ("result type", job.mime_type),
         ("webhook", job.webhook),
+        ("requires", " ".join(f"{name}={units}" for name, units in job.requires.items())),
+        ("assigned", holds(job) if job.assigned else None),
         ("resources", _resources(job)),
         ("owner", job.owner),
         ("rerun of", job.rerun_of),

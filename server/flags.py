@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from procq.actors.job import QUEUE_NAME_PATTERN
+from procq.actors.resources import node
 from procq.server.config import ConfigError, ConfigSource
 from procq.server.values import parse_duration, parse_secret
 
@@ -117,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
     _add_control_flags(add, env)
+    _add_resource_flags(add, env)
     add(
         "--keys-file",
         type=Path,
@@ -188,6 +190,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
+    try:
+        args.gpus = node.parse_gpus(args.gpus)  # None: "auto", detected when the server starts
+        args.resources = node.parse_counted(args.resources)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -243,6 +250,25 @@ def _add_control_flags(add: Callable[..., Any], env: ConfigSource) -> None:
         type=Path,
         default=env("PROCQ_CWD_ROOT", "") or None,
         help="jobs may ask for a cwd inside this directory; without it they run in their own [PROCQ_CWD_ROOT]",
+    )
+
+
+def _add_resource_flags(add: Callable[..., Any], env: ConfigSource) -> None:
+    add(
+        "--gpus",
+        default=env("PROCQ_GPUS", "none"),
+        metavar="auto|none|IDS",
+        help="GPUs jobs may require: auto (what NVIDIA's library, nvidia-smi or rocm-smi reports), none, "
+        "or device ids like 0,1,3 (amd:0,1 for AMD). Each job sees only the ones it was given [PROCQ_GPUS]",
+    )
+    add(
+        "--resource",
+        dest="resources",  # named like PROCQ_RESOURCES, so a config file's `resources = "license=2"` is known
+        action="append",
+        default=[r for r in env("PROCQ_RESOURCES", "").split(",") if r],
+        metavar="NAME=COUNT",
+        help="a counted resource jobs may require (a licence, a scratch disk, GiB of memory); repeat for more "
+        "[PROCQ_RESOURCES, comma-separated]",
     )
 
 

@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from procq.actors.errors import KeyFileError, KeyNotFound
+from procq.actors.errors import ConfigError, KeyFileError, KeyNotFound
 from procq.api.keys import SCOPES, KeyStore, keys_path
-from procq.server.config import ConfigError, ConfigSource
+from procq.server.config import ConfigSource
 
 
 def command_line(argv: list[str]) -> int:

@@ -18,6 +18,7 @@ from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
 from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
+from procq.actors.resources.detect import declared_node
 from procq.actors.settings import Settings, WebhookPolicy
 from procq.actors.store.sqlite import SqliteStore
 from procq.api.app import create_app
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         cwd_root=args.cwd_root.resolve() if args.cwd_root else None,
         retention_s=args.retention,
         max_queued=args.max_queued,
+        node=declared_node(args.gpus, args.resources),
     )
+    if settings.node.totals():
+        log.info("jobs may require: %s", settings.node.describe())
     try:
         store = SqliteStore(jobs_dir)
         recovered = recover(settings, store, timestamp(utc_now()))

@@ -235,7 +235,7 @@ def test_runs_cut_short_by_a_crash_or_a_shutdown_are_recorded(start_server, gate
     ]
     assert done["runs"][1]["wall_seconds"] > 0 and done["resources"] == {
         key: done["runs"][2][key]
-        for key in ("wall_seconds", "cpu_user_seconds", "cpu_system_seconds", "peak_rss_bytes")
+        for key in ("wall_seconds", "cpu_user_seconds", "cpu_system_seconds", "peak_rss_bytes", "peak_gpu_memory_bytes")
     }
     assert server.stop() == 0
 

@@ -69,7 +69,8 @@ class Dispatcher(pykka.ThreadingActor):
         self._send_webhook = send_webhook
         self._table = JobTable(jobs, watchers)
         self._catalog = Catalog(self._table, self._store, counts)
-        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues)  # filled in on_start
+        # filled in on_start
+        self._scheduler = Scheduler(settings.workers, settings.aging_s, settings.queues, settings.node)
         self._idempotency = Idempotency(self._table.values())
         self._deliveries = Deliveries(self._table.values(), settings.webhook_concurrency)
         self._accepting = True
@@ -154,7 +155,18 @@ class Dispatcher(pykka.ThreadingActor):
         return {
             "counts": self._catalog.counts(),
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
+            "resources": self._scheduler.resources(),
         }
+
+    def resources(self, owner: str | None = None) -> dict[str, Any]:
+        """The node's GPUs (each with the job on it) and counted resources (total, in use, free).
+        With `owner`, jobs of other owners are shown as busy, without their ids."""
+        view = self._scheduler.resources()
+        if owner is not None:
+            for gpu in view["gpus"]:
+                if gpu["job_id"] is not None and self._table[gpu["job_id"]].owner != owner:
+                    gpu["job_id"] = None
+        return view
 
     def ping(self) -> bool:
         """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
@@ -315,7 +327,12 @@ class Dispatcher(pykka.ThreadingActor):
         for index, request in enumerate(requests):
             try:
                 admission.admit(
-                    request, self._catalog.known, self._accepting, self._settings.max_queued, queued + index
+                    request,
+                    self._catalog.known,
+                    self._accepting,
+                    self._settings.max_queued,
+                    queued + index,
+                    self._settings.node,
                 )
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}]: {exc}" if len(requests) > 1 else str(exc)) from exc
@@ -353,7 +370,12 @@ class Dispatcher(pykka.ThreadingActor):
         if not self._accepting or time.monotonic() < self._held_until:
             return
         while (job_id := self._scheduler.next_to_start()) is not None:
-            self._launcher.run(self._table[job_id])
+            job = self._table[job_id]
+            assignment = self._scheduler.assignment(job_id)
+            if assignment is not None:  # shown at once; the Supervisor sets the child's devices from it
+                job = dataclasses.replace(job, assigned=assignment.to_dict())
+                self._table.put(job)
+            self._launcher.run(job)
         if next_run_at is not None:
             self._alarm.at(timestamp(datetime.fromtimestamp(next_run_at, UTC)))
         due_now, next_due = self._deliveries.take_due(timestamp(self._now()))

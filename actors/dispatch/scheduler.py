@@ -5,8 +5,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from procq.actors.job import DEFAULT_QUEUE, Job, Status, parse_timestamp
+from procq.actors.resources.allocator import Allocator, Assignment
+from procq.actors.resources.node import Node
+from procq.actors.resources.waitlist import Waitlist
 
 
 @dataclass(slots=True)
@@ -23,6 +27,7 @@ class _Entry:
     queue: str
     key: float  # ready time - priority * aging_s: smaller starts first
     run_at_s: float
+    requires: dict[str, int]  # the job's own (never mutated); empty for most jobs
 
 
 class Scheduler:
@@ -38,9 +43,20 @@ class Scheduler:
     timed (its run_at is in the future), or ready in its queue's heap. A queue starts jobs while it
     is not paused and runs fewer than its parallelism, and no job starts while every one of the
     `workers` slots is taken.
+
+    GPUs and counted resources: a ready job with `requires` waits in the Waitlist instead of its
+    queue's heap, and starts only once the Allocator has what it needs, under the reservation rule
+    (actors/resources/allocator.py: no job takes what a waiting job ahead of it needs). Jobs without
+    requires keep the heap's fast path.
     """
 
-    def __init__(self, default_parallelism: int, aging_s: float, queues: tuple[tuple[str, int], ...] = ()) -> None:
+    def __init__(
+        self,
+        default_parallelism: int,
+        aging_s: float,
+        queues: tuple[tuple[str, int], ...] = (),
+        node: Node | None = None,
+    ) -> None:
         self._workers = default_parallelism  # the global limit: a queue's default parallelism is all of it
         self._default_parallelism = default_parallelism
         self._aging_s = aging_s
@@ -55,12 +71,19 @@ class Scheduler:
         self._blocked: dict[str, set[str]] = {}  # dependent id -> dependencies not yet COMPLETED
         self._dependents: dict[str, set[str]] = {}  # dependency id -> ids blocked on it
         self._running: dict[str, str] = {}  # id -> queue of jobs started and not yet ended
+        self._allocator = Allocator(node or Node())  # who holds which GPUs and units
+        self._waitlist = Waitlist()  # ready jobs with requires, in order
 
     # --- jobs coming and going -------------------------------------------------------------------
 
     def add(self, job: Job, now_s: float, status_of: Callable[[str], Status | None]) -> str | None:
         """Take an IN_QUEUE job. Returns why it can never run (a dependency failed, was canceled or
-        is gone) without taking it, else None."""
+        is gone, or it requires more than this node has) without taking it, else None."""
+        if job.requires:
+            try:
+                self._allocator.node.check(job.requires)
+            except ValueError as exc:  # the node was declared smaller since the job was accepted
+                return f"{exc}; the job was not run"
         pending = set()
         for dependency in job.after:
             status = status_of(dependency)
@@ -73,7 +96,7 @@ class Scheduler:
         enqueued_s = parse_timestamp(job.enqueued_at).timestamp() if job.enqueued_at else now_s
         run_at_s = parse_timestamp(job.run_at).timestamp() if job.run_at else 0.0
         key = max(enqueued_s, run_at_s) - job.priority * self._aging_s
-        self._entries[job.id] = _Entry(job.queue, key, run_at_s)
+        self._entries[job.id] = _Entry(job.queue, key, run_at_s, job.requires)
         self._queue(job.queue).members.add(job.id)
         if pending:
             self._blocked[job.id] = pending
@@ -89,12 +112,15 @@ class Scheduler:
         if entry is None:
             return
         self._queues[entry.queue].members.discard(job_id)
+        self._waitlist.discard(job_id)
         for dependency in self._blocked.pop(job_id, ()):
             self._dependents.get(dependency, set()).discard(job_id)
         self._prune(entry.queue)
 
     def ended(self, job_id: str) -> None:
-        """A started job's run is over (it may come back with `add` for a retry)."""
+        """A started job's run is over, however it ended: what it held is free again (it may come
+        back with `add` for a retry)."""
+        self._allocator.release(job_id)
         queue = self._running.pop(job_id, None)
         if queue is not None:
             self._queues[queue].running.discard(job_id)
@@ -126,7 +152,7 @@ class Scheduler:
             _, job_id = heapq.heappop(self._timed)
             entry = self._entries.get(job_id)
             if entry is not None and entry.run_at_s <= now_s and job_id not in self._blocked:
-                heapq.heappush(self._queues[entry.queue].ready, (entry.key, job_id))
+                self._ready(job_id, entry)
         while self._timed and self._timed[0][1] not in self._entries:
             heapq.heappop(self._timed)  # canceled while it waited
         return self._timed[0][0] if self._timed else None
@@ -137,7 +163,8 @@ class Scheduler:
 
     def next_to_start(self) -> str | None:
         """Take the best ready job among the queues that may start one now, and count it running;
-        None when nothing may start (no worker slot free, or no queue with a ready job and room)."""
+        None when nothing may start (no worker slot free, or no queue with a ready job and room).
+        A job with requires is given its GPUs and units here (see `assignment`)."""
         if len(self._running) >= self._workers:
             return None
         best: tuple[float, str, str] | None = None
@@ -148,16 +175,30 @@ class Scheduler:
                 heapq.heappop(queue.ready)  # canceled or failed while it waited
             if queue.ready and (best is None or queue.ready[0] < best[:2]):
                 best = (*queue.ready[0], name)
-        if best is None:
+        waiting = self._waitlist.pick(self._may_start, self._allocator.free()) if self._waitlist else None
+        if waiting is not None and (best is None or waiting[:2] < best[:2]):
+            _, job_id, name = waiting
+            self._waitlist.discard(job_id)
+            self._allocator.take(job_id, self._entries[job_id].requires)
+        elif best is not None:
+            _, job_id, name = best
+            heapq.heappop(self._queues[name].ready)
+        else:
             return None
-        _, job_id, name = best
         queue = self._queues[name]
-        heapq.heappop(queue.ready)
         del self._entries[job_id]
         queue.members.discard(job_id)
         queue.running.add(job_id)
         self._running[job_id] = name
         return job_id
+
+    def assignment(self, job_id: str) -> Assignment | None:
+        """What a started job holds (its GPUs and units), or None if it required nothing."""
+        return self._allocator.holding(job_id)
+
+    def resources(self) -> dict[str, Any]:
+        """Each GPU with the job on it, each counted resource's total, in use and free (a new dict)."""
+        return self._allocator.view()
 
     # --- queue settings --------------------------------------------------------------------------
 
@@ -195,7 +236,17 @@ class Scheduler:
         if entry.run_at_s > now_s:
             heapq.heappush(self._timed, (entry.run_at_s, job_id))
         else:
+            self._ready(job_id, entry)
+
+    def _ready(self, job_id: str, entry: _Entry) -> None:
+        if entry.requires:
+            self._waitlist.add(entry.queue, entry.key, job_id, entry.requires)
+        else:
             heapq.heappush(self._queues[entry.queue].ready, (entry.key, job_id))
+
+    def _may_start(self, name: str) -> bool:
+        queue = self._queues[name]
+        return not queue.paused and len(queue.running) < queue.parallelism
 
     @staticmethod
     def _view(name: str, queue: _Queue) -> dict[str, object]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 _CTIME_TOLERANCE_S = 0.01
+
+GpuMemory = Callable[[], "dict[int, int] | None"]  # pid -> bytes on every GPU (resources.detect.gpu_memory_by_pid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,13 +21,15 @@ class Sample:
     cpu_user_s: float
     cpu_system_s: float
     output_bytes: int  # stdout.txt + stderr.txt
+    gpu_memory_bytes: int | None = None  # on NVIDIA GPUs, where the management library is installed
 
 
 class ProcessTree:
     """The job's process tree as seen so far. Members stay counted after they exit (their last
     CPU reading) or leave the tree (orphans re-parented elsewhere), so CPU totals never shrink."""
 
-    def __init__(self, pid: int, created: float) -> None:
+    def __init__(self, pid: int, created: float, gpu_memory: GpuMemory | None = None) -> None:
+        self._gpu_memory = gpu_memory
         self._procs: dict[int, psutil.Process] = {}
         self._cpu: dict[int, tuple[float, float]] = {}
         try:
@@ -55,7 +60,11 @@ class ProcessTree:
                 del self._procs[pid]  # gone: its last reading stays in _cpu
         user = sum(u for u, _ in self._cpu.values())
         system = sum(s for _, s in self._cpu.values())
-        return Sample(rss, user, system, sum(output_size(path) for path in outputs))
+        gpu = None
+        if self._gpu_memory is not None:
+            used = self._gpu_memory()
+            gpu = None if used is None else sum(used.get(pid, 0) for pid in self._procs)
+        return Sample(rss, user, system, sum(output_size(path) for path in outputs), gpu)
 
 
 def output_size(path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Callable, Mapping
@@ -10,6 +11,7 @@ from pathlib import Path
 from procq.actors import osdeps
 from procq.actors.job import Job
 from procq.actors.jobdir import JobDir
+from procq.actors.resources.node import Node
 
 Spawn = Callable[[Job, JobDir, int], "subprocess.Popen[bytes]"]
 
@@ -28,6 +30,15 @@ def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[byte
             env=child_environment({**os.environ, **job.env}),
             **osdeps.spawn_kwargs(),
         )
+
+
+def with_visible_devices(job: Job, node: Node) -> Job:
+    """The job as its child is started: on a node with GPUs, its env shows exactly the GPUs it was
+    assigned (none if it asked for none), whatever its own env says about them."""
+    if not node.manages_gpus:
+        return job
+    gpus = (job.assigned or {}).get("gpus", [])
+    return dataclasses.replace(job, env={**job.env, **node.visible_devices(gpus)})
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -15,12 +15,13 @@ from procq.actors import osdeps, transitions, webhook
 from procq.actors.job import Job, Status, Usage, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.mailbox import Mailbox, report
+from procq.actors.resources import detect
 from procq.actors.settings import Settings
 from procq.actors.store.base import Store
 from procq.actors.supervise import limits, threads
 from procq.actors.supervise.progress import Progress
 from procq.actors.supervise.sampler import Sample
-from procq.actors.supervise.spawn import Spawn, resolve_cwd, spawn_child
+from procq.actors.supervise.spawn import Spawn, resolve_cwd, spawn_child, with_visible_devices
 from procq.actors.transitions import StopReason
 from procq.actors.webhook import SendWebhook
 
@@ -112,7 +113,7 @@ class Supervisor(pykka.ThreadingActor):
         try:
             if self._job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
                 resolve_cwd(self._settings.cwd_root, self._job.cwd)
-            child = self._spawn(self._job, self._dir, attempt)
+            child = self._spawn(with_visible_devices(self._job, self._settings.node), self._dir, attempt)
         except ValueError as exc:
             self._finish(Status.FAILED, error=str(exc))
             return
@@ -229,7 +230,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def sampled(self, sample: Sample) -> None:
         """From the watch thread: the tree's usage now. Ends the tree past a memory or output limit."""
-        self._usage = self._usage.merge(Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes))
+        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes, sample.gpu_memory_bytes)
+        self._usage = self._usage.merge(usage)
         error = limits.exceeded(self._job, sample)
         if error is not None:
             self.limit_reached(error)
@@ -249,7 +251,18 @@ class Supervisor(pykka.ThreadingActor):
             timeout_s = self._settings.webhook.timeout_s
             progress = Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s)
         outputs = (self._dir.stdout, self._dir.stderr)
-        args = (pid, created, outputs, self._settings.sample_interval_s, self._watching, self._self, progress)
+        node = self._settings.node
+        gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
+        args = (
+            pid,
+            created,
+            outputs,
+            self._settings.sample_interval_s,
+            self._watching,
+            self._self,
+            progress,
+            gpu_memory,
+        )
         threading.Thread(target=threads.watch, args=args, daemon=True, name=f"watch-{job.id}").start()
         if job.timeout_seconds is not None:
             args = (self._self, limits.timed_out(job))

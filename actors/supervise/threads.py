@@ -16,7 +16,7 @@ from procq.actors import osdeps
 from procq.actors.job import Usage
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.supervise.progress import Progress, Reporter
-from procq.actors.supervise.sampler import ProcessTree
+from procq.actors.supervise.sampler import GpuMemory, ProcessTree
 from procq.actors.webhook import SendWebhook
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def watch(
     stopped: threading.Event,
     supervisor: Mailbox[Supervisor],
     progress: Progress | None,
+    gpu_memory: GpuMemory | None = None,
 ) -> None:
     """Watch thread: sample the run every `interval_s` until `stopped` is set, telling the Supervisor
     each sample (it decides about limits); drive the progress webhooks alongside."""
@@ -80,7 +81,7 @@ def watch(
     # The first sample comes one interval in: walking the process table costs milliseconds, and most
     # jobs of a busy server end sooner (their usage is read when they are reaped).
     while not stopped.wait(interval_s):
-        tree = tree or ProcessTree(pid, created)
+        tree = tree or ProcessTree(pid, created, gpu_memory)
         sample = tree.measure(outputs)
         try:
             supervisor.sampled.defer(sample)

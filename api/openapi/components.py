@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from procq.actors.events import EVENT_FIELDS
-from procq.actors.job import Status
+from procq.actors.job import JOB_ID_PATTERN, QUEUE_NAME_PATTERN, DeliveryState, Status
 from procq.api.keys import KEY_ID, SCOPES
 from procq.api.openapi.parts import TIME, ref
-from procq.api.schema import JOB_ID, NEW_KEY, QUEUE_NAME, QUEUE_UPDATE, SUBMIT
+from procq.api.schema import NEW_KEY, QUEUE_UPDATE, SUBMIT
 
 _STATUS = {"type": "string", "enum": [status.value for status in Status]}
 _USAGE = {
@@ -17,6 +17,10 @@ _USAGE = {
     "cpu_user_seconds": {"type": ["number", "null"], "description": "User CPU of the whole process tree."},
     "cpu_system_seconds": {"type": ["number", "null"], "description": "System CPU of the whole process tree."},
     "peak_rss_bytes": {"type": ["integer", "null"], "description": "Largest sampled resident memory of the tree."},
+    "peak_gpu_memory_bytes": {
+        "type": ["integer", "null"],
+        "description": "Largest sampled GPU memory of the tree (NVIDIA, with procq[gpu] installed); else null.",
+    },
 }
 
 
@@ -27,7 +31,7 @@ def _as_shown(name: str) -> dict[str, Any]:
 
 # The job object's fields: what was asked, where it stands, its runs, who submitted it.
 JOB_FIELDS: dict[str, Any] = {
-    "id": {"type": "string", "pattern": JOB_ID},
+    "id": {"type": "string", "pattern": JOB_ID_PATTERN},
     "args": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "mime_type": {"type": "string"},
     "webhook": {"type": ["string", "null"]},
@@ -58,6 +62,19 @@ JOB_FIELDS: dict[str, Any] = {
         "description": "Usage of the last attempt.",
     },
     "rerun_of": {"type": ["string", "null"], "description": "The job this one reruns (POST /jobs/{id}/rerun)."},
+    "requires": {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+        "description": "The GPUs and counted resources it needs; units of 0 are left out.",
+    },
+    "assigned": {
+        "oneOf": [
+            {"type": "object", "properties": {"gpus": {"type": "array", "items": {"type": "string"}}}},
+            {"type": "null"},
+        ],
+        "description": 'What its current or last run was given, like {"gpus": ["1", "3"], "license": 1}; '
+        "null while it waits.",
+    },
     "idempotency_key_sha256": {"type": ["string", "null"], "description": "SHA-256 of the Idempotency-Key."},
     "request_sha256": {"type": ["string", "null"], "description": "SHA-256 of the submitted body."},
     "owner": {
@@ -84,7 +101,7 @@ _JOBS: dict[str, Any] = {
         "type": "object",
         "required": ["state", "attempts"],
         "properties": {
-            "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "state": {"type": "string", "enum": [state.value for state in DeliveryState]},
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": {"type": ["string", "null"]},
             "next_attempt_at": TIME,
@@ -170,7 +187,7 @@ _QUEUES: dict[str, Any] = {
         "type": "object",
         "required": ["name", "parallelism", "paused", "queued", "running"],
         "properties": {
-            "name": {"type": "string", "pattern": QUEUE_NAME},
+            "name": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
             "parallelism": {"type": "integer", "minimum": 1},
             "paused": {"type": "boolean"},
             "queued": {"type": "integer", "minimum": 0, "description": "IN_QUEUE jobs, waiting ones included."},
@@ -183,6 +200,40 @@ _QUEUES: dict[str, Any] = {
         "properties": {"queues": {"type": "array", "items": ref("Queue")}},
     },
     "QueueUpdate": QUEUE_UPDATE,
+    "Resources": {
+        "type": "object",
+        "description": "What the server can hand to jobs (--gpus, --resource) and who holds it now.",
+        "required": ["vendor", "gpus", "resources"],
+        "properties": {
+            "vendor": {"enum": ["nvidia", "amd", None]},
+            "gpus": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "busy", "job_id"],
+                    "properties": {
+                        "id": {"type": "string", "description": "As CUDA_VISIBLE_DEVICES takes it."},
+                        "name": {"type": "string"},
+                        "uuid": {"type": ["string", "null"]},
+                        "memory_bytes": {"type": ["integer", "null"]},
+                        "busy": {"type": "boolean", "description": "A job holds it."},
+                        "job_id": {
+                            "type": ["string", "null"],
+                            "description": "The job holding it (null for another owner's job when keys are in use).",
+                        },
+                    },
+                },
+            },
+            "resources": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["total", "in_use", "free"],
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in ("total", "in_use", "free")},
+                },
+            },
+        },
+    },
 }
 
 _KEYS: dict[str, Any] = {

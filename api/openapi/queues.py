@@ -1,4 +1,4 @@
-"""OpenAPI paths for controlling what runs: the named queues."""
+"""OpenAPI paths for controlling what runs: the named queues, and the GPUs and counted resources jobs require."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ PATHS: dict[str, Any] = {
             {"200": json_reply("The queue.", "Queue"), "400": error("A bad name or body.")},
             parameters=[path_param("name")],
             requestBody=body("QueueUpdate"),
+        )
+    },
+    "/resources": {
+        "get": operation(
+            "The server's GPUs (with the job on each) and counted resources (total, in use, free)",
+            {"200": json_reply("The resources.", "Resources")},
         )
     },
 }
