@@ -245,7 +245,10 @@ class Dispatcher(pykka.ThreadingActor):
     @carry_on
     def run_over(self, job_id: str) -> None:
         """A job's process is gone (its outcome is being committed; `job_ended` follows): its worker
-        slot may take the next job now, so that job's attempt is committed with this one's end."""
+        slot may take the next job now, so that job's attempt is committed with this one's end. Not
+        when jobs wait for it: they get their turn with `job_ended`, once its outcome is known."""
+        if self._scheduler.has_dependents(job_id):
+            return
         self._scheduler.ended(job_id)
         self._pump()
 

@@ -117,6 +117,10 @@ class Scheduler:
             self._dependents.get(dependency, set()).discard(job_id)
         self._prune(entry.queue)
 
+    def has_dependents(self, job_id: str) -> bool:
+        """True while queued jobs wait for this one to end."""
+        return bool(self._dependents.get(job_id))
+
     def ended(self, job_id: str) -> None:
         """A started job's run is over, however it ended: what it held is free again (it may come
         back with `add` for a retry)."""
