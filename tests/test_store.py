@@ -340,3 +340,18 @@ def test_an_end_whose_output_cannot_be_made_durable_is_not_committed(store: Sqli
     with pytest.raises(StorageError, match="durable"):
         store.update([dataclasses.replace(done, exit_code=1)], sync_files=[str(not_a_file)]).result(timeout=5)
     assert store.get(job.id) == done
+
+
+def test_a_batch_whose_last_directory_cannot_be_made_leaves_no_directory_at_all(
+    store: SqliteStore, jobs_dir: Path
+) -> None:
+    jobs = [_job() for _ in range(3)]
+    (jobs_dir / f".new-{jobs[2].id}").write_text("in the way")
+    with pytest.raises(StorageError, match="Could not create"):
+        store.create(jobs).result(timeout=5)
+    assert _job_dirs(jobs_dir) == [] and [p.name for p in jobs_dir.glob(".new-*")] == [f".new-{jobs[2].id}"]
+    assert all(store.get(job.id) is None for job in jobs)
+
+
+def _job_dirs(jobs_dir: Path) -> list[str]:
+    return sorted(p.name for p in jobs_dir.iterdir() if not p.name.startswith("."))

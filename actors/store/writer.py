@@ -103,10 +103,9 @@ class Writer:
                 continue
             if change.kind == "create":
                 try:
-                    change.staged = [
-                        files.stage(self._root, j.id, b) for j, b in zip(change.jobs, change.bodies, strict=True)
-                    ]
-                except OSError as exc:
+                    for job, body in zip(change.jobs, change.bodies, strict=True):
+                        change.staged.append(files.stage(self._root, job.id, body))
+                except OSError as exc:  # all or nothing: the ones staged before it go too
                     self._unstage([change])
                     self._fail([change], StorageError("create the job's directory", exc))
                     continue
