@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import falcon
 import pykka
+from procq.actors.errors import StorageError
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -41,11 +42,17 @@ class HealthResource:
         return "ok"
 
     def _store_check(self) -> str:
+        """ok, or why the store cannot commit; after a failure it is tried again with a trivial commit."""
         try:
-            trouble = self._dispatcher.trouble().get(timeout=2.0)
+            probe = self._dispatcher.probe().get(timeout=2.0)
+            if probe is None:
+                return "ok"
+            probe.result(timeout=2.0)
         except (pykka.Timeout, pykka.ActorDeadError):
             return "unknown (the dispatcher is not answering)"
-        return "ok" if trouble is None else f"cannot commit: {trouble}"
+        except (StorageError, TimeoutError) as exc:
+            return f"cannot commit: {exc}"
+        return "ok"
 
     def _jobs_dir_check(self) -> str:
         probe = self._jobs_dir / f".health-{uuid.uuid4().hex}"

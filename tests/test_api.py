@@ -164,8 +164,6 @@ def test_a_disk_that_refuses_the_job_gives_a_json_500_and_the_server_goes_on(set
     (settings.jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built
     response = client.simulate_post("/jobs", json={"args": ["true"]})
     assert response.status_code == 500 and "Could not create" in response.json["description"]
-    health = client.simulate_get("/health")
-    assert health.status_code == 503 and "Could not create" in health.json["checks"]["store"]
     assert client.simulate_get(f"/jobs/{'a' * 32}/status").status_code == 404
     assert client.simulate_post("/jobs", json={"args": ["true"]}).status_code == 201
     assert client.simulate_get("/health").status_code == 200

@@ -176,6 +176,10 @@ class Dispatcher(pykka.ThreadingActor):
         """Why the store's last commit failed, while it has not recovered (GET /health)."""
         return self._store.trouble()
 
+    def probe(self) -> Commit | None:
+        """While the store is in trouble: a trivial commit that shows whether it has recovered."""
+        return self._store.probe() if self._store.trouble() is not None else None
+
     def queues(self) -> list[dict[str, Any]]:
         """Every queue's settings and counts (GET /queues)."""
         return self._scheduler.views()

@@ -108,6 +108,11 @@ class Store(Protocol):
         """Load what the Dispatcher needs, rewriting meta.json files that lag behind the store. Blocks."""
         ...
 
+    def probe(self) -> Commit:
+        """Commit a trivial change, to learn whether the store can commit again after a trouble (it
+        clears `trouble` if so). Returns at once."""
+        ...
+
     def trouble(self) -> str | None:
         """Why the last commit failed, while no later one has succeeded (GET /health); else None."""
         ...

@@ -57,6 +57,9 @@ class SqliteStore:
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))
 
+    def probe(self) -> Commit:
+        return self._queue_change(Change("probe", ids=("probe",)))
+
     @property
     def transactions(self) -> int:
         """Transactions committed by the writer (tests and the bench count batches with it)."""

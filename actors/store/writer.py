@@ -8,6 +8,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ _IDLE_S = 0.05  # with nothing to commit for this long, the writer records which
 
 @dataclass(slots=True)
 class Change:
-    kind: str  # "create", "update", "delete" or "synced" (meta.json files now match these rows)
+    kind: str  # "create", "update", "delete", "synced" (meta.json files match these rows) or "probe"
     jobs: Collection[Job] = ()
     ids: Collection[str] = ()
     commit: Commit = field(default_factory=Future)
@@ -231,5 +232,7 @@ def _apply(db: sqlite3.Connection, change: Change, session: int) -> None:
         rows = [(job_id,) for job_id in change.ids]
         db.executemany(schema.DELETE_TAGS, rows)
         db.executemany(schema.DELETE_JOB, rows)
+    elif change.kind == "probe":
+        db.execute(schema.PUT_SETTING, ("probe", str(time.time())))
     elif change.kind == "synced":
         db.executemany(schema.MARK_SYNCED, [(session, job_id) for job_id in change.ids])
