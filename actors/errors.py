@@ -83,20 +83,24 @@ class KeyNotFound(ProcqError):
 class CommandNotAllowed(ProcqError):
     """Raised when a job's command is not on the server's allow-list (--allow-command)."""
 
-    def __init__(self, command: str, allowed: tuple[str, ...]) -> None:
-        super().__init__(
-            f"The command {command!r} is not allowed on this server; allowed: {', '.join(allowed)} "
-            "(by name on the server's PATH, or by absolute path)."
-        )
+    def __init__(self, command: str, allowed: tuple[str, ...], reason: str | None = None) -> None:
+        if reason is not None:  # allowed by name, but what it resolves to may not run (a Windows batch file)
+            super().__init__(f"The command {command!r} runs {reason}")
+        else:
+            super().__init__(
+                f"The command {command!r} is not allowed on this server; allowed: {', '.join(allowed)} "
+                "(by name on the server's PATH, or by absolute path)."
+            )
         self.command = command
 
 
 class VariableNotAllowed(ProcqError):
-    """Raised when a job sets an environment variable that could make an allowed program run other code."""
+    """Raised when a job sets an environment variable that --allow-env does not name (with --allow-command)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, allowed: tuple[str, ...] = ()) -> None:
         super().__init__(
-            f"env: {name!r} may not be set on a server with --allow-command: it can make an allowed program "
+            f"env: {name!r} may not be set on a server with --allow-command: only the variables --allow-env "
+            f"names may be (allowed: {', '.join(allowed) or 'none'}), so none can make an allowed program "
             "run other code."
         )
         self.name = name

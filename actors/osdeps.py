@@ -9,6 +9,7 @@ from __future__ import annotations
 import _thread
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -566,3 +567,34 @@ def stop_run(pid: int, ctime: float, marker: str, grace: float, job: Any = None,
 def open_to_others(path: Path, windows: bool = WINDOWS) -> bool:
     """True if the file's mode lets other users in (POSIX). On Windows the directory's ACL decides."""
     return not windows and bool(path.stat().st_mode & 0o077)
+
+
+SECRETS_FD = "PROCQ_SECRETS_FD"  # how a re-executed server finds the secrets it was started with
+
+
+def take_secrets(names: tuple[str, ...], windows: bool = WINDOWS) -> dict[str, str]:
+    """The named secrets from the environment, which then no longer holds them: not os.environ, so
+    no job inherits them, and on Linux not /proc/<pid>/environ either (any process of the same user
+    can read that, and it keeps the environment the process was started with whatever os.environ
+    says). So on POSIX, when one is set, this process re-executes itself (same pid, same arguments)
+    without them and reads them back from a pipe. Windows has no such file: they are only removed."""
+    inherited = os.environ.pop(SECRETS_FD, None)
+    if inherited is not None:
+        fd = int(inherited)
+        with os.fdopen(fd, "rb") as pipe:
+            return dict(json.loads(pipe.read().decode("utf-8")))
+    found = {name: os.environ[name] for name in names if name in os.environ}
+    if not found or windows:
+        for name in found:
+            del os.environ[name]
+        return found
+    read_end, write_end = os.pipe()
+    os.write(write_end, json.dumps(found).encode("utf-8"))  # a few hundred bytes: within any pipe buffer
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    env = {name: value for name, value in os.environ.items() if name not in found}
+    env[SECRETS_FD] = str(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)  # does not return
+    raise AssertionError("unreachable")

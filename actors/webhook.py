@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import requests
+from procq.actors import deadline
 from procq.actors.job import Job
 from procq.actors.netguard import checked_pools, target_refusal
 
@@ -29,7 +30,8 @@ def send(
     deny_private: bool = False,
     now: Callable[[], float] = time.time,
 ) -> str | None:
-    """POST one delivery. Blocks up to timeout_s; returns None on a 2xx, else the error in words.
+    """POST one delivery. Blocks up to timeout_s in all (connect, send, the whole answer); returns
+    None on a 2xx, else the error in words.
     With `secret`, the delivery is signed (Standard Webhooks). Link-local targets are always refused,
     private and loopback ones too with `deny_private`; a refusal is returned as the error."""
     refusal = target_refusal(url, deny_private)
@@ -46,10 +48,15 @@ def send(
         adapter.poolmanager.pool_classes_by_scheme = checked_pools(deny_private)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        try:
-            response = session.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
-        except requests.RequestException as exc:
-            return f"{type(exc).__name__}: {exc}"
+        with deadline.bounded(timeout_s) as bound:  # timeout_s alone would bound each read, not the whole
+            try:
+                response = session.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+            except requests.RequestException as exc:
+                if bound.expired:
+                    return f"no complete answer within the {timeout_s:g} s deadline (connect, send and response)"
+                return f"{type(exc).__name__}: {exc}"
+        if bound.expired:
+            return f"no complete answer within the {timeout_s:g} s deadline (connect, send and response)"
     if 200 <= response.status_code < 300:
         return None
     return f"HTTP {response.status_code} from the receiver"

@@ -28,6 +28,7 @@ from procq.actors.metrics import Metrics
 from procq.api.admin import KeysResource
 from procq.api.auth import AuthMiddleware
 from procq.api.commands import CommandPolicy
+from procq.api.crosssite import CrossSiteMiddleware
 from procq.api.dashboard import DashboardResource
 from procq.api.events import EventsResource
 from procq.api.health import HealthResource
@@ -60,17 +61,18 @@ def create_app(
     max_streams: int = 32,
     keys: KeyStore | None = None,
     commands: CommandPolicy | None = None,
+    loopback_only: bool = False,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
     waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
     (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
     keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
-    what jobs may run."""
+    what jobs may run. `loopback_only` (the server listens only on loopback) refuses foreign Host headers."""
     keys = keys or KeyStore(keys_path(jobs_dir, None))  # the server's default place: off until a key exists
     events = events or EventHub()
     metrics = metrics or Metrics()
     slots = StreamSlots(max_streams)  # shared by log followers and /events subscribers
-    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
+    app = falcon.App(middleware=[CrossSiteMiddleware(loopback_only), AuthMiddleware(keys, dispatcher)])
 
     # Jobs: submit, list, status, result, cancel, rerun, delete (api/jobs.py; the listing is api/listing.py)
     jobs = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -74,6 +76,7 @@ class AuthMiddleware:
         if key is None:
             raise _unauthorized("The API key is not valid: unknown or revoked.", error=True)
         req.context.api_key = key
+        req.context.key_still_valid = _still_valid(self._keys, token.strip())  # streams end once it is revoked
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         key: ApiKey | None = req.context.api_key
@@ -91,6 +94,19 @@ class AuthMiddleware:
             job = ask(self._dispatcher.get(job_id))
             if job.owner != key.id:
                 raise JobNotFound(job_id)  # the same answer as for an unknown id: nothing leaks
+
+
+def _still_valid(keys: KeyStore, token: str, every_s: float = 0.25) -> Callable[[], bool]:
+    """Whether the key is still valid, asked of the keys file at most every `every_s` (it is re-read
+    when it changes, so a revocation is seen within that time)."""
+    checked = [time.monotonic(), True]
+
+    def still_valid() -> bool:
+        if checked[1] and time.monotonic() - checked[0] >= every_s:
+            checked[:] = [time.monotonic(), keys.authenticate(token) is not None]
+        return bool(checked[1])
+
+    return still_valid
 
 
 def _unauthorized(description: str, error: bool) -> falcon.HTTPUnauthorized:

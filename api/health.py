@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +59,9 @@ class HealthResource:
         probe = self._jobs_dir / f".health-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"ok")
-            probe.unlink()
         except OSError as exc:
             return f"not writable: {exc.strerror or exc}"
+        finally:
+            with contextlib.suppress(OSError):  # a full disk creates the file, then fails the write
+                probe.unlink(missing_ok=True)
         return "ok"

@@ -149,13 +149,15 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         """Mark a key revoked (kept in the file, so the list shows it). Raises KeyNotFound."""
+        if not self.path.exists():
+            raise KeyNotFound(key_id)  # nothing to revoke: create neither the file nor its lock
         with self._writing() as keys:
             for index, key in enumerate(keys):
                 if key.id == key_id:
                     if key.revoked_at is None:
                         keys[index] = dataclasses.replace(key, revoked_at=timestamp(self._now()))
                     return keys[index]
-        raise KeyNotFound(key_id)
+            raise KeyNotFound(key_id)  # inside the block, so nothing is written
 
     # --- inside ----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from procq.actors import osdeps
 from procq.actors.errors import JobNotFound, ProcqError
 from procq.actors.events import EventHub
 from procq.actors.job import Job, is_job_id
-from procq.api import sse
+from procq.api import sse, strictjson
 from procq.api.ask import ask
 from procq.api.parse import parse_query
 
@@ -117,12 +117,13 @@ def _last_event_id(req: falcon.Request, offset: int) -> int:
     value = req.get_header("Last-Event-ID")
     if value is None:
         return offset
-    if not value.strip().isdigit():
+    parsed = strictjson.parse_decimal(value)
+    if parsed is None:
         raise falcon.HTTPBadRequest(
             title="Invalid Last-Event-ID",
-            description=f"Last-Event-ID must be the id of an earlier log event (a byte offset); got {value!r}",
+            description=f"Last-Event-ID must be the id of an earlier log event (a byte offset); got {value[:40]!r}",
         )
-    return int(value)
+    return parsed
 
 
 def _size(path: Path) -> int:

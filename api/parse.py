@@ -3,7 +3,6 @@ of api/schema.py, with 400/413 answers that name the field, the value and what i
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +11,10 @@ from urllib.parse import urlsplit
 
 import falcon
 import jsonschema
-from procq.actors import osdeps
+from procq.actors import netguard, osdeps
 from procq.actors.job import QUEUE_NAME_PATTERN, JobRequest, timestamp
 from procq.actors.supervise.spawn import resolve_cwd
+from procq.api import strictjson
 from procq.api.schema import MAX_ENV_TOTAL, QUERY, QUEUE_UPDATE, SUBMIT
 
 _submit = jsonschema.Draft202012Validator(SUBMIT)
@@ -29,12 +29,9 @@ def read_json(req: falcon.Request, max_body_bytes: int) -> Any:
     if len(body) > max_body_bytes:
         raise _too_large(max_body_bytes)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise falcon.HTTPBadRequest(
-            title="Invalid JSON",
-            description=f"The body must be a UTF-8 JSON object ({exc}).",
-        ) from exc
+        return strictjson.loads(body)
+    except strictjson.BadJSON as exc:
+        raise falcon.HTTPBadRequest(title="Invalid JSON", description=str(exc)) from exc
 
 
 def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
@@ -50,8 +47,8 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
     if refusal:
         raise _invalid(refusal)
     webhook = data.get("webhook")
-    if webhook is not None and not urlsplit(webhook).hostname:
-        raise _invalid(SUBMIT["properties"]["webhook"]["x-message"])
+    if webhook is not None and not _webhook_host(webhook):
+        raise _invalid(f"webhook: {SUBMIT['properties']['webhook']['x-message']}; got {_short(webhook)}")
     tags = tuple(dict.fromkeys(data.get("tags", ())))  # duplicates dropped, order kept
     return JobRequest(
         args=args,
@@ -60,6 +57,16 @@ def parse_submit(data: Any, cwd_root: Path | None = None) -> JobRequest:
         tags=tags,
         **_control_fields(data, cwd_root),
     )
+
+
+def _webhook_host(url: str) -> str | None:
+    """The URL's host if it is one procq may look up; None for a malformed URL ('http://[zz/') or a
+    host with control characters (a resolver would cut it at a NUL and ask about another name)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return None if netguard.host_refusal(host) else host
 
 
 def _control_fields(data: dict[str, Any], cwd_root: Path | None) -> dict[str, Any]:
@@ -185,7 +192,11 @@ def parse_query(req: falcon.Request, *names: str) -> dict[str, Any]:
 def _convert(name: str, kind: str, raw: Any) -> Any:
     try:
         if kind == "integer":
-            return int(raw)
+            text = raw.strip()  # ASCII digits only, and few enough of them (int() takes '²' and 4,300 digits)
+            value = strictjson.parse_decimal(text.removeprefix("-"))
+            if value is None:
+                raise ValueError(raw)
+            return -value if text.startswith("-") else value
         if kind == "boolean":
             return _BOOLEANS[raw.lower()]
     except (ValueError, KeyError):

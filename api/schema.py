@@ -13,6 +13,7 @@ MAX_ARG_CHARS = 131072  # Linux's limit for one argument
 MAX_URL_CHARS = 2048
 MAX_DELAY_S = 366 * 86400  # a year: run_at/delay/timeout beyond that is almost surely a unit mistake
 MAX_ENV_VARS = 128
+MAX_INT = 2**63 - 1  # what 64-bit readers of meta.json take
 MAX_ENV_CHARS = 32768
 MAX_ENV_TOTAL = 131072  # names and values together
 ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -111,12 +112,14 @@ SUBMIT: dict[str, Any] = {
         "max_output_bytes": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": MAX_INT,
             "description": "Limit on stdout + stderr of an attempt; past it the tree is ended, the attempt "
             "FAILED, and the files cut to the limit. Default: the server's --max-output-bytes.",
         },
         "max_memory_bytes": {
             "type": ["integer", "null"],
             "minimum": 1,
+            "maximum": MAX_INT,
             "description": "Limit on the resident memory of the whole process tree, sampled every "
             "--sample-interval seconds; past it the tree is ended and the attempt FAILED.",
         },

@@ -25,9 +25,12 @@ def event(kind: str, data: Any, event_id: str | None = None) -> bytes:
 
 
 def client_gone(req: falcon.Request) -> Callable[[], bool]:
-    """A check for a client that hung up. waitress offers it (with channel_request_lookahead >= 1,
-    see run.py), so an idle stream frees its thread at the next poll instead of at its next write."""
-    return req.env.get("waitress.client_disconnected") or (lambda: False)
+    """A check for a client that hung up or whose API key was revoked since the stream began.
+    waitress offers the first (with channel_request_lookahead >= 1, see server/main.py), so an idle
+    stream frees its thread at the next poll instead of at its next write."""
+    disconnected = req.env.get("waitress.client_disconnected") or (lambda: False)
+    authorized = req.context.get("key_still_valid") or (lambda: True)
+    return lambda: disconnected() or not authorized()
 
 
 def comment(text: str) -> bytes:

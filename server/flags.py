@@ -17,9 +17,10 @@ from procq.server.config import ConfigError, ConfigSource
 from procq.server.values import parse_duration, parse_secret
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = None) -> argparse.Namespace:
+    """The settings. `secrets`: PROCQ_* secrets already taken out of the environment (osdeps.take_secrets)."""
     try:
-        env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
+        env = ConfigSource(argv, {**os.environ, **(secrets or {})})  # flags > PROCQ_* > TOML file > defaults
     except ConfigError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
@@ -141,6 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
     )
     add(
+        "--allow-env",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_ENV", "").split(",") if c],
+        help="with --allow-command, a job may set only the environment variables named here (patterns "
+        "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),
@@ -149,8 +157,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--webhook-secret",
         default=env("PROCQ_WEBHOOK_SECRET", "") or None,
-        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
-        "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer "
+        "--webhook-secret-file: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+    )
+    add(
+        "--webhook-secret-file",
+        type=Path,
+        default=env("PROCQ_WEBHOOK_SECRET_FILE", "") or None,
+        help="read the webhook signing secret from this file (its first line) [PROCQ_WEBHOOK_SECRET_FILE]",
     )
     add(
         "--webhook-deny-private",
@@ -184,6 +198,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_queued < 0:
         parser.error("--max-queued must be 0 (no limit) or more")
     args.max_queued = args.max_queued or None
+    if args.webhook_secret_file is not None:
+        if args.webhook_secret is not None:
+            parser.error("--webhook-secret-file and --webhook-secret (or PROCQ_WEBHOOK_SECRET): give one")
+        args.webhook_secret = read_secret_file(parser, args.webhook_secret_file)
     if args.webhook_secret is not None:
         try:
             args.webhook_secret = parse_secret(args.webhook_secret)
@@ -196,6 +214,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+def read_secret_file(parser: argparse.ArgumentParser, path: Path) -> str:
+    """A secret kept in a file (mode 0600, owned by the server's user): its first line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read the secret file {path}: {exc}")
+    if not lines or not lines[0].strip():
+        parser.error(f"the secret file {path} is empty")
+    return lines[0].strip()
 
 
 def _true(text: str) -> bool:

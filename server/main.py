@@ -30,13 +30,17 @@ from procq.server.flags import is_loopback, parse_args
 from procq.server.httpserver import create_server
 
 log = logging.getLogger("procq")
+SECRET_VARIABLES = ("PROCQ_WEBHOOK_SECRET",)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
         return keys_command.command_line(argv[1:])
-    args = parse_args(argv)
+    # Secrets leave the environment first: no job inherits them, and none can read them in
+    # /proc/<server pid>/environ (osdeps re-executes this process without them).
+    secrets = osdeps.take_secrets(SECRET_VARIABLES)
+    args = parse_args(argv, secrets)
     logformat.configure(args.log_level, args.log_format)
     jobs_dir = args.jobs_dir.resolve()
     jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         log.warning("INSECURE: serving on %s with no API key; anyone who reaches it can run any command", args.host)
-    commands = CommandPolicy(args.allow_command)
+    commands = CommandPolicy(args.allow_command, allowed_env=args.allow_env)
     for entry in commands.unresolved:
         log.warning("--allow-command %r is not an executable on PATH or an absolute path: it matches nothing", entry)
     settings = Settings(
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         max_streams=args.max_streams,
         keys=keys,
         commands=commands,
+        loopback_only=is_loopback(args.host),
     )
     server = create_server(
         app,

@@ -144,7 +144,7 @@ def test_bad_submissions_are_400_saying_what_to_fix_and_change_nothing(
 
 def test_a_body_over_the_limit_is_413_json(client, jobs_dir: Path) -> None:
     body = b'{"args": ["echo", "' + b"x" * 5000 + b'"]}'
-    response = client.simulate_post("/jobs", body=body)
+    response = client.simulate_post("/jobs", body=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "4096" in response.json["description"]
     assert [p for p in jobs_dir.iterdir() if not p.name.startswith(".")] == []
 

@@ -16,6 +16,8 @@ from referencing.jsonschema import DRAFT202012
 
 from tests.helpers import py
 
+JSON = {"Content-Type": "application/json"}
+
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
@@ -86,7 +88,7 @@ def test_real_responses_match_the_document(start_server) -> None:
     url = server.url
     job = c.check("/jobs", "post", server.post("/jobs", json={"args": py("print(1)"), "tags": ["a"]})).json()
     c.check("/jobs", "post", server.post("/jobs", json={"args": []}))
-    c.check("/jobs", "post", server.post("/jobs", data=b"x" * ((1 << 20) + 1000)))
+    c.check("/jobs", "post", server.post("/jobs", data=b"x" * ((1 << 20) + 1000), headers=JSON))
     server.wait_status(job["id"], "COMPLETED")
     slow = server.submit(py("import time; time.sleep(30)"))
     server.wait_status(slow["id"], "IN_PROGRESS")

@@ -1,8 +1,7 @@
-"""osdeps: the fence around OS-specific calls, its Windows branches as pure logic, and real tree kills."""
+"""osdeps: its Windows branches as pure logic, and real tree kills (the fence around it: test_fence.py)."""
 
 from __future__ import annotations
 
-import ast
 import errno
 import importlib
 import subprocess
@@ -16,63 +15,6 @@ import pytest
 from procq.actors import osdeps
 
 from tests.helpers import ROOT, pid_alive, wait_until
-
-FORBIDDEN_OS = {"fork", "forkpty", "killpg", "setsid", "getpgid", "setpgid", "kill"}
-FORBIDDEN_KWARGS = {"preexec_fn", "start_new_session", "process_group", "creationflags"}
-FORBIDDEN_MODULES = {"fcntl", "resource", "pwd", "grp", "termios", "msvcrt", "winreg", "_winapi"}
-
-
-def _python_files() -> list[Path]:
-    skip = {".venv", ".git", "node_modules", "build"}  # build/: what building the wheel leaves (test_packaging)
-    return [p for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)]
-
-
-def _violations(path: Path) -> list[str]:
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id == "os" and node.attr in FORBIDDEN_OS:
-                found.append(f"os.{node.attr}")
-            if node.value.id == "signal":
-                found.append(f"signal.{node.attr}")
-        if isinstance(node, ast.keyword) and node.arg in FORBIDDEN_KWARGS:
-            found.append(f"{node.arg}=")
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if node_imports_signal(node):
-                found.append("import signal")
-            found += [f"import {n}" for n in names if n.split(".")[0] in FORBIDDEN_MODULES or n.startswith("win32")]
-    return [f"{path.relative_to(ROOT)}: {v}" for v in found]
-
-
-def node_imports_signal(node: ast.Import | ast.ImportFrom) -> bool:
-    if isinstance(node, ast.ImportFrom):
-        return node.module == "signal"
-    return False
-
-
-def test_os_specific_calls_live_only_in_osdeps() -> None:
-    allowed = {ROOT / "actors" / "osdeps.py"}
-    tests_dir = ROOT / "tests"
-    bench_dir = ROOT / "bench"
-    checked = [
-        p for p in _python_files() if p not in allowed and tests_dir not in p.parents and bench_dir not in p.parents
-    ]
-    assert any(p.name == "supervisor.py" for p in checked)  # the fence really looks at the server's code
-    # ...in every room: the actors' subfolders, the start-up package, the API and the client
-    rooms = {p.parent.relative_to(ROOT).as_posix() for p in checked}
-    assert {"actors", "actors/dispatch", "actors/supervise", "server", "api", "client"} <= rooms
-    violations = [v for p in checked for v in _violations(p)]
-    assert violations == []
-
-
-def test_the_fence_catches_a_violation(tmp_path: Path) -> None:
-    bad = ROOT / "tests" / "_fence_probe.py"
-    bad.write_text("import os, fcntl\nos.killpg(1, 9)\nsubprocess.Popen([], start_new_session=True)\n")
-    try:
-        assert len(_violations(bad)) == 3
-    finally:
-        bad.unlink()
 
 
 def test_windows_spawn_uses_a_new_group_and_no_window() -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import collections
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from procq.actors.supervise.sampler import output_size
+from procq.actors.webhookpool import WebhookPool
 
 log = logging.getLogger("procq.progress")
 
@@ -31,6 +32,7 @@ class Progress:
     events: tuple[str, ...]
     send: Callable[[str, bytes, float], str | None]
     timeout_s: float
+    pool: WebhookPool | None = None  # the server's webhook threads; a private one-thread pool if None
 
 
 class Reporter:
@@ -60,28 +62,48 @@ class Reporter:
 
 
 class _Sender:
-    """One thread posting progress payloads in order, each once; failures are only logged."""
+    """Posts progress payloads in order, each once, on the server's webhook pool (one in flight per
+    run, so order holds); failures are only logged. It owns no thread."""
+
+    MAX_PENDING = 16  # beyond this, a stalled receiver loses the oldest payloads (progress is best effort)
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
-        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._pool = progress.pool or WebhookPool(1)
+        self._lock = threading.Lock()
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._busy = False
         self.idle = threading.Event()
         self.idle.set()
-        threading.Thread(target=self._run, daemon=True, name=f"progress-{progress.job_id}").start()
 
     def post(self, body: dict[str, Any]) -> None:
-        self.idle.clear()
-        self._queue.put(json.dumps(body).encode("utf-8"))
+        with self._lock:
+            self.idle.clear()
+            if len(self._pending) >= self.MAX_PENDING:
+                self._pending.popleft()
+                log.info("job %s: progress webhook dropped: the receiver is too slow", self._progress.job_id)
+            self._pending.append(json.dumps(body).encode("utf-8"))
+            if not self._busy:
+                self._busy = True
+                self._pool.run(self._send_next)
 
     def close(self) -> None:
-        self._queue.put(None)
+        pass  # nothing to stop: what is queued is sent by the pool, each within its deadline
 
-    def _run(self) -> None:
-        while (body := self._queue.get()) is not None:
+    def _send_next(self) -> None:
+        with self._lock:
+            body = self._pending.popleft()
+        try:
             error = self._progress.send(self._progress.url, body, self._progress.timeout_s)
-            if error:
-                log.info("job %s: progress webhook not delivered: %s", self._progress.job_id, error)
-            if self._queue.empty():
+        except Exception as exc:  # the next payload must still go out
+            error = repr(exc)
+        if error:
+            log.info("job %s: progress webhook not delivered: %s", self._progress.job_id, error)
+        with self._lock:
+            if self._pending:
+                self._pool.run(self._send_next)
+            else:
+                self._busy = False
                 self.idle.set()
 
 
@@ -96,11 +118,10 @@ class _LogFollower:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def tick(self, sender: _Sender, final: bool) -> None:
-        if final:  # the run is over: send what is left once the throttle and the sender allow it
-            wait = self._last_sent + LOGS_EVERY_S - time.monotonic()
+        if final:  # the run is over: what is left goes after the throttle, queued behind what is in flight;
+            wait = self._last_sent + LOGS_EVERY_S - time.monotonic()  # never waiting for a receiver
             if wait > 0:
                 time.sleep(wait)
-            sender.idle.wait(self._progress.timeout_s)
         elif time.monotonic() - self._last_sent < LOGS_EVERY_S or not sender.idle.is_set():
             return
         size = output_size(self._stderr)

@@ -54,14 +54,13 @@ def resolve_cwd(root: Path | None, cwd: str) -> Path:
     if root is None:
         raise ValueError("cwd: this server has no --cwd-root, so jobs run in their own directory only")
     base = root.resolve()
+    # One answer for missing, outside and not-a-directory: saying which would tell a client whether a
+    # path outside the root exists.
+    refusal = ValueError(f"cwd: {cwd!r} is not an existing directory inside the cwd root")
     try:
         path = (base / cwd).resolve(strict=True)
     except (OSError, RuntimeError) as exc:
-        raise ValueError(f"cwd: {cwd!r} does not exist inside the cwd root ({exc.__class__.__name__})") from exc
-    if not path.is_relative_to(base):
-        raise ValueError(
-            f"cwd: {cwd!r} resolves to a place outside the cwd root; only directories inside it are allowed"
-        )
-    if not path.is_dir():
-        raise ValueError(f"cwd: {cwd!r} is not a directory")
+        raise refusal from exc
+    if not path.is_relative_to(base) or not path.is_dir():
+        raise refusal
     return path

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pykka
-from procq.actors import osdeps, transitions, webhook
+from procq.actors import osdeps, transitions, webhook, webhookpool
 from procq.actors.job import Job, Status, Usage, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.mailbox import Mailbox, report
@@ -249,7 +249,8 @@ class Supervisor(pykka.ThreadingActor):
         progress = None
         if job.webhook and {"start", "logs"} & set(job.webhook_events):
             timeout_s = self._settings.webhook.timeout_s
-            progress = Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s)
+            pool = webhookpool.shared(self._settings.webhook_concurrency)
+            progress = Progress(job.id, attempt, job.webhook, job.webhook_events, self._send, timeout_s, pool)
         outputs = (self._dir.stdout, self._dir.stderr)
         node = self._settings.node
         gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
@@ -281,7 +282,7 @@ class Supervisor(pykka.ThreadingActor):
         """Make one attempt at the completion webhook, off the actor thread; returns at once."""
         job = self._job
         args = (self._send, job.webhook, webhook.payload(job), self._settings.webhook.timeout_s, self._self)
-        threading.Thread(target=threads.deliver, args=args, daemon=True).start()
+        webhookpool.shared(self._settings.webhook_concurrency).run(threads.deliver, *args)
 
     def delivery_finished(self, error: str | None) -> None:
         """From the webhook thread: record the attempt, then hand the job back to the Dispatcher (even
