@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import pykka
@@ -20,6 +20,7 @@ from procq.actors.dispatch.deliveries import Deliveries
 from procq.actors.dispatch.idempotency import Idempotency
 from procq.actors.dispatch.index import JobTable
 from procq.actors.dispatch.launcher import Launcher
+from procq.actors.dispatch.outcomes import CommitOutcomes
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed, when_done
 from procq.actors.dispatch.retention import Retention
 from procq.actors.dispatch.scheduler import Scheduler
@@ -35,7 +36,7 @@ from procq.actors.webhook import SendWebhook
 log = logging.getLogger("procq.dispatcher")
 
 
-class Dispatcher(pykka.ThreadingActor):
+class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
     """Decides what runs when, and answers every question about jobs from memory.
 
     State (its thread only), each part a plain helper object: the JobTable (jobs, index, watchers),
@@ -247,54 +248,6 @@ class Dispatcher(pykka.ThreadingActor):
         self._ended(job)
 
     @carry_on
-    def run_over(self, job_id: str) -> None:
-        """A job's process is gone (its outcome is being committed; `job_ended` follows): its worker
-        slot may take the next job now, so that job's attempt is committed with this one's end. Not
-        when jobs wait for it: they get their turn with `job_ended`, once its outcome is known."""
-        if self._scheduler.has_dependents(job_id):
-            return
-        self._scheduler.ended(job_id)
-        self._pump()
-
-    @carry_on
-    def run_not_started(self, job: Job) -> None:
-        """A Supervisor could not record the attempt (the store failed, or the job's creation did):
-        nothing was started. The job waits its turn again, and nothing starts for a second."""
-        self._launcher.ended(job.id)
-        self._scheduler.ended(job.id)
-        if job.id in self._table and self._table[job.id].status is Status.IN_QUEUE:
-            self._scheduler.remove(job.id)
-            self._enqueue_or_end(job)
-        self._held_until = time.monotonic() + 1.0
-        self._alarm.at(timestamp(self._now() + timedelta(seconds=1.0)))
-
-    @carry_on
-    def not_created(self, job_ids: list[str]) -> None:
-        """The store could not commit these new jobs; their submit was answered with an error."""
-        for job_id in job_ids:
-            job = self._table.get(job_id)
-            if job is not None:
-                self._forget(job)
-
-    @carry_on
-    def cancel_not_recorded(self, job: Job) -> None:
-        """The store could not commit a queued job's cancel: it keeps its last durable state, queued."""
-        if job.id in self._table and self._table[job.id].status is Status.CANCELED:
-            self._table.put(job)
-            self._enqueue_or_end(job)
-            self._pump()
-
-    @carry_on
-    def deleted(self, jobs: list[Job], removed: threading.Event, error: BaseException | None) -> None:
-        """The deletion of these jobs is committed (or failed): forget them, remove their directories."""
-        if error is not None:
-            removed.set()
-            return
-        for job in jobs:
-            self._forget(job)
-        self._retention.remove(jobs, removed)
-
-    @carry_on
     def delivery_ended(self, job: Job) -> None:
         self._deliveries.ended(job.id)
         self._ended(job)
@@ -315,12 +268,6 @@ class Dispatcher(pykka.ThreadingActor):
             return
         commit = self._store.delete([job.id for job in expired])
         commit.add_done_callback(functools.partial(when_done, self._self.swept, expired, None))
-
-    @carry_on
-    def swept(self, expired: list[Job], _: None, error: BaseException | None) -> None:
-        for job in expired if error is None else []:
-            self._forget(job)
-        self._retention.swept(expired if error is None else [])
 
     @carry_on
     def dirs_removed(self, postponed: list[Job]) -> None:
