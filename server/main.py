@@ -8,11 +8,12 @@ import sqlite3
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pykka
 from procq.actors import osdeps, webhook
 from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
-from procq.actors.dispatch.recovery import recover, sweep_leftovers
+from procq.actors.dispatch.recovery import recover, sweep_deleted, sweep_leftovers
 from procq.actors.errors import KeyFileError, StorageError
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageError, sqlite3.Error, RuntimeError) as exc:
         print(f"procq: cannot open the store in {jobs_dir}: {exc}", file=sys.stderr)
         return 2
-    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
+    threading.Thread(target=_sweep, args=(jobs_dir, store), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
     dispatcher = Dispatcher.start(
@@ -145,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         lock.close()
     log.info("stopped")
     return 0
+
+
+def _sweep(jobs_dir: Path, store: SqliteStore) -> None:
+    """Background, after start: what crashes left in the jobs directory (it lists every job directory)."""
+    sweep_leftovers(jobs_dir)
+    try:
+        sweep_deleted(jobs_dir, store)
+    except Exception:  # a sweep that fails is tried again at the next start
+        log.exception("sweeping the job directories failed")
 
 
 def _stopping(events: EventHub) -> None:

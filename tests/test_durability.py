@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,10 @@ import pytest
 import requests
 from procq.actors import transitions
 from procq.actors.dispatch.dispatcher import Dispatcher
-from procq.actors.job import Job, JobRequest, Status, Usage
+from procq.actors.dispatch.recovery import sweep_deleted
+from procq.actors.job import IdGenerator, Job, JobRequest, Status, Usage
 from procq.actors.settings import Settings
-from procq.actors.store.sqlite import DB_NAME
+from procq.actors.store.sqlite import DB_NAME, SqliteStore
 
 from tests.helpers import ServerProcess, py, wait_until
 
@@ -142,8 +144,6 @@ def test_meta_json_that_lags_behind_the_store_is_rewritten_at_start(start_server
     meta = jobs_dir / job["id"] / "meta.json"
     stale = json.loads(meta.read_text()) | {"status": "IN_QUEUE", "exit_code": None}
     meta.write_text(json.dumps(stale))
-    import sqlite3
-
     with sqlite3.connect(jobs_dir / DB_NAME) as db:  # as if the crash came between commit and file
         db.execute("UPDATE jobs SET synced = 0 WHERE id = ?", (job["id"],))
     again = start_server()
@@ -255,3 +255,18 @@ def test_a_job_queued_again_after_a_shutdown_keeps_no_stale_exit_code_or_error()
     assert (after.runs[-1].exit_code, after.runs[-1].error) == (-15, "interrupted by a server shutdown")
     again = transitions.attempt_begun(dataclasses.replace(after, error="old", exit_code=9), 2, T1)
     assert (again.status, again.attempts, again.exit_code, again.error) == (Status.IN_PROGRESS, 2, None, None)
+
+
+def test_a_directory_whose_deletion_was_committed_before_a_crash_is_swept_at_start(jobs_dir: Path) -> None:
+    new_id = IdGenerator()
+    kept, deleted = Job(id=new_id(), args=("true",)), Job(id=new_id(), args=("true",))
+    store = SqliteStore(jobs_dir)
+    try:
+        store.create([kept, deleted]).result(timeout=5)
+        store.delete([deleted.id]).result(timeout=5)  # the crash came before its directory was moved
+        (jobs_dir / ("c" * 32)).mkdir()
+        (jobs_dir / ("c" * 32) / "meta.json").write_text("{half")  # unreadable: not ours to judge
+        assert sweep_deleted(jobs_dir, store) == 1
+        assert _job_dirs(jobs_dir) == sorted([kept.id, "c" * 32])
+    finally:
+        store.close()

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from procq.actors import osdeps
+from procq.actors.dispatch import retention
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
 from procq.actors.settings import Settings
+from procq.actors.store import files
 from procq.actors.store.base import Store
 from procq.actors.store.sqlite import SqliteStore
 from procq.actors.transitions import canceled_at_restart, interrupted
@@ -100,3 +102,19 @@ def sweep_leftovers(jobs_dir: Path, older_than_s: float = 60.0) -> int:
     if removed:
         log.info("removed %d leftovers of writes interrupted by a crash", removed)
     return removed
+
+
+def sweep_deleted(jobs_dir: Path, store: Store) -> int:
+    """Move to the trash the job directories whose job the store no longer has: a deletion committed
+    just before a crash, before its directory was moved away (it must not come back in a rebuild).
+    Only directories with a readable meta.json go; one that is unreadable was skipped by a rebuild and
+    is left alone. Run in the background after start; returns how many."""
+    gone: list[Job] = []
+    warnings: list[str] = []
+    for job in files.scan(jobs_dir, warnings):
+        if store.get(job.id) is None:
+            gone.append(job)
+    if gone:
+        log.warning("removing %d job directories whose deletion was committed before a crash", len(gone))
+        retention.remove_jobs(jobs_dir, gone, lambda postponed: None)
+    return len(gone)
