@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
+import orjson
 from procq.actors.dispatch.index import JobTable
 from procq.actors.job import Job, Status
 from procq.actors.store.base import Store
@@ -34,12 +36,16 @@ class Catalog:
 
     def page(
         self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int, owner: str | None
-    ) -> tuple[list[Job], str | None]:
-        """A page newest first below the cursor `before`, and the next cursor or None; committed states
-        from the store, or the table's newer one for jobs it holds."""
-        found = self._store.page(statuses, tag, owner, before, limit + 1)
-        page = [self._table.get(job.id) or job for job in found[:limit]]
-        return page, (page[-1].id if len(found) > limit and page else None)
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page newest first below the cursor `before` as job objects (JSON-ready dicts), and the next
+        cursor or None: committed states from the store, parsed as they are (no Job is built for a
+        page of old jobs), or the table's newer state of a job it holds."""
+        found = self._store.page_bodies(statuses, tag, owner, before, limit + 1)
+        page = [
+            live.to_dict() if (live := self._table.get(job_id)) is not None else orjson.loads(body)
+            for job_id, body in found[:limit]
+        ]
+        return page, (found[limit - 1][0] if len(found) > limit and page else None)
 
     def counts(self) -> dict[str, int]:
         return {status.value: self._table.count(status) + self._cold[status] for status in Status}

@@ -145,10 +145,10 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         before: str | None,
         limit: int,
         owner: str | None = None,
-    ) -> tuple[list[Job], str | None]:
-        """A page of jobs newest first below the cursor `before` (ids sort by creation, so paging while
-        jobs are added neither skips nor repeats one), and the next cursor or None. Read from the store:
-        committed states, without holding every job in memory."""
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of job objects (fresh dicts) newest first below the cursor `before` (ids sort by
+        creation, so paging while jobs are added neither skips nor repeats one), and the next cursor or
+        None. Read from the store: committed states, without holding every job in memory."""
         return self._catalog.page(statuses, tag, before, limit, owner)
 
     def stats(self) -> dict[str, Any]:

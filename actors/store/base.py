@@ -100,6 +100,17 @@ class Store(Protocol):
         """Up to `limit` jobs newest first with ids below `before`, filtered by status, tag and owner."""
         ...
 
+    def page_bodies(
+        self,
+        statuses: Collection[Status] | None,
+        tag: str | None,
+        owner: str | None,
+        before: str | None,
+        limit: int,
+    ) -> list[tuple[str, str]]:
+        """`page` as (id, the job's stored JSON) pairs: for answers that pass the JSON on as it is."""
+        ...
+
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         """Up to `limit` finished jobs completed before the timestamp that owe no webhook (retention)."""
         ...

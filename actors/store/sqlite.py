@@ -98,8 +98,18 @@ class SqliteStore:
         before: str | None,
         limit: int,
     ) -> list[Job]:
+        return [schema.decode(body) for _, body in self.page_bodies(statuses, tag, owner, before, limit)]
+
+    def page_bodies(
+        self,
+        statuses: Collection[Status] | None,
+        tag: str | None,
+        owner: str | None,
+        before: str | None,
+        limit: int,
+    ) -> list[tuple[str, str]]:
         sql, params = schema.page_query(statuses, tag, owner, before, limit)
-        return [schema.decode(body) for _, body in self._read(sql, params)]
+        return self._read(sql, params).fetchall()
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         return [schema.decode(row[0]) for row in self._read(schema.EXPIRED, (completed_before, limit))]
