@@ -35,6 +35,17 @@ class ShuttingDown(ProcqError):
         super().__init__("The server is shutting down and takes no new jobs; retry against the next instance.")
 
 
+class NotRegularFile(ProcqError):
+    """Raised when a job's output file is not a regular file inside its directory (the job replaced
+    it with a symlink, a FIFO or a directory): procq never follows it."""
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(
+            f"Job {job_id}'s {name} is not a regular file inside its directory (a symlink or a special "
+            "file the job put there); procq does not serve it."
+        )
+
+
 class StorageError(ProcqError):
     """Raised when a change cannot be made durable: a job's directory, files or the store's commit
     failed (permissions, disk full, a database locked or damaged)."""

@@ -12,6 +12,8 @@ from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RATE_WINDOW_S = 60.0
+HISTORY_STEP_S = 10  # GET /stats history: one count per 10 s ...
+HISTORY_STEPS = 60  # ... for the last 10 minutes, so a dashboard opened now draws a chart at once
 # Seconds; jobs range from sub-second scripts to hour-long builds.
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, float("inf"))
 
@@ -31,6 +33,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._submitted: deque[float] = deque()
         self._completed: deque[float] = deque()
+        # Per step (int(now / HISTORY_STEP_S)): [submitted, finished]. Only the last HISTORY_STEPS are kept.
+        self._steps: dict[int, list[int]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.submitted = Counter("procq_jobs_submitted", "Jobs accepted by POST /jobs.", registry=r)
@@ -119,10 +123,29 @@ class Metrics:
 
     # --- inside --------------------------------------------------------------------------------------
 
+    def history(self) -> dict[str, object]:
+        """Jobs submitted and finished per HISTORY_STEP_S seconds over the last HISTORY_STEPS steps,
+        oldest first; the last step is the current, partial one."""
+        current = int(self._clock() // HISTORY_STEP_S)
+        steps = range(current - HISTORY_STEPS + 1, current + 1)
+        with self._lock:
+            counts = [self._steps.get(step, (0, 0)) for step in steps]
+        return {
+            "interval_s": HISTORY_STEP_S,
+            "submitted": [c[0] for c in counts],
+            "completed": [c[1] for c in counts],
+        }
+
     def _tick(self, times: deque[float], now: float) -> None:
+        step = int(now // HISTORY_STEP_S)
         with self._lock:
             times.append(now)
             self._trim(times, now)
+            counts = self._steps.setdefault(step, [0, 0])
+            counts[0 if times is self._submitted else 1] += 1
+            if len(self._steps) > HISTORY_STEPS:
+                for old in [s for s in self._steps if s <= step - HISTORY_STEPS]:
+                    del self._steps[old]
 
     @staticmethod
     def _trim(times: deque[float], now: float) -> int:

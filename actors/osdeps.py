@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import ctypes
+import errno
 import hashlib
 import json
 import logging
@@ -47,6 +48,60 @@ def spawn_kwargs(windows: bool = WINDOWS) -> dict[str, Any]:
     return {"start_new_session": True}
 
 
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The user jobs run as (--run-as): who they are, and what their environment says about it."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    def env(self) -> dict[str, str]:
+        """HOME, USER and LOGNAME of that user (the server's own would point programs at root's files)."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+def lookup_run_as(name: str, windows: bool = WINDOWS, euid: int | None = None) -> RunAs:
+    """The user `name` jobs may be run as. Raises ValueError with one sentence saying why not: on
+    Windows (run the service as that user instead), when this process is not root (it could not
+    switch), or when there is no such user."""
+    if windows:
+        raise ValueError("--run-as works on POSIX only; on Windows run the procq service as that user instead")
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        raise ValueError(
+            f"--run-as needs the server started as root to switch users (it runs as uid {euid}); "
+            f"start it as root, or start it as {name!r} without --run-as"
+        )
+    import pwd  # POSIX only
+
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        raise ValueError(f"--run-as: there is no user {name!r} on this system") from None
+    groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, entry.pw_gid)) - {entry.pw_gid}))
+    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/")
+
+
+def run_as_kwargs(run_as: RunAs | None) -> dict[str, Any]:
+    """Popen kwargs that start the child as `run_as` (its uid, primary group and only its own groups:
+    the server's supplementary groups are dropped). Nothing when run_as is None."""
+    if run_as is None:
+        return {}
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+
+
+def give_to(paths: list[Path], run_as: RunAs | None) -> None:
+    """Make `run_as` own each path (never through a symlink), so a job may write its directory and
+    files; the jobs directory and meta.json stay the server's. Nothing when run_as is None."""
+    if run_as is None:
+        return
+    for path in paths:
+        os.chown(path, run_as.uid, run_as.gid, follow_symlinks=False)
+
+
 def command_refusal(args: list[str], windows: bool = WINDOWS) -> str | None:
     """Why `args` may not be run on this OS, or None. On Windows cmd.exe re-parses the arguments
     of .bat/.cmd files even without a shell, which allows injection."""
@@ -63,6 +118,15 @@ def identity(pid: int) -> tuple[int, float]:
         return pid, psutil.Process(pid).create_time()
     except psutil.Error:
         return pid, 0.0
+
+
+def same_process(pid: int, ctime: float) -> bool:
+    """Is the process that started at `ctime` with this pid still alive (not a reused pid, not a zombie)?"""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - ctime) <= _CTIME_TOLERANCE_S and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def stop_tree(pid: int, ctime: float, grace: float, windows: bool = WINDOWS) -> list[int]:
@@ -295,14 +359,28 @@ def is_plain_dir(path: Path) -> bool:
     return stat.S_ISDIR(info.st_mode) and not reparse
 
 
+class NotARegularFile(PermissionError):
+    """A file procq serves is a symlink, a FIFO, a device or a directory, or lies outside its root."""
+
+
 def open_inside(path: Path, root: Path) -> IO[bytes]:
-    """Open `path` for reading only if it really lies inside `root`: no symlink on the way may lead
-    out (realpath check), and the last component is opened with O_NOFOLLOW where the OS has it, so a
-    link swapped in after the check is refused too. Raises PermissionError for a path that leaves root."""
+    """Open `path` for reading only if it is a regular file really inside `root`: no symlink on the way
+    may lead out (realpath check), the last component is opened with O_NOFOLLOW where the OS has it
+    (a link swapped in after the check is refused too), and O_NONBLOCK so a FIFO planted there cannot
+    hang the read. Raises NotARegularFile for anything else; FileNotFoundError when it is missing."""
     real, real_root = os.path.realpath(path), os.path.realpath(root)
     if os.path.commonpath([real, real_root]) != real_root or os.path.islink(path):
-        raise PermissionError(13, "refusing a path that leads outside the jobs directory", str(path))
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path))
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a link swapped in, a socket, a directory
+            raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path)) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(13, "not a regular file inside the jobs directory", str(path))
     return open(fd, "rb")
 
 
@@ -394,12 +472,24 @@ def run_spawn_kwargs(windows: bool = WINDOWS) -> dict[str, Any]:
 
 
 def spawn_run(
-    args: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    run_as: RunAs | None = None,
 ) -> tuple[subprocess.Popen[bytes], Any]:
-    """Start a job process (no shell, stdin from the null device) and return it with its Windows job
-    object (kill-on-close: the tree ends even if the keeper dies), or None on POSIX."""
+    """Start a job process (no shell, stdin from the null device), as `run_as` if given, and return it
+    with its Windows job object (kill-on-close: the tree ends even if the keeper dies), or None on POSIX."""
     child = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd, env=env, **run_spawn_kwargs()
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        **run_spawn_kwargs(),
+        **run_as_kwargs(run_as),
     )
     if not WINDOWS:
         return child, None
@@ -456,12 +546,21 @@ def reap_handles(children: dict[int, subprocess.Popen[bytes]], wake: Any, timeou
     return reaped
 
 
-def inherited_rss() -> int:
+def inherited_rss(linux: bool = sys.platform.startswith("linux")) -> int:
     """Bytes of a child's ru_maxrss that may be this process's image, not the child's: the kernel
     counts the spawner's memory at exec. Only values above it are the job's own. 0 on Windows, where
-    a process's peak working set is its own."""
+    a process's peak working set is its own. On Linux it is this process's own high-water mark
+    (VmHWM): its ru_maxrss also carries whatever the process that exec'd it once used."""
     if WINDOWS:
         return 0
+    if linux:
+        try:
+            with open("/proc/self/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
     import resource
 
     scale = 1 if sys.platform == "darwin" else 1024

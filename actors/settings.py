@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from procq.actors import backoff
+from procq.actors.osdeps import RunAs
 from procq.actors.resources.node import Node
 
 
@@ -41,3 +42,4 @@ class Settings:
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
     max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)
     node: Node = field(default_factory=Node)  # the GPUs and counted resources jobs may require (none by default)
+    run_as: RunAs | None = None  # --run-as: the user every job runs as (None: the server's own)

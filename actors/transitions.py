@@ -86,6 +86,14 @@ def attempt_begun(job: Job, attempt: int, now: str) -> Job:
     )
 
 
+def attempt_not_started(job: Job) -> Job:
+    """A recorded attempt whose process was never started (the server died in between): it does not
+    count; the job is queued as it was."""
+    return dataclasses.replace(
+        job, status=Status.IN_QUEUE, attempts=job.attempts - 1, started_at=None, pid=None, pid_started_at=None
+    )
+
+
 def started(job: Job, pid: int, pid_started_at: float, attempt: int, now: str) -> Job:
     """The child of attempt `attempt` is running."""
     return dataclasses.replace(
@@ -162,8 +170,16 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
     if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
         error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    # queued again: the cut run's exit code and error live on in `runs` only, never as the job's own
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE, exit_code=None, error=None, cancel_requested_at=None)
+    # Queued again: what the cut run measured (exit code, error, usage) is in `runs`, not shown as current.
+    return dataclasses.replace(
+        cleared,
+        status=Status.IN_QUEUE,
+        exit_code=None,
+        error=None,
+        completed_at=None,
+        resources=None,
+        cancel_requested_at=None,
+    )
 
 
 def interrupted_run(job: Job, exit_code: int | None, usage: Usage, reason: str, restart_limit: int, now: str) -> Job:
@@ -171,7 +187,7 @@ def interrupted_run(job: Job, exit_code: int | None, usage: Usage, reason: str, 
     cut = with_run(dataclasses.replace(job, exit_code=exit_code, error=reason), usage, now)
     job = dataclasses.replace(job, runs=cut.runs, resources=cut.resources)
     after = interrupted(job, reason, restart_limit, now)
-    return after if after.status is Status.IN_QUEUE else dataclasses.replace(after, exit_code=exit_code)
+    return dataclasses.replace(after, exit_code=exit_code) if after.status is Status.FAILED else after
 
 
 def with_run(job: Job, usage: Usage, completed_at: str) -> Job:

@@ -18,7 +18,12 @@ SendWebhook = Callable[[str, bytes, float], "str | None"]  # (url, body, timeout
 
 
 def payload(job: Job) -> bytes:
-    body = {"id": job.id, "status": job.status.value, "result_url": f"/jobs/{job.id}/result"}
+    body = {
+        "id": job.id,
+        "status": job.status.value,
+        "result_url": f"/jobs/{job.id}/result",  # sent for every state, as the contract fixes: 409 unless COMPLETED
+        "status_url": f"/jobs/{job.id}",  # the whole job: exit code, error, runs
+    }
     return json.dumps(body).encode("utf-8")
 
 

@@ -6,7 +6,6 @@ fixed number of threads, so however many receivers stall, the server's thread co
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +25,13 @@ class WebhookPool:
         """Queue one attempt; it runs when a thread is free. It must report its own outcome."""
         self._executor.submit(_logged, attempt, *args)
 
+    def close(self) -> None:
+        """Take no more attempts; queued ones still run, then the threads end."""
+        self._executor.shutdown(wait=False)
+
 
 def _logged(attempt: Callable[..., Any], *args: Any) -> None:
     try:
         attempt(*args)
     except Exception:  # a pool thread must survive any attempt
         log.exception("a webhook attempt failed unexpectedly")
-
-
-@functools.cache
-def shared(workers: int) -> WebhookPool:
-    """The process's pool for `workers` (--webhook-concurrency): every Supervisor of a server uses it."""
-    return WebhookPool(workers)

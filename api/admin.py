@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 from procq.actors.errors import KeyNotFound
-from procq.api.keys import KEY_ID, KeyStore, check_name, check_scopes
+from procq.api.keys import KEY_ID, KeyStore, check_name, check_scopes, lockout_risk
 from procq.api.parse import read_json
 
 
@@ -24,9 +24,13 @@ class KeysResource:
         if unknown:
             raise _invalid(f"Unknown field {unknown[0]!r}; the fields are: name, scopes")
         try:
-            key, clear = self._keys.create(check_name(data.get("name")), check_scopes(data.get("scopes")))
+            name, scopes = check_name(data.get("name")), check_scopes(data.get("scopes"))
         except ValueError as exc:
             raise _invalid(str(exc)) from exc
+        risk = lockout_risk(self._keys, scopes)
+        if risk:
+            raise falcon.HTTPConflict(title="The first key needs the admin scope", description=f"Refused: {risk}.")
+        key, clear = self._keys.create(name, scopes)
         resp.status = falcon.HTTP_201
         resp.location = f"/admin/keys/{key.id}"
         resp.media = {**key.public(), "key": clear}

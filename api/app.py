@@ -18,6 +18,7 @@ from procq.actors.errors import (
     JobNotFound,
     KeyFileError,
     KeyNotFound,
+    NotRegularFile,
     QueueFull,
     ShuttingDown,
     StorageError,
@@ -113,6 +114,7 @@ def create_app(
     app.add_error_handler(CommandNotAllowed, _answer(falcon.HTTPForbidden, "Command not allowed"))
     app.add_error_handler(VariableNotAllowed, _answer(falcon.HTTPForbidden, "Environment variable not allowed"))
     app.add_error_handler(KeyNotFound, _answer(falcon.HTTPNotFound, "Unknown key"))
+    app.add_error_handler(NotRegularFile, _answer(falcon.HTTPConflict, "Not a regular file"))
     app.add_error_handler(StorageError, _answer(falcon.HTTPInternalServerError, "Storage error"))
     app.add_error_handler(KeyFileError, _answer(falcon.HTTPInternalServerError, "Keys file unusable"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))

@@ -25,7 +25,7 @@ class EventsResource:
         subscription = self._hub.subscribe()  # now, so no change after this response began is lost
         gone = sse.client_gone(req)
         try:
-            sse.start(resp, self._slots, lambda: self._stream(subscription, gone), cleanup=subscription.close)
+            sse.start(resp, self._slots, lambda: self._stream(subscription, gone), subscription.close, gone)
         except BaseException:
             subscription.close()
             raise

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import falcon
 from procq.actors import osdeps
 from procq.actors.dispatch.receipts import Accepted
-from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, StorageError
+from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, NotRegularFile, StorageError
 from procq.actors.job import Job, JobRequest, Status, is_job_id
 from procq.api.ask import ASK_TIMEOUT_S, ask
 from procq.api.auth import owner_filter, owner_of_request
@@ -141,6 +141,10 @@ class JobsResource:
     def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         resp.media = self._job(job_id).to_dict()
 
+    def on_get_job(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """GET /jobs/{id}: the job, as /status gives it (the first URL people try)."""
+        resp.media = self._job(job_id).to_dict()
+
     def on_get_result(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         job = self._job(job_id)
         if job.status is not Status.COMPLETED:
@@ -148,6 +152,8 @@ class JobsResource:
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
             result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it
+        except osdeps.NotARegularFile as exc:
+            raise NotRegularFile(job.id, "stdout.txt") from exc
         except OSError as exc:
             raise StorageError("open the job's result", exc) from exc
         resp.content_type = job.mime_type

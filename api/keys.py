@@ -239,6 +239,18 @@ def _write(path: Path, keys: list[ApiKey]) -> None:
         raise
 
 
+def lockout_risk(store: KeyStore, scopes: tuple[str, ...]) -> str | None:
+    """Why creating this key would lock everyone out, or None. The first live key turns keys on; one
+    without admin would leave nobody able to manage keys (nor, often, to submit), and undoing that
+    needs a shell on the server."""
+    if "admin" in scopes or any(key.revoked_at is None for key in store.list()):
+        return None
+    return (
+        f"the first key turns keys on, and one with only {', '.join(scopes)} would leave nobody able to "
+        "manage keys; create an admin key first (scope admin), then keys with fewer scopes"
+    )
+
+
 def keys_path(jobs_dir: Path, keys_file: Path | None) -> Path:
     """The keys file the server and `run.py keys` share: --keys-file, else <jobs-dir>/.keys.json."""
     return (keys_file or jobs_dir / ".keys.json").resolve()

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 def list_page(dispatcher: DispatcherProxy, req: falcon.Request) -> dict[str, Any]:
     """The body of GET /jobs: {"jobs": [...], "next_cursor": str | None}."""
-    query = parse_query(req, "status", "tag", "limit", "cursor")
+    query = parse_query(req, "status", "tag", "q", "limit", "cursor")
     statuses = frozenset(Status(s) for s in query["status"]) if "status" in query else None
     before = decode_cursor(query["cursor"]) if "cursor" in query else None
-    future = dispatcher.list_jobs(statuses, query.get("tag"), before, query["limit"], owner_filter(req))
+    future = dispatcher.list_jobs(
+        statuses, query.get("tag"), before, query["limit"], owner_filter(req), search=query.get("q")
+    )
     jobs, last = ask(future)
     return {"jobs": jobs, "next_cursor": encode_cursor(last) if last else None}
 

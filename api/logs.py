@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import falcon
 import pykka
 from procq.actors import osdeps
-from procq.actors.errors import JobNotFound, ProcqError
+from procq.actors.errors import JobNotFound, NotRegularFile, ProcqError, StorageError
 from procq.actors.events import EventHub
 from procq.actors.job import Job, is_job_id
 from procq.api import sse, strictjson
@@ -46,12 +47,18 @@ class LogsResource:
         path = self._jobs_dir / job_id / f"{query['stream']}.txt"
         if not (query["follow"] or sse.wants_stream(req)):
             self._get(job_id)  # 404 for an unknown job
-            size = _size(path)
+            handle, size = _open(path, job_id)
             start = min(query["offset"], size)
             resp.content_type = falcon.MEDIA_TEXT
             resp.set_header("X-Next-Offset", str(size))
-            resp.content_length = size - start
-            resp.stream = _FileSlice(path, start, size - start) if size > start else None
+            if handle is None or size <= start:
+                if handle is not None:
+                    handle.close()
+                resp.content_length = 0
+                return
+            handle.seek(start)
+            # The open handle is what is measured and what is sent: a file swapped meanwhile changes neither.
+            resp.set_stream(_FileSlice(handle, size - start), size - start)
             return
         offset = _last_event_id(req, query["offset"])
         end = self._hub.end_of(job_id)  # before reading the state, so an end in between is not missed
@@ -59,7 +66,7 @@ class LogsResource:
         if job.status.terminal:
             end.set()
         gone = sse.client_gone(req)
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone), gone=gone)
 
     def _follow(
         self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
@@ -126,11 +133,18 @@ def _last_event_id(req: falcon.Request, offset: int) -> int:
     return parsed
 
 
-def _size(path: Path) -> int:
+def _open(path: Path, job_id: str) -> tuple[BinaryIO | None, int]:
+    """The log file opened for one plain read, with its size; (None, 0) before the job has started.
+    A symlink or special file the job put in its place is refused (409), never followed."""
     try:
-        return path.lstat().st_size  # lstat: a planted symlink must not reveal its target's size
+        handle = osdeps.open_inside(path, path.parent.parent)
     except FileNotFoundError:
-        return 0  # the job has not started yet
+        return None, 0
+    except osdeps.NotARegularFile as exc:
+        raise NotRegularFile(job_id, path.name) from exc
+    except OSError as exc:
+        raise StorageError("open the job's log", exc) from exc
+    return handle, os.fstat(handle.fileno()).st_size
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:
@@ -149,23 +163,24 @@ def _read(path: Path, offset: int, limit: int) -> bytes:
 
 
 class _FileSlice:
-    """`length` bytes of a file from `start`, read in chunks; the file is opened on the first read
-    and closed at the end, so nothing is held open between requests."""
+    """`length` bytes of an open file from its position, read in chunks and closed at the end. If the
+    file shrank meanwhile (a rerun truncates it), the body ends short and waitress closes the
+    connection, so the client sees a cut answer rather than a wrong one."""
 
-    def __init__(self, path: Path, start: int, length: int) -> None:
-        self._path = path
-        self._offset = start
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self._handle = handle
         self._left = length
 
     def __iter__(self) -> _FileSlice:
         return self
 
     def __next__(self) -> bytes:
-        if self._left <= 0:
+        chunk = self._handle.read(min(CHUNK_BYTES, self._left)) if self._left > 0 else b""
+        if not chunk:
+            self.close()
             raise StopIteration
-        chunk = _read(self._path, self._offset, min(CHUNK_BYTES, self._left))
-        if not chunk:  # the file shrank or vanished (rerun, delete): end early rather than hang
-            raise StopIteration
-        self._offset += len(chunk)
         self._left -= len(chunk)
         return chunk
+
+    def close(self) -> None:  # called by the WSGI server when the client goes early
+        self._handle.close()

@@ -220,6 +220,14 @@ QUERY: dict[str, dict[str, Any]] = {
         "description": "next_cursor of the previous page; opaque.",
         "x-message": "cursor must be the next_cursor of an earlier page, unchanged",
     },
+    "q": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "description": "Search: jobs whose id starts with it, whose command line contains it (ignoring case), "
+        "or that have it as a tag. It scans the jobs the other filters leave, newest first.",
+        "x-message": "q must be 1 to 200 characters",
+    },
     "stream": {
         "type": "string",
         "enum": ["stderr", "stdout"],

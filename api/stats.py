@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import falcon
 from procq.actors.metrics import Metrics
 from procq.api.ask import ask
+from procq.api.auth import owner_filter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
@@ -19,9 +20,15 @@ class StatsResource:
         self._metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        stats = ask(self._dispatcher.stats())
+        # A key without admin sees counts of its own jobs, as its listings do.
+        stats = ask(self._dispatcher.stats(owner_filter(req)))
         submitted, completed = self._metrics.rates()
-        resp.media = {**stats, "submitted_per_s": round(submitted, 4), "completed_per_s": round(completed, 4)}
+        resp.media = {
+            **stats,
+            "submitted_per_s": round(submitted, 4),
+            "completed_per_s": round(completed, 4),
+            "history": self._metrics.history(),  # lets a page draw the last minutes at once
+        }
 
 
 class MetricsResource:

@@ -103,12 +103,20 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def write_chaos(output: str, command: str, date: str, path: Path = RESULTS) -> None:
-    """Put a chaos run's output in RESULTS.md, replacing the previous one."""
-    block = f"{CHAOS_BEGIN}\n## Chaos: zero loss under crashes\n\n- Date: {date}\n- Command: `{command}`\n\n```\n"
-    block += output.rstrip() + f"\n```\n{CHAOS_END}"
+def write_chaos(
+    output: str,
+    command: str,
+    date: str,
+    path: Path = RESULTS,
+    title: str = "Chaos: zero loss under crashes",
+    marks: tuple[str, str] = (CHAOS_BEGIN, CHAOS_END),
+) -> None:
+    """Put a chaos run's output in RESULTS.md (between `marks`), replacing the previous one."""
+    begin, end = marks
+    block = f"{begin}\n## {title}\n\n- Date: {date}\n- Command: `{command}`\n\n```\n"
+    block += output.rstrip() + f"\n```\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# procq benchmark results\n\n"
-    old = _section(text)
+    old = _section(text, begin, end)
     text = text.replace(old, block) if old else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
 

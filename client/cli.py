@@ -13,6 +13,8 @@ from procq.client.client import DEFAULT_URL, Client
 from procq.client.errors import ProcqError, WaitTimeout
 from procq.client.job import STATES
 from procq.client.keycommands import keys
+from procq.client.parsing import env_pairs, resolve, shell_hint, size
+from procq.client.servercommands import queues, stats
 from procq.client.terminal import err, fail, finish, interruptible, out, print_json, wait_with_spinner
 
 EXIT_WAIT_TIMEOUT = 124  # like timeout(1)
@@ -60,6 +62,13 @@ def main() -> None:
 @click.option("--tag", "-t", "tags", multiple=True, help="Tag the job (repeatable).")
 @click.option("--mime-type", help="Content-Type of the result.")
 @click.option("--webhook", help="URL to POST to when the job finishes.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), help="Run a failed attempt again until this many ran.")
+@click.option("--retry-backoff", "retry_backoff_seconds", type=float, help="Seconds before the first retry.")
+@click.option("--env", "-e", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable (repeatable).")
+@click.option("--after", multiple=True, metavar="ID", help="Start only once this job COMPLETED (repeatable).")
+@click.option("--cwd", help="Working directory, inside the server's --cwd-root.")
+@click.option("--memory", "max_memory_bytes", metavar="SIZE", help="Memory limit of the tree, e.g. 512M, 2G.")
+@click.option("--max-output", "max_output_bytes", metavar="SIZE", help="Limit on stdout + stderr, e.g. 100M.")
 @click.option("--gpus", type=click.IntRange(min=0), help="GPUs the job needs; it sees only the ones it is given.")
 @click.option(
     "--require", "requires", multiple=True, metavar="NAME=N", help="Units of a server resource it needs (repeatable)."
@@ -78,6 +87,14 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
     cancel_on_interrupt = options.pop("cancel_on_interrupt")
     tags = options.pop("tags")
     requires = _requires(options.pop("gpus"), options.pop("requires"))
+    options["env"] = env_pairs(options.pop("env"))
+    options["after"] = [resolve(client, job_id) for job_id in options.pop("after")] or None
+    for name in ("max_memory_bytes", "max_output_bytes"):
+        options[name] = size(options[name])
+    hint = shell_hint(list(args))
+    if hint:
+        err.print(hint, soft_wrap=True)
+    options = {k: v for k, v in options.items() if v is not None}
     job = client.submit(list(args), tags=tags or None, requires=requires or None, **options)
     if not (wait_ or follow):
         if as_json:
@@ -115,6 +132,7 @@ def _requires(gpus: int | None, specs: tuple[str, ...]) -> dict[str, int]:
 @click.pass_obj
 def wait(client: Client, job_id: str, timeout: float | None, as_json: bool, cancel_on_interrupt: bool) -> None:
     """Wait for a job, print its result, exit with its code."""
+    job_id = resolve(client, job_id)
     with interruptible(client, job_id, cancel_on_interrupt):
         try:
             job = wait_with_spinner(client, client.status(job_id), timeout)
@@ -133,11 +151,13 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
 
     Also its tags, priority, resource use and error, where it has them.
     """
-    job = client.status(job_id)
+    job = client.status(resolve(client, job_id))
     if as_json:
         print_json(job.to_dict())
-    else:
+    elif out.is_terminal:
         out.print(render.job_panel(job))
+    else:  # into a pipe: one `name: value` per line, nothing cut
+        click.echo(render.job_plain(job))
 
 
 @cli.command()
@@ -149,6 +169,7 @@ def result(client: Client, job_id: str, output: str | None) -> None:
 
     The job must be COMPLETED. With -o, the result is written to a file instead.
     """
+    job_id = resolve(client, job_id)
     if output:
         size = client.result_to(job_id, output)
         err.print(f"wrote {size} bytes to {output}")
@@ -164,6 +185,7 @@ def result(client: Client, job_id: str, output: str | None) -> None:
 @click.pass_obj
 def logs(client: Client, job_id: str, follow: bool, stdout_: bool) -> None:
     """Print a job's stderr; -f follows it live."""
+    job_id = resolve(client, job_id)
     try:
         for chunk in client.logs(job_id, follow=follow, stream="stdout" if stdout_ else "stderr"):
             sys.stdout.write(chunk)
@@ -181,7 +203,7 @@ def cancel(client: Client, job_id: str, as_json: bool) -> None:
 
     Returns once the job's processes have ended.
     """
-    job = client.cancel(job_id)
+    job = client.cancel(resolve(client, job_id))
     if as_json:
         print_json(job.to_dict())
     else:
@@ -198,21 +220,27 @@ def cancel(client: Client, job_id: str, as_json: bool) -> None:
     help="Only jobs in this state (repeatable).",
 )
 @click.option("--tag", "-t", help="Only jobs with this tag.")
+@click.option("--search", "-q", help="Only jobs whose id starts with, or command contains, this (or tagged so).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most N jobs.")
 @click.option("--all", "-a", "all_", is_flag=True, help="Show every job (all pages).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
 @click.pass_obj
 def list_jobs(
-    client: Client, statuses: tuple[str, ...], tag: str | None, limit: int, all_: bool, as_json: bool
+    client: Client,
+    statuses: tuple[str, ...],
+    tag: str | None,
+    search: str | None,
+    limit: int,
+    all_: bool,
+    as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
-    jobs = list(
-        client.list(
-            status=[s.upper() for s in statuses], tag=tag, limit=None if all_ else limit, page_size=min(limit, 500)
-        )
-    )
+    """List jobs, newest first: a table on a terminal, tab-separated lines (full ids) into a pipe."""
+    status = [s.upper() for s in statuses]
+    jobs = list(client.list(status, tag, min(limit, 500), None if all_ else limit, search))
     if as_json:
         print_json([job.to_dict() for job in jobs])
+    elif not out.is_terminal:
+        click.echo(render.jobs_plain(jobs))
     elif not jobs:
         err.print("no jobs")
     else:
@@ -221,12 +249,32 @@ def list_jobs(
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of what was deleted.")
 @click.pass_obj
-def rm(client: Client, job_ids: tuple[str, ...]) -> None:
+def rm(client: Client, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Delete finished jobs and their files."""
-    for job_id in job_ids:
+    deleted = []
+    for job_id in (resolve(client, text) for text in job_ids):
         client.delete(job_id)
-        err.print(f"deleted job {job_id}")
+        deleted.append({"id": job_id, "deleted": True})
+        if not as_json:
+            err.print(f"deleted job {job_id}")
+    if as_json:
+        print_json(deleted)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new job as JSON.")
+@click.pass_obj
+def rerun(client: Client, job_id: str, as_json: bool) -> None:
+    """Run a finished job's command again, as a new job; prints the new id."""
+    job = client.rerun(resolve(client, job_id))
+    if as_json:
+        print_json(job.to_dict())
+    else:
+        err.print(f"submitted job {job.id} (a rerun of {job.rerun_of})", render.state(job.status))
+        click.echo(job.id)
 
 
 # -- keys ----------------------------------------------------------------------------------------------
@@ -234,3 +282,5 @@ def rm(client: Client, job_ids: tuple[str, ...]) -> None:
 
 cli.add_command(keys)
 cli.add_command(batch)
+cli.add_command(queues)
+cli.add_command(stats)

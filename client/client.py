@@ -175,13 +175,17 @@ class Client(Following, Batching):
         tag: str | None = None,
         page_size: int = 100,
         limit: int | None = None,
+        search: str | None = None,
     ) -> Iterator[Job]:
-        """Jobs, newest first, optionally only those in `status` (one state or several) and with `tag`.
-        Iterates over every page (or stops after `limit` jobs), asking for pages as it goes."""
+        """Jobs, newest first, optionally only those in `status` (one state or several), with `tag`,
+        and matching `search` (an id prefix, part of the command line, or a tag). Iterates over every
+        page (or stops after `limit` jobs), asking for pages as it goes."""
         statuses = [status] if isinstance(status, str) else list(status or [])
         params: dict[str, Any] = {"status": statuses, "limit": page_size}
         if tag:
             params["tag"] = tag
+        if search:
+            params["q"] = search
         count = 0
         while True:
             page = self._request("GET", "/jobs", params=params).json()
@@ -221,6 +225,15 @@ class Client(Following, Batching):
     def stats(self) -> dict[str, Any]:
         """Counts per state, busy and total worker slots, and submitted/completed per second."""
         return self._request("GET", "/stats").json()
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue: name, parallelism, paused, queued and running counts."""
+        return self._request("GET", "/queues").json()["queues"]
+
+    def set_queue(self, name: str, *, paused: bool | None = None, parallelism: int | None = None) -> dict[str, Any]:
+        """Pause, resume or resize a queue (created if new); returns it. Needs the admin scope."""
+        body = {k: v for k, v in (("paused", paused), ("parallelism", parallelism)) if v is not None}
+        return self._request("PUT", f"/queues/{name}", json=body).json()
 
     def resources(self) -> dict[str, Any]:
         """The server's GPUs (each with the job holding it, if any) and counted resources (total, in use, free)."""

@@ -18,8 +18,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 # People read stderr while stdout carries what scripts consume (an id, a result, JSON).
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Into a pipe or a file nothing is wrapped at 80 columns: what a script greps must be whole.
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 EXIT_ERROR = 1  # the server refused, or could not be reached; the message says which
 
@@ -97,7 +98,9 @@ def print_json(data: Any) -> None:
 
 
 def fail(exc: ProcqError) -> NoReturn:
-    err.print(
-        Text.assemble(("procq: ", "bold red"), str(exc)), soft_wrap=True
-    )  # Text: a description may contain [brackets]
+    message = str(exc)
+    if exc.status == 401:
+        message += " Give a key with --key or the PROCQ_KEY variable."
+    # Text: a description may contain [brackets]
+    err.print(Text.assemble(("procq: ", "bold red"), message), soft_wrap=True)
     sys.exit(EXIT_ERROR)

@@ -14,6 +14,7 @@ from typing import Any
 from procq.actors.job import QUEUE_NAME_PATTERN
 from procq.actors.resources import node
 from procq.server.config import ConfigError, ConfigSource
+from procq.server.flagparser import FlagParser, grouped
 from procq.server.values import parse_duration, parse_secret
 
 
@@ -22,17 +23,21 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
     try:
         env = ConfigSource(argv, {**os.environ, **(secrets or {})})  # flags > PROCQ_* > TOML file > defaults
     except ConfigError as exc:
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"run.py: error: {exc}", file=sys.stderr)  # one line, naming the file
         raise SystemExit(2) from exc
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
+        argv,
+        env,
         prog="run.py",
+        usage="run.py [OPTIONS]          serve (the options below)\n"
+        "       run.py keys {create,list,revoke} ...   manage API keys (run.py keys --help)",
         description="procq: a job server that runs every job as its own process. "
         "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
         '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
         "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = grouped(parser)
     add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
@@ -87,6 +92,14 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         type=int,
         default=env("PROCQ_RESTART_LIMIT", "3"),
         help="starts allowed to a job whose runs are cut short by shutdowns or crashes [PROCQ_RESTART_LIMIT]",
+    )
+    add(
+        "--on-stop",
+        choices=("stop", "keep"),
+        default=env("PROCQ_ON_STOP", "stop"),
+        help="what SIGINT/SIGTERM does to running jobs: stop ends their process trees and queues them "
+        "again; keep leaves them running under the keeper for the next server to re-adopt (upgrades) "
+        "[PROCQ_ON_STOP]",
     )
     add(
         "--webhook-attempts",
@@ -149,6 +162,13 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
     )
     add(
+        "--run-as",
+        default=env("PROCQ_RUN_AS", "") or None,
+        metavar="USER",
+        help="POSIX, server started as root: every job runs as this user (name or uid), who owns the job's "
+        "directory and output files; the jobs directory and meta.json stay the server's [PROCQ_RUN_AS]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),
@@ -177,7 +197,8 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[PROCQ_LOG_LEVEL]",
+        help="the least important log lines shown: DEBUG adds each job's internal steps, WARNING keeps "
+        "only problems [PROCQ_LOG_LEVEL]",
     )
     add(
         "--log-format",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from procq.actors.errors import ConfigError, KeyFileError, KeyNotFound
-from procq.api.keys import SCOPES, KeyStore, keys_path
+from procq.api.keys import SCOPES, KeyStore, keys_path, lockout_risk
 from procq.server.config import ConfigSource
 
 
@@ -23,7 +23,12 @@ def command_line(argv: list[str]) -> int:
     try:
         store = KeyStore(keys_path(args.jobs_dir, args.keys_file))
         if args.command == "create":
-            key, clear = store.create(args.name, tuple(s.strip() for s in args.scopes.split(",") if s.strip()))
+            name, scopes = _name_and_scopes(args)
+            risk = lockout_risk(store, scopes)
+            if risk and not args.yes:
+                print(f"procq keys: refused: {risk} (or pass --yes)", file=sys.stderr)
+                return 2
+            key, clear = store.create(name, scopes)
             print(f"created key {key.id} ({key.name}) with scopes {','.join(key.scopes)} in {store.path}")
             print("the key, shown this once; store it now:")
             print(clear)
@@ -57,12 +62,30 @@ def _parser(source: ConfigSource) -> argparse.ArgumentParser:
     _add_globals(after)
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", parents=[after], help="make a key and print it (shown once)")
-    create.add_argument("--name", required=True, help="who or what uses it, e.g. ci")
-    create.add_argument("--scopes", required=True, help=f"comma-separated, of: {','.join(SCOPES)}")
+    # The same words as `procq keys create NAME --scope S...`; --name and --scopes a,b still work.
+    create.add_argument("name", nargs="?", help="who or what uses it, e.g. ci")
+    create.add_argument(
+        "--scope", dest="scope", action="append", default=[], help=f"what it may do, repeatable: {', '.join(SCOPES)}"
+    )
+    create.add_argument("--name", dest="name_option", help=argparse.SUPPRESS)
+    create.add_argument("--scopes", help=argparse.SUPPRESS)
+    create.add_argument("--yes", action="store_true", help="create a first key without admin anyway")
     commands.add_parser("list", parents=[after], help="show every key (never the keys themselves)")
     revoke = commands.add_parser("revoke", parents=[after], help="revoke a key; the running server refuses it at once")
     revoke.add_argument("id")
     return parser
+
+
+def _name_and_scopes(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
+    """NAME and the scopes, from `create NAME --scope S...` or the older `create --name N --scopes a,b`."""
+    name = args.name or args.name_option
+    if not name:
+        raise ValueError("create needs a name: run.py keys create NAME --scope SCOPE")
+    given = [*args.scope, *([args.scopes] if args.scopes else [])]
+    scopes = tuple(s.strip() for value in given for s in value.split(",") if s.strip())
+    if not scopes:
+        raise ValueError(f"create needs at least one --scope, of: {', '.join(SCOPES)}")
+    return name, scopes
 
 
 def _add_globals(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,8 @@ import pykka
 import pytest
 from procq.actors.settings import Settings, WebhookPolicy
 
-from tests.helpers import Receiver, ServerProcess
+from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
+from tests.helpers import Receiver, ServerProcess, end_keeper
 
 
 @pytest.fixture(autouse=True)
@@ -19,10 +20,12 @@ def stop_actors() -> Iterator[None]:
 
 
 @pytest.fixture
-def jobs_dir(tmp_path: Path) -> Path:
+def jobs_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "jobs"
     path.mkdir()
-    return path
+    yield path
+    pykka.ActorRegistry.stop_all(timeout=10)  # a Dispatcher drains its keeper as it stops
+    end_keeper(path)
 
 
 @pytest.fixture
@@ -54,3 +57,5 @@ def start_server(jobs_dir: Path) -> Iterator:
     for server in started:
         if server.proc.poll() is None:
             server.kill()
+    for directory in {server.jobs_dir for server in started}:
+        end_keeper(directory)

@@ -146,7 +146,7 @@ def test_a_body_over_the_limit_is_413_json(client, jobs_dir: Path) -> None:
     body = b'{"args": ["echo", "' + b"x" * 5000 + b'"]}'
     response = client.simulate_post("/jobs", body=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "4096" in response.json["description"]
-    assert [p for p in jobs_dir.iterdir() if not p.name.startswith(".")] == []
+    assert [p for p in jobs_dir.iterdir() if not p.name.startswith(".")] == []  # the keeper's files are dot files
 
 
 def test_unknown_routes_and_methods_are_json_whatever_the_accept_header(client) -> None:

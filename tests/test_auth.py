@@ -129,7 +129,7 @@ def test_a_key_revoked_from_the_command_line_fails_on_the_next_request(jobs_dir:
 def test_keys_created_on_the_command_line_work_and_are_stored_hashed(jobs_dir: Path, start_server: Any) -> None:
     server = start_server()
     assert server.post("/jobs", json={"args": py("pass")}).status_code == 201  # no key yet: open
-    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read")
+    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read", "--yes")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("pq_")
@@ -237,7 +237,7 @@ def test_the_keys_command_reads_the_servers_config_file(tmp_path: Path, jobs_dir
 
 def test_the_keys_commands_options_may_also_follow_the_subcommand(tmp_path: Path, jobs_dir: Path) -> None:
     keys = [sys.executable, str(ROOT / "run.py"), "keys"]
-    late = [*keys, "create", "--name", "late", "--scopes", "jobs:read", "--jobs-dir", str(jobs_dir)]
+    late = [*keys, "create", "--name", "late", "--scopes", "admin", "--jobs-dir", str(jobs_dir)]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     created = subprocess.run(late, capture_output=True, text=True, timeout=30, cwd=elsewhere)

@@ -13,8 +13,8 @@ import pytest
 import requests
 from procq.api.crosssite import content_type_refusal, is_loopback_host, origin_refusal
 
+from tests.browser import needs_browser  # browser: the shared Chromium fixture, from conftest.py
 from tests.helpers import ROOT, ServerProcess, py
-from tests.test_dashboard import browser, needs_browser  # noqa: F401 - browser: the shared Chromium fixture
 
 BODY = '{"args": ["sh", "-c", "id > proof"]}'
 
@@ -150,7 +150,11 @@ def test_a_page_on_another_site_cannot_submit_a_job_through_the_browser(
 
 def test_every_curl_line_of_the_readme_that_sends_a_body_declares_json() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
-    commands = [line for line in text.splitlines() if line.lstrip().startswith("curl") and " -d " in line]
+    commands = [
+        line
+        for line in text.splitlines()
+        if line.lstrip().startswith("curl") and (" -d " in line or " --json " in line)
+    ]
     assert commands, "the README shows how to submit with curl"
-    for command in commands:
-        assert "Content-Type: application/json" in command, command
+    for command in commands:  # curl's --json sends Content-Type: application/json itself
+        assert "Content-Type: application/json" in command or " --json " in command, command

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests import test_dashboard
+from tests.browser import Page, expect, needs_browser, screenshot  # browser and page fixtures: conftest.py
 from tests.helpers import ServerProcess, py
-from tests.test_dashboard import needs_browser, screenshot
-
-browser, page = test_dashboard.browser, test_dashboard.page  # the same Chromium fixtures
-
-try:
-    from playwright.sync_api import Page, expect
-except ImportError:  # pragma: no cover - needs_browser skips the test then
-    Page = object  # type: ignore[assignment,misc]
 
 
 @needs_browser

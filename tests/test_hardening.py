@@ -76,7 +76,8 @@ def test_the_child_runs_in_its_job_directory_without_the_servers_secrets(jobs_di
     wait_until(lambda: server.get(f"/jobs/{job['id']}/status", headers=bearer(key)).json()["status"] == "COMPLETED")
     seen = server.get(f"/jobs/{job['id']}/result", headers=bearer(key)).json()
     assert Path(seen["cwd"]).resolve() == (jobs_dir / job["id"]).resolve()
-    assert not [name for name in seen["env"] if name.upper().startswith("PROCQ_")]
+    # none of the server's settings; only the run marker every job process carries
+    assert [name for name in seen["env"] if name.upper().startswith("PROCQ_")] == ["PROCQ_RUN"]
     assert "s3cret-value" not in json.dumps(seen["env"]) and key not in json.dumps(seen["env"])
 
 
@@ -163,7 +164,7 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     except OSError:
         pytest.skip("symlinks are not allowed here")
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and is_json_error(response)
+    assert response.status_code == 409 and is_json_error(response)
     assert "TOP-SECRET-CONTENT" not in response.text
     # The same through a symlinked job directory.
     outside = tmp_path / "elsewhere"
@@ -173,7 +174,7 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     job_dir.rename(tmp_path / "moved")
     job_dir.symlink_to(outside, target_is_directory=True)
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and "TOP-SECRET-CONTENT" not in response.text
+    assert response.status_code == 409 and "TOP-SECRET-CONTENT" not in response.text
     assert secret.read_text() == "TOP-SECRET-CONTENT"
 
 

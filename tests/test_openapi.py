@@ -114,3 +114,14 @@ def test_real_responses_match_the_document(start_server) -> None:
         assert events.status_code == 200 and events.headers["Content-Type"].startswith("text/event-stream")
     assert {code for _, _, code in c.checked} >= {200, 201, 204, 400, 404, 409, 413}
     assert server.stop() == 0
+
+
+def test_every_operation_documents_the_cross_site_403_and_every_write_the_415() -> None:
+    doc = document()
+    for path, item in doc["paths"].items():
+        for method in METHODS & set(item):
+            responses = item[method]["responses"]
+            assert "another web site" in responses["403"]["description"].lower(), (path, method)
+            assert ("415" in responses) == (method not in ("get", "head")), (path, method)
+            if "415" in responses:
+                assert "application/json" in responses["415"]["description"], (path, method)

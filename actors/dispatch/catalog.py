@@ -35,19 +35,28 @@ class Catalog:
         return None if job is None else job.status
 
     def page(
-        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int, owner: str | None
+        self,
+        statuses: frozenset[Status] | None,
+        tag: str | None,
+        before: str | None,
+        limit: int,
+        owner: str | None,
+        search: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page newest first below the cursor `before` as job objects (JSON-ready dicts), and the next
         cursor or None: committed states from the store, parsed as they are (no Job is built for a
         page of old jobs), or the table's newer state of a job it holds."""
-        found = self._store.page_bodies(statuses, tag, owner, before, limit + 1)
+        found = self._store.page_bodies(statuses, tag, owner, before, limit + 1, search)
         page = [
             live.to_dict() if (live := self._table.get(job_id)) is not None else orjson.loads(body)
             for job_id, body in found[:limit]
         ]
         return page, (found[limit - 1][0] if len(found) > limit and page else None)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        """Jobs per status: every job, or (from the store's committed states) one owner's."""
+        if owner is not None:
+            return {status.value: n for status, n in self._store.counts(owner).items()}
         return {status.value: self._table.count(status) + self._cold[status] for status in Status}
 
     def forget(self, job: Job) -> None:

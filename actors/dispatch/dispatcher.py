@@ -27,11 +27,14 @@ from procq.actors.dispatch.scheduler import Scheduler
 from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound
 from procq.actors.events import Watcher
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.settings import Settings
 from procq.actors.store.base import Commit, Recorded, Store
 from procq.actors.store.sqlite import SqliteStore
+from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 log = logging.getLogger("procq.dispatcher")
 
@@ -59,10 +62,16 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         watchers: Sequence[Watcher] = (),
         store: Store | None = None,
         counts: Mapping[Status, int] | None = None,
+        keeper: KeeperLink | None = None,
+        webhook_pool: WebhookPool | None = None,
     ) -> None:
         super().__init__()
         self._own_store = store is None
         self._store: Store = store if store is not None else SqliteStore(settings.jobs_dir)
+        self._keeper = keeper  # None: made (and closed) by this Dispatcher, for tests and embedding
+        self._owns_keeper = keeper is None
+        # every webhook of every job (completion, start, logs) runs on this one bounded pool
+        self._webhook_pool = webhook_pool or WebhookPool(settings.webhook_concurrency)
         self._settings = settings
         self._new_id = new_id or IdGenerator()
         self._now = now
@@ -79,18 +88,37 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
     def on_start(self) -> None:
         self._self: DispatcherProxy = self.actor_ref.proxy()
         self._alarm = Alarm(self._self.wake.defer, self._now)
-        self._launcher = Launcher(self._settings, self._self, self._spawn, self._now, self._send_webhook, self._store)
+        if self._keeper is None:
+            self._keeper = KeeperLink(self._settings.jobs_dir, self._settings.grace_s)
+        self._monitor = Monitor(self._settings.sample_interval_s)
+        self._launcher = Launcher(
+            self._settings,
+            self._self,
+            self._spawn,
+            self._now,
+            self._send_webhook,
+            self._keeper,
+            self._monitor,
+            self._webhook_pool,
+            self._store,
+        )
         self._retention = Retention(self._settings, self._self)
         self._held_until = 0.0  # after a run could not be recorded: start nothing before this (monotonic)
         for job in sorted(self._table.values(), key=lambda job: job.id):
             if job.status is Status.IN_QUEUE:
                 self._enqueue_or_end(job)
+            elif job.status is Status.IN_PROGRESS:  # recovery found its run alive (or ended) in the keeper
+                self._scheduler.adopt(job)
+                self._launcher.adopt(job)
         self._pump()
         self._retention.start()
 
     def on_stop(self) -> None:
         self._alarm.cancel()
         self._retention.stop()
+        self._monitor.close()
+        if self._owns_keeper and self._keeper is not None:
+            self._keeper.close(keep_running=False)
         if self._own_store:
             self._store.close()
 
@@ -145,16 +173,19 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         before: str | None,
         limit: int,
         owner: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of job objects (fresh dicts) newest first below the cursor `before` (ids sort by
         creation, so paging while jobs are added neither skips nor repeats one), and the next cursor or
-        None. Read from the store: committed states, without holding every job in memory."""
-        return self._catalog.page(statuses, tag, before, limit, owner)
+        None; `search`: an id prefix, a tag, or words of the command. Read from the store: committed
+        states, without holding every job in memory."""
+        return self._catalog.page(statuses, tag, before, limit, owner, search)
 
-    def stats(self) -> dict[str, Any]:
-        """Counts per status and worker slots in use, from memory (GET /stats, /metrics)."""
+    def stats(self, owner: str | None = None) -> dict[str, Any]:
+        """Counts per status (of `owner`'s jobs only, if given) and worker slots in use, from memory
+        (GET /stats, /metrics)."""
         return {
-            "counts": self._catalog.counts(),
+            "counts": self._catalog.counts(owner),
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
             "resources": self._scheduler.resources(),
         }
@@ -222,10 +253,12 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         commit.add_done_callback(functools.partial(when_done, self._self.deleted, [job], removed))
         return commit, removed
 
-    def shutdown(self) -> list[threading.Event]:
-        """Stop taking jobs and interrupt running ones (they are queued again for the next start).
-        Returns their `finished` events for the caller to wait on."""
+    def shutdown(self, keep_running: bool = False) -> list[threading.Event]:
+        """Stop taking jobs and interrupt running ones (they are queued again for the next start), or
+        with `keep_running` leave them to the keeper for the next server. Returns the events to wait on."""
         self._accepting = False
+        if keep_running:
+            return []
         return self._launcher.interrupt_all()
 
     # --- told by Supervisors, timers, the store and itself (never waited on: see carry_on) ---------

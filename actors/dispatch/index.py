@@ -6,6 +6,7 @@ import bisect
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
 from procq.actors.events import Watcher
@@ -57,18 +58,24 @@ class JobTable:
             except Exception:
                 log.exception("watcher %r failed on removed job %s", watcher, job.id)
 
-    def count(self, status: Status) -> int:
-        return self._index.count(status)
+    def count(self, status: Status, owner: str | None = None) -> int:
+        return self._index.count(status, owner)
 
     def with_status(self, *statuses: Status) -> Iterator[Job]:
         """The jobs in these states, oldest first within each (ids copied: the table may change meanwhile)."""
         return (self._jobs[i] for status in statuses for i in self._index.ids_with_status(status))
 
     def page(
-        self, statuses: frozenset[Status] | None, tag: str | None, before: str | None, limit: int, owner: str | None
+        self,
+        statuses: frozenset[Status] | None,
+        tag: str | None,
+        before: str | None,
+        limit: int,
+        owner: str | None,
+        search: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """A page of jobs newest first below the cursor `before`, and the cursor of the next page or None."""
-        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner)
+        ids, more = self._index.page(statuses, tag, before, limit, self._jobs, owner, search)
         return [self._jobs[i] for i in ids], (ids[-1] if more and ids else None)
 
 
@@ -84,6 +91,7 @@ class JobIndex:
         self._all: list[str] = []
         self._by_status: dict[Status, list[str]] = {status: [] for status in Status}
         self._by_tag: dict[str, list[str]] = {}
+        self._owned: dict[str, Counter[Status]] = {}  # per owner (API key id): jobs per status
         for job in sorted(jobs, key=lambda job: job.id):
             self.put(None, job)
 
@@ -97,19 +105,28 @@ class JobIndex:
             return
         else:
             _remove(self._by_status[before.status], after.id)
+            if before.owner is not None:
+                self._owned[before.owner][before.status] -= 1
         _insert(self._by_status[after.status], after.id)
+        if after.owner is not None:
+            self._owned.setdefault(after.owner, Counter())[after.status] += 1
 
     def remove(self, job: Job) -> None:
         _remove(self._all, job.id)
         _remove(self._by_status[job.status], job.id)
+        if job.owner is not None:
+            self._owned[job.owner][job.status] -= 1
         for tag in job.tags:
             ids = self._by_tag.get(tag, [])
             _remove(ids, job.id)
             if not ids:
                 self._by_tag.pop(tag, None)
 
-    def count(self, status: Status) -> int:
-        return len(self._by_status[status])
+    def count(self, status: Status, owner: str | None = None) -> int:
+        """Jobs in `status`: all of them, or those of one owner."""
+        if owner is None:
+            return len(self._by_status[status])
+        return self._owned.get(owner, Counter())[status]
 
     def ids_with_status(self, status: Status) -> list[str]:
         """The ids in one state, oldest first (a copy: the caller may change the index meanwhile)."""
@@ -123,6 +140,7 @@ class JobIndex:
         limit: int,
         status_of: dict[str, Job],
         owner: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[str], bool]:
         """Up to `limit` ids newest first, all smaller than `before` (the cursor), matching every
         filter given. Returns them and whether more follow. Walks the narrowest list that answers:
@@ -138,8 +156,17 @@ class JobIndex:
             source = _newest_first(self._all, before)
         if owner is not None:  # a key without admin lists only its own jobs (a scan: no per-owner list)
             source = (i for i in source if status_of[i].owner == owner)
+        if search:  # a scan of what the other filters leave, newest first, until the page is full
+            source = (i for i in source if _matches(status_of[i], search))
         found = list(itertools.islice(source, limit + 1))
         return found[:limit], len(found) > limit
+
+
+def _matches(job: Job, search: str) -> bool:
+    """An id prefix, a piece of the command line (any case), or a whole tag."""
+    if job.id.startswith(search.lower()) or search in job.tags:
+        return True
+    return search.lower() in " ".join(job.args).lower()
 
 
 def _newest_first(ids: list[str], before: str | None) -> Iterator[str]:

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 import pykka
 from procq.actors.job import Job
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.mailbox import Mailbox
 from procq.actors.settings import Settings
 from procq.actors.store.base import Store
+from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhook import SendWebhook
+from procq.actors.webhookpool import WebhookPool
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -32,9 +35,15 @@ class Launcher:
         spawn: Spawn | None,
         now: Callable[[], datetime],
         send_webhook: SendWebhook,
+        keeper: KeeperLink,
+        monitor: Monitor,
+        webhook_pool: WebhookPool,
         store: Store,
     ) -> None:
+        self._keeper = keeper
+        self._monitor = monitor
         self._settings = settings
+        self._pool = webhook_pool
         self._dispatcher = dispatcher
         self._spawn = spawn
         self._now = now
@@ -51,6 +60,13 @@ class Launcher:
         supervisor = self._start(job, finished)
         self._running[job.id] = (supervisor, finished)
         supervisor.run.defer()
+
+    def adopt(self, job: Job) -> None:
+        """Start a Supervisor following a run a previous server started (re-adoption at start)."""
+        finished = threading.Event()
+        supervisor = self._start(job, finished)
+        self._running[job.id] = (supervisor, finished)
+        supervisor.adopt.defer()
 
     def deliver(self, job: Job) -> None:
         """Start a Supervisor making one attempt at the job's completion webhook."""
@@ -84,8 +100,11 @@ class Launcher:
             self._dispatcher,
             finished,
             self._store,
+            self._keeper,
+            self._monitor,
             spawn=self._spawn,
             now=self._now,
             send_webhook=self._send,
+            webhook_pool=self._pool,
         )
         return Mailbox(ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ from procq.actors.job import DEFAULT_QUEUE, Job, Status, parse_timestamp
 from procq.actors.resources.allocator import Allocator, Assignment
 from procq.actors.resources.node import Node
 from procq.actors.resources.waitlist import Waitlist
+
+log = logging.getLogger("procq.scheduler")
 
 
 @dataclass(slots=True)
@@ -120,6 +123,16 @@ class Scheduler:
     def has_dependents(self, job_id: str) -> bool:
         """True while queued jobs wait for this one to end."""
         return bool(self._dependents.get(job_id))
+
+    def adopt(self, job: Job) -> None:
+        """Count a job found running at start (re-adopted) in its queue's slots, holding again what it
+        was given (its GPUs keep running it)."""
+        if job.assigned:
+            why = self._allocator.hold(job.id, Assignment.from_dict(job.assigned))
+            if why is not None:
+                log.warning("job %s: re-adopted, but %s", job.id, why)
+        self._queue(job.queue).running.add(job.id)
+        self._running[job.id] = job.queue
 
     def ended(self, job_id: str) -> None:
         """A started job's run is over, however it ended: what it held is free again (it may come

@@ -93,12 +93,14 @@ class KeeperClient:
         env: Mapping[str, str],
         cwd: Path | None = None,
         grace_s: float = 5.0,
+        run_as: str | None = None,
     ) -> dict[str, Any]:
-        """Start attempt `attempt` of a job, its output going to jobs/<id>/stdout.txt and stderr.txt.
-        Returns {pid, pid_started_at, started_at}."""
+        """Start attempt `attempt` of a job, its output going to jobs/<id>/stdout.txt and stderr.txt,
+        as the user `run_as` if given (--run-as). Returns {pid, pid_started_at, started_at}."""
         run = protocol.run_id(job_id, attempt)
         cwd_text = str(cwd) if cwd is not None else None
-        return self.request("spawn", run=run, args=list(args), env=dict(env), cwd=cwd_text, grace_s=grace_s)
+        fields = {"args": list(args), "env": dict(env), "cwd": cwd_text, "grace_s": grace_s, "run_as": run_as}
+        return self.request("spawn", run=run, **fields)
 
     def stop(self, run: str, grace_s: float, reason: str) -> bool:
         """Ask the keeper to end the run's tree; False if it does not run it (any more)."""
@@ -155,6 +157,8 @@ def _open(jobs_dir: Path, version: int) -> Connection:
         raise KeeperError(f"no keeper listens at {address}") from exc
     except AuthenticationError as exc:
         raise KeeperError(f"the keeper at {address} refused the key in {jobs_dir / protocol.KEY}") from exc
+    except (EOFError, OSError) as exc:  # it hung up during the handshake: exiting, or killed
+        raise KeeperError(f"the keeper at {address} hung up: {exc!r}") from exc
 
 
 def _hello(conn: Connection, version: int, role: str) -> dict[str, Any]:

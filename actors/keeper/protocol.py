@@ -4,7 +4,8 @@ Messages are plain dicts of str/int/float/list/None (never classes), so a newer 
 to an older keeper it knows the protocol of. Every request carries "op"; every reply carries "ok",
 and "error" (a sentence saying what to do) when ok is False.
 - hello {version, role: "control"|"events"} -> {ok, version, pid, draining}
-- spawn {run, job_id, attempt, args, cwd, env, grace_s} -> {ok, pid, pid_started_at, started_at}
+- spawn {run, job_id, attempt, args, cwd, env, grace_s, run_as} -> {ok, pid, pid_started_at, started_at}
+  run_as: a user name (--run-as) or None; that user then owns jobs/<id>/ and its output files
 - stop {run, grace_s, reason} -> {ok, running}: the tree is ended; its exit record follows as usual
 - list {} -> {ok, runs: [{run, job_id, attempt, pid, pid_started_at, started_at, stopping}]}
 - drain {} -> {ok}: refuse new spawns, exit once the running ones have ended (upgrades, --on-stop keep)

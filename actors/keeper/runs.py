@@ -93,6 +93,10 @@ class Runs:
             return _error("args must be a non-empty list of strings")
         env = {str(k): str(v) for k, v in dict(request.get("env") or {}).items()}
         env[osdeps.RUN_MARKER] = request["run"]
+        try:
+            run_as = osdeps.lookup_run_as(request["run_as"]) if request.get("run_as") else None
+        except ValueError as exc:
+            return _error(str(exc))
         if records.read(job_dir, attempt) is not None:
             return _error(f"run {request['run']} has already run (its exit record exists); it is not started twice")
         try:
@@ -104,7 +108,9 @@ class Runs:
                 if request["run"] in self._by_run:
                     return _error(f"run {request['run']} is already running; it is not started twice")
                 floor = osdeps.inherited_rss()
-                child, job_object = osdeps.spawn_run(args, Path(request.get("cwd") or job_dir), env, stdout, stderr)
+                osdeps.give_to([job_dir, job_dir / "stdout.txt", job_dir / "stderr.txt"], run_as)
+                cwd = Path(request.get("cwd") or job_dir)
+                child, job_object = osdeps.spawn_run(args, cwd, env, stdout, stderr, run_as)
                 pid, created = osdeps.identity(child.pid)
                 run = Run(
                     request["run"],

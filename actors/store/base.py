@@ -107,8 +107,14 @@ class Store(Protocol):
         owner: str | None,
         before: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[tuple[str, str]]:
-        """`page` as (id, the job's stored JSON) pairs: for answers that pass the JSON on as it is."""
+        """`page` as (id, the job's stored JSON) pairs: for answers that pass the JSON on as it is.
+        `search`: an id prefix, a tag, or a piece of the command (any case)."""
+        ...
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        """Committed jobs per status: all of them, or one owner's."""
         ...
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:

@@ -107,9 +107,17 @@ class SqliteStore:
         owner: str | None,
         before: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[tuple[str, str]]:
-        sql, params = schema.page_query(statuses, tag, owner, before, limit)
+        sql, params = schema.page_query(statuses, tag, owner, before, limit, search)
         return self._read(sql, params).fetchall()
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        sql, params = (schema.COUNTS_OF, (owner,)) if owner is not None else (schema.COUNTS, ())
+        for status, count in self._read(sql, params):
+            counts[Status(status)] = count
+        return counts
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         return [schema.decode(row[0]) for row in self._read(schema.EXPIRED, (completed_before, limit))]

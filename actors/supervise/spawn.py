@@ -1,35 +1,50 @@
-"""Building and starting a job's child: its argv without a shell, its directory, its environment."""
+"""Building and starting a job's child: its argv without a shell, its directory, its environment.
+
+The keeper starts it (it is the child's OS parent, so the job outlives a crash of the server); the
+output goes straight into the job's files, opened by the keeper (no Python loop copies it)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from procq.actors import osdeps
 from procq.actors.job import Job
 from procq.actors.jobdir import JobDir
 from procq.actors.resources.node import Node
 
-Spawn = Callable[[Job, JobDir, int], "subprocess.Popen[bytes]"]
+if TYPE_CHECKING:
+    from procq.actors.keeper.link import KeeperLink
 
 
-def spawn_child(job: Job, jobdir: JobDir, attempt: int) -> subprocess.Popen[bytes]:
-    """Start the job's command without a shell, in its own directory and process group, its output
-    going straight into the job's files (no Python loop copies it)."""
-    stdout, stderr = jobdir.open_outputs(attempt)
-    with stdout, stderr:  # the child holds its own copies; ours close once it is started
-        return subprocess.Popen(
-            list(job.args),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=job.cwd or jobdir.path,
-            env=child_environment({**os.environ, **job.env}),
-            **osdeps.spawn_kwargs(),
-        )
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The root process of a run: its pid and start time (its identity, with the boot)."""
+
+    pid: int
+    pid_started_at: float
+
+
+Spawn = Callable[[Job, JobDir, int], Started]
+
+
+def through_keeper(keeper: KeeperLink, run_as: osdeps.RunAs | None = None) -> Spawn:
+    """The spawner of a server: the keeper starts attempt `attempt` of the job, marked with its run,
+    as the user `run_as` if given (who then owns the job's directory and output files)."""
+
+    def spawn(job: Job, jobdir: JobDir, attempt: int) -> Started:
+        jobdir.keep_earlier_outputs(attempt)
+        user_env = run_as.env() if run_as is not None else {}
+        env = child_environment({**os.environ, **user_env, **job.env})
+        cwd = Path(job.cwd) if job.cwd else None
+        started = keeper.spawn(job.id, attempt, list(job.args), env, cwd, run_as.name if run_as else None)
+        return Started(started["pid"], started["pid_started_at"])
+
+    return spawn
 
 
 def with_visible_devices(job: Job, node: Node) -> Job:

@@ -15,12 +15,12 @@ GROUPS = (jobs.PATHS, watching.PATHS, queues.PATHS, security.PATHS)
 
 def build_openapi() -> dict[str, Any]:
     """The document, freshly built: callers may change it. Every operation gets its scope and
-    401/403 answers, or none on a public path."""
+    401/403 answers (none on a public path), and the cross-site 403 and 415 of api/crosssite.py."""
     paths: dict[str, Any] = {}
     for group in GROUPS:
         for path, item in group.items():
             paths[path] = {
-                method: value if method == "parameters" else security.guarded(path, method, value)
+                method: value if method == "parameters" else _complete(path, method, value)
                 for method, value in item.items()
             }
     return copy.deepcopy(
@@ -37,6 +37,11 @@ def build_openapi() -> dict[str, Any]:
             "components": {"schemas": components.SCHEMAS, "securitySchemes": security.SECURITY_SCHEMES},
         }
     )
+
+
+def _complete(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """What every operation shares: its key's scope and 401/403, and the cross-site 403 and 415."""
+    return security.cross_site(method, security.guarded(path, method, operation))
 
 
 class OpenAPIResource:

@@ -166,7 +166,18 @@ _WATCHING: dict[str, Any] = {
             },
             "submitted_per_s": {"type": "number", "minimum": 0, "description": "Over the last minute."},
             "completed_per_s": {"type": "number", "minimum": 0, "description": "Over the last minute."},
+            "history": {
+                "type": "object",
+                "description": "Jobs submitted and finished (server-wide) per interval_s seconds over the "
+                "last 10 minutes, oldest first; the last interval is the current one.",
+                "properties": {
+                    "interval_s": {"type": "integer"},
+                    "submitted": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "completed": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                },
+            },
         },
+        "description": "With a key that is not admin, counts are that key's own jobs.",
     },
     "Health": {
         "type": "object",

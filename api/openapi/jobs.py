@@ -39,7 +39,7 @@ PATHS: dict[str, Any] = {
         "get": operation(
             "List jobs, newest first",
             {"200": json_reply("A page of jobs.", "JobList"), "400": error("A query parameter is invalid.")},
-            parameters=query("status", "tag", "limit", "cursor"),
+            parameters=query("status", "tag", "q", "limit", "cursor"),
         ),
     },
     "/jobs/batch": {
@@ -65,6 +65,9 @@ PATHS: dict[str, Any] = {
     },
     "/jobs/{job_id}": {
         "parameters": _JOB_ID,
+        "get": operation(
+            "A job (the same as /jobs/{job_id}/status)", {"200": json_reply("The job.", "Job")} | UNKNOWN_JOB
+        ),
         "delete": operation(
             "Delete a finished job and its files",
             {"204": {"description": "Deleted."}}
@@ -85,7 +88,10 @@ PATHS: dict[str, Any] = {
                     "description": "The exact bytes of stdout.txt, with the job's mime_type as Content-Type.",
                     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                "409": error("The job is not COMPLETED; the description names its state."),
+                "409": error(
+                    "The job is not COMPLETED (the description names its state), or its stdout.txt is not a "
+                    "regular file (the job replaced it with a symlink): never followed."
+                ),
             }
             | UNKNOWN_JOB,
         ),

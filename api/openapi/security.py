@@ -52,3 +52,26 @@ def guarded(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any]
         "403": error(f"The key lacks the scope {scope!r}."),
     } | operation["responses"]
     return {**operation, "x-scope": scope, "responses": responses}
+
+
+CROSS_SITE = (
+    "Refused as another web site's request: an Origin that is not this server's, Sec-Fetch-Site "
+    "cross-site or same-site, or (on a server listening only on loopback) a Host that is not a loopback name."
+)
+NOT_JSON = (
+    "The request carries a body (or a form or text/plain Content-Type) not declared 'Content-Type: application/json'."
+)
+
+
+def cross_site(method: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """The operation with the answers api/crosssite.py gives on every route: 403 for another site's
+    request (added to a 403 the operation already documents), and 415 on every method but GET/HEAD."""
+    responses = dict(operation["responses"])
+    if "403" in responses:
+        own = responses["403"]
+        responses["403"] = {**own, "description": f"{own['description']} Or: {CROSS_SITE[0].lower()}{CROSS_SITE[1:]}"}
+    else:
+        responses["403"] = error(CROSS_SITE)
+    if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+        responses.setdefault("415", error(NOT_JSON))
+    return {**operation, "responses": responses}

@@ -38,6 +38,7 @@ PATHS: dict[str, Any] = {
                     "content": {"text/plain": {"schema": {"type": "string"}}, SSE: {"schema": SSE_EVENT}},
                 },
                 "400": error("A query parameter or Last-Event-ID is invalid."),
+                "409": error("The log is not a regular file (the job replaced it with a symlink): never followed."),
             }
             | _NO_SLOT
             | UNKNOWN_JOB,
