@@ -47,10 +47,13 @@ class NotRegularFile(ProcqError):
 
 
 class StorageError(ProcqError):
-    """Raised when a job's directory or files cannot be written (permissions, disk full)."""
+    """Raised when a change cannot be made durable: a job's directory, files or the store's commit
+    failed (permissions, disk full, a database locked or damaged)."""
 
-    def __init__(self, what: str, exc: OSError) -> None:
-        super().__init__(f"Could not {what}: {exc.strerror or exc}. Nothing was stored; check the jobs directory.")
+    def __init__(self, what: str, exc: Exception) -> None:
+        reason = getattr(exc, "strerror", None) or exc
+        super().__init__(f"Could not {what}: {reason}. Nothing was stored; check the jobs directory.")
+        self.reason = str(reason)
 
 
 class InvalidRequest(ProcqError):

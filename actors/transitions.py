@@ -82,6 +82,7 @@ def attempt_begun(job: Job, attempt: int, now: str) -> Job:
         pid_started_at=None,
         exit_code=None,
         error=None,
+        cancel_requested_at=None,
     )
 
 
@@ -98,6 +99,19 @@ def started(job: Job, pid: int, pid_started_at: float, attempt: int, now: str) -
     return dataclasses.replace(
         job, status=Status.IN_PROGRESS, pid=pid, pid_started_at=pid_started_at, attempts=attempt, started_at=now
     )
+
+
+def cancel_requested(job: Job, now: str) -> Job:
+    """A client asked to cancel the running job; recorded before its tree is ended, so a crash in the
+    middle ends it CANCELED at the next start instead of running it again."""
+    return dataclasses.replace(job, cancel_requested_at=now)
+
+
+def canceled_at_restart(job: Job, now: str) -> Job:
+    """A job the server found IN_PROGRESS with a cancel requested: its tree was being ended when the
+    server stopped."""
+    cut = interrupted(job, "canceled by request; the server stopped while ending it", 1 << 30, now)
+    return _terminal(cut, Status.CANCELED, now, error="canceled by request (the server stopped while ending it)")
 
 
 def ended(
@@ -158,7 +172,13 @@ def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
         return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
     # Queued again: what the cut run measured (exit code, error, usage) is in `runs`, not shown as current.
     return dataclasses.replace(
-        cleared, status=Status.IN_QUEUE, exit_code=None, error=None, completed_at=None, resources=None
+        cleared,
+        status=Status.IN_QUEUE,
+        exit_code=None,
+        error=None,
+        completed_at=None,
+        resources=None,
+        cancel_requested_at=None,
     )
 
 

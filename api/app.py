@@ -78,6 +78,7 @@ def create_app(
     # Jobs: submit, list, status, result, cancel, rerun, delete (api/jobs.py; the listing is api/listing.py)
     jobs = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
     app.add_route("/jobs", jobs)
+    app.add_route("/jobs/batch", jobs, suffix="batch")
     app.add_route("/jobs/{job_id}", jobs, suffix="job")
     app.add_route("/jobs/{job_id}/status", jobs, suffix="status")
     app.add_route("/jobs/{job_id}/result", jobs, suffix="result")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import falcon
 import pykka
+from procq.actors.errors import StorageError
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -22,7 +23,11 @@ class HealthResource:
         self._jobs_dir = jobs_dir
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = {"dispatcher": self._dispatcher_check(), "jobs_dir": self._jobs_dir_check()}
+        checks = {
+            "dispatcher": self._dispatcher_check(),
+            "jobs_dir": self._jobs_dir_check(),
+            "store": self._store_check(),
+        }
         ready = all(value == "ok" for value in checks.values())
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.media = {"status": "ok" if ready else "unavailable", "checks": checks}
@@ -35,6 +40,19 @@ class HealthResource:
             self._dispatcher.ping().get(timeout=2.0)
         except (pykka.Timeout, pykka.ActorDeadError):
             return "not answering"
+        return "ok"
+
+    def _store_check(self) -> str:
+        """ok, or why the store cannot commit; after a failure it is tried again with a trivial commit."""
+        try:
+            probe = self._dispatcher.probe().get(timeout=2.0)
+            if probe is None:
+                return "ok"
+            probe.result(timeout=2.0)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return "unknown (the dispatcher is not answering)"
+        except (StorageError, TimeoutError) as exc:
+            return f"cannot commit: {exc}"
         return "ok"
 
     def _jobs_dir_check(self) -> str:

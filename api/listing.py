@@ -26,7 +26,7 @@ def list_page(dispatcher: DispatcherProxy, req: falcon.Request) -> dict[str, Any
         statuses, query.get("tag"), before, query["limit"], owner_filter(req), search=query.get("q")
     )
     jobs, last = ask(future)
-    return {"jobs": [job.to_dict() for job in jobs], "next_cursor": encode_cursor(last) if last else None}
+    return {"jobs": jobs, "next_cursor": encode_cursor(last) if last else None}
 
 
 def encode_cursor(job_id: str) -> str:

@@ -76,11 +76,12 @@ def machine() -> str:
 
 
 def write_results(rows: list[Row], command: str, date: str, notes: list[str], path: Path = RESULTS) -> None:
-    """Rewrite RESULTS.md with this run's table, keeping the chaos section a chaos run left there
-    and the hand-written findings."""
+    """Rewrite RESULTS.md with this run's table, keeping the sections a chaos run and bench/keeper.py
+    left there and the hand-written findings."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     chaos = _section(old)
     findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
+    keeper = _section(old, "<!-- keeper:begin -->", "<!-- keeper:end -->")  # bench/keeper.py writes it
     text = [
         "# procq benchmark results",
         "",
@@ -97,6 +98,8 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
     ]
     if findings:
         text += [findings, ""]
+    if keeper:
+        text += [keeper, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from procq.client import render
+from procq.client.batchcommand import batch
 from procq.client.client import DEFAULT_URL, Client
 from procq.client.errors import ProcqError, WaitTimeout
 from procq.client.job import STATES
@@ -280,5 +281,6 @@ def rerun(client: Client, job_id: str, as_json: bool) -> None:
 
 
 cli.add_command(keys)
+cli.add_command(batch)
 cli.add_command(queues)
 cli.add_command(stats)

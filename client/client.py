@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from procq.client.batch import Batching
 from procq.client.errors import ConnectionFailed, error_for
 from procq.client.follow import STREAM_ERRORS, Following
 from procq.client.job import ApiKey, Job
@@ -23,7 +24,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 """Where Client and the CLI look for the server unless told otherwise (the server's own default)."""
 
 
-class Client(Following):
+class Client(Following, Batching):
     """A procq server seen from Python. Every method blocks until the server answers (bounded by
     `timeout`, in seconds per read) and raises a ProcqError subclass on an error answer.
 
@@ -103,11 +104,16 @@ class Client(Following):
             **fields,
         }
         body.update({name: value for name, value in options.items() if value is not None})
+        return Job.from_dict(self._post_once("/jobs", body))
+
+    def _post_once(self, path: str, body: dict[str, Any]) -> Any:
+        """POST that creates something, retried on errors that leave the outcome unknown; one
+        Idempotency-Key for every attempt, so a retry never creates it twice. Returns the JSON answer."""
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
             try:
-                response = self._session.post(self._url("/jobs"), json=body, headers=headers, timeout=self._timeout)
+                response = self._session.post(self._url(path), json=body, headers=headers, timeout=self._timeout)
             except STREAM_ERRORS as exc:
                 if last or _never_connected(exc):  # the adapter already retried the connection itself
                     raise self._unreachable(exc) from exc
@@ -116,7 +122,7 @@ class Client(Following):
                     response.status_code == 503 and "Retry-After" in response.headers
                 )
                 if not retryable or last:
-                    return Job.from_dict(self._check(response, "/jobs").json())
+                    return self._check(response, path).json()
             time.sleep(self._backoff_s * 2**attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

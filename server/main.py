@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pykka
 from procq.actors import osdeps, webhook
 from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
-from procq.actors.dispatch.recovery import load_jobs, sweep_leftovers
-from procq.actors.errors import KeyFileError
+from procq.actors.dispatch.recovery import recover, sweep_deleted, sweep_leftovers
+from procq.actors.errors import KeyFileError, StorageError
 from procq.actors.events import EventHub
 from procq.actors.job import timestamp, utc_now
 from procq.actors.keeper.client import KeeperError
@@ -21,6 +23,7 @@ from procq.actors.lifecycle import LifecycleLog
 from procq.actors.metrics import Metrics
 from procq.actors.resources.detect import declared_node
 from procq.actors.settings import Settings, WebhookPolicy
+from procq.actors.store.sqlite import SqliteStore
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 from procq.api.keys import KeyStore, keys_path
@@ -118,12 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         lock.close()
         return 2
-    jobs = load_jobs(settings, timestamp(utc_now()), keeper)
-    threading.Thread(target=sweep_leftovers, args=(jobs_dir,), daemon=True, name="sweep-tmp").start()
+    try:
+        store = SqliteStore(jobs_dir)
+        recovered = recover(settings, store, timestamp(utc_now()), keeper)
+    except (StorageError, sqlite3.Error, RuntimeError) as exc:
+        print(f"procq: cannot open the store in {jobs_dir}: {exc}", file=sys.stderr)
+        keeper.close(keep_running=True)
+        server.close()
+        lock.close()
+        return 2
+    jobs = recovered.jobs
+    threading.Thread(target=_sweep, args=(jobs_dir, store), daemon=True, name="sweep-tmp").start()
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
     watchers = (events, metrics, LifecycleLog())
-    dispatcher = Dispatcher.start(settings, jobs, send_webhook=send, watchers=watchers, keeper=keeper).proxy()
+    dispatcher = Dispatcher.start(
+        settings, jobs, send_webhook=send, watchers=watchers, keeper=keeper, store=store, counts=recovered.counts
+    ).proxy()
     app = create_app(
         dispatcher,
         jobs_dir,
@@ -141,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_running = args.on_stop == "keep"
     osdeps.install_shutdown(lambda: _stopping(events, keep_running))
     try:
+        total = sum(recovered.counts.values())
         url = f"http://{args.host}:{server.effective_port}"
-        message = f"serving on {url} with {len(jobs)} jobs from {jobs_dir}"
-        fields = {"url": url, "jobs": len(jobs), "jobs_dir": str(jobs_dir)}
+        message = f"serving on {url} with {total} jobs from {jobs_dir}"
+        fields = {"url": url, "jobs": total, "jobs_dir": str(jobs_dir)}
         print(logformat.line(args.log_format, message, **fields) if args.log_format == "json" else f"procq {message}")
         sys.stdout.flush()
         server.run()  # returns when a signal raises KeyboardInterrupt; waitress then stops its threads
@@ -152,10 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10, keep_running)
+        store.close()  # after every actor: the last ends they recorded are committed
         keeper.close(keep_running)
         lock.close()
     log.info("stopped")
     return 0
+
+
+def _sweep(jobs_dir: Path, store: SqliteStore) -> None:
+    """Background, after start: what crashes left in the jobs directory (it lists every job directory)."""
+    sweep_leftovers(jobs_dir)
+    try:
+        sweep_deleted(jobs_dir, store)
+    except Exception:  # a sweep that fails is tried again at the next start
+        log.exception("sweeping the job directories failed")
 
 
 def _stopping(events: EventHub, keep_running: bool) -> None:

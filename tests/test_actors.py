@@ -123,12 +123,22 @@ def test_cancel_of_a_finished_job_is_a_conflict_and_unknown_ids_are_not_found(se
 def test_a_job_directory_that_cannot_be_made_fails_that_submit_only(settings: Settings, jobs_dir: Path) -> None:
     ids = iter(["a" * 32, "b" * 32])
     dispatcher = _start(settings, new_id=lambda: next(ids))
-    (jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built (the keeper's files
-    with pytest.raises(StorageError, match="Could not create"):  # share the jobs dir, so it stays a directory)
-        _submit(dispatcher, ["true"])
+    (jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built
+    accepted = dispatcher.accept([JobRequest(args=("true",))]).get(timeout=ASK)
+    with pytest.raises(StorageError, match="Could not create"):
+        accepted.wait(ASK)
     assert not (jobs_dir / ("a" * 32)).exists()
+    wait_until(lambda: _missing(dispatcher, "a" * 32))  # forgotten: it was never stored
     job_id = _submit(dispatcher, ["true"])  # the dispatcher kept serving
     assert _wait_status(dispatcher, job_id, Status.COMPLETED)
+
+
+def _missing(dispatcher: pykka.ActorProxy, job_id: str) -> bool:
+    try:
+        dispatcher.get(job_id).get(timeout=ASK)
+    except JobNotFound:
+        return True
+    return False
 
 
 def test_the_webhook_is_delivered_once_the_job_ends(settings: Settings, receiver: Receiver) -> None:

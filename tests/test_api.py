@@ -157,16 +157,16 @@ def test_unknown_routes_and_methods_are_json_whatever_the_accept_header(client) 
     assert response.status_code == 405 and "POST" in response.json["description"]
 
 
-def test_a_disk_that_refuses_the_job_gives_a_json_500_and_the_server_goes_on(client, jobs_dir: Path) -> None:
-    assert client.simulate_get("/health").status_code == 200  # the server (and its keeper) is up
-    aside = jobs_dir.with_name("jobs-aside")  # moved away whole: the keeper's files live in it too
-    jobs_dir.rename(aside)
-    jobs_dir.write_text("in the way")
+def test_a_disk_that_refuses_the_job_gives_a_json_500_and_the_server_goes_on(settings: Settings) -> None:
+    ids = iter(["a" * 32, "b" * 32])
+    dispatcher = Dispatcher.start(settings, new_id=lambda: next(ids)).proxy()
+    client = falcon.testing.TestClient(create_app(dispatcher, settings.jobs_dir))
+    (settings.jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built
     response = client.simulate_post("/jobs", json={"args": ["true"]})
     assert response.status_code == 500 and "Could not create" in response.json["description"]
-    jobs_dir.unlink()
-    aside.rename(jobs_dir)
+    assert client.simulate_get(f"/jobs/{'a' * 32}/status").status_code == 404
     assert client.simulate_post("/jobs", json={"args": ["true"]}).status_code == 201
+    assert client.simulate_get("/health").status_code == 200
 
 
 def test_health_reports_ready(client) -> None:

@@ -12,6 +12,7 @@ from procq.actors.job import Job
 from procq.actors.keeper.link import KeeperLink
 from procq.actors.mailbox import Mailbox
 from procq.actors.settings import Settings
+from procq.actors.store.base import Store
 from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.spawn import Spawn
 from procq.actors.supervise.supervisor import Supervisor
@@ -37,6 +38,7 @@ class Launcher:
         keeper: KeeperLink,
         monitor: Monitor,
         webhook_pool: WebhookPool,
+        store: Store,
     ) -> None:
         self._keeper = keeper
         self._monitor = monitor
@@ -46,6 +48,7 @@ class Launcher:
         self._spawn = spawn
         self._now = now
         self._send = send_webhook
+        self._store = store
         self._running: dict[str, tuple[Mailbox[Supervisor], threading.Event]] = {}
 
     def __contains__(self, job_id: str) -> bool:
@@ -96,6 +99,7 @@ class Launcher:
             self._settings,
             self._dispatcher,
             finished,
+            self._store,
             self._keeper,
             self._monitor,
             spawn=self._spawn,

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procq.actors import osdeps
-from procq.actors.dispatch.index import JobTable
-from procq.actors.job import DeliveryState, Job, Status, is_job_id, timestamp
+from procq.actors.job import DeliveryState, Job, is_job_id, timestamp
 from procq.actors.mailbox import report
 from procq.actors.settings import Settings
+from procq.actors.store.base import Store
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -52,14 +52,13 @@ class Retention:
         if self._timer is not None:
             self._timer.cancel()
 
-    def expired(self, table: JobTable, delivering: Container[str], now: datetime) -> list[Job]:
-        """The finished jobs the sweep that just fired deletes (at most a batch)."""
+    def expired(self, store: Store, delivering: Container[str], now: datetime) -> list[Job]:
+        """The finished jobs the sweep that just fired deletes (at most a batch), found by the store."""
         self._timer = None
         if self._retention_s <= 0:
             return []
         cutoff = timestamp(now - timedelta(seconds=self._retention_s))
-        finished = table.with_status(Status.COMPLETED, Status.FAILED, Status.CANCELED)
-        return expired(finished, cutoff, delivering, BATCH)
+        return expired(store.expired(cutoff, BATCH), cutoff, delivering, BATCH)
 
     def swept(self, expired: list[Job]) -> None:
         """The expired jobs are forgotten: remove their directories and those postponed, re-arm."""
@@ -67,10 +66,10 @@ class Retention:
         self.remove(expired + retry)
         self._arm(0.1 if len(expired) >= BATCH else sweep_interval(self._retention_s))
 
-    def remove(self, jobs: list[Job]) -> threading.Event:
-        """Remove the directories of jobs already forgotten, on a helper thread. Returns an event set
-        once they are gone (or their removal postponed)."""
-        done = threading.Event()
+    def remove(self, jobs: list[Job], done: threading.Event | None = None) -> threading.Event:
+        """Remove the directories of jobs already forgotten, on a helper thread. Returns an event (or
+        sets `done`) once they are gone (or their removal postponed)."""
+        done = done or threading.Event()
         on_removed = functools.partial(_removed, self._dispatcher, jobs, done)
         threading.Thread(target=remove_jobs, args=(self._jobs_dir, jobs, on_removed), daemon=True).start()
         return done

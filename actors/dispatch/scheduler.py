@@ -120,6 +120,10 @@ class Scheduler:
             self._dependents.get(dependency, set()).discard(job_id)
         self._prune(entry.queue)
 
+    def has_dependents(self, job_id: str) -> bool:
+        """True while queued jobs wait for this one to end."""
+        return bool(self._dependents.get(job_id))
+
     def adopt(self, job: Job) -> None:
         """Count a job found running at start (re-adopted) in its queue's slots, holding again what it
         was given (its GPUs keep running it)."""

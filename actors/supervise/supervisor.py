@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -17,10 +18,12 @@ from procq.actors.keeper.link import End, KeeperLink
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.resources import detect
 from procq.actors.settings import Settings
+from procq.actors.store.base import Store
 from procq.actors.supervise import limits, threads
 from procq.actors.supervise.faults import crash_point
 from procq.actors.supervise.monitor import Monitor
 from procq.actors.supervise.progress import Progress
+from procq.actors.supervise.recording import Recording
 from procq.actors.supervise.sampler import Sample
 from procq.actors.supervise.spawn import Spawn, resolve_cwd, through_keeper, with_visible_devices
 from procq.actors.transitions import StopReason
@@ -36,7 +39,7 @@ log = logging.getLogger("procq.supervisor")
 _FAILED_END_WAIT_S = 10.0  # beyond the grace: how long a failed Supervisor waits for its tree to end
 
 
-class Supervisor(pykka.ThreadingActor):
+class Supervisor(Recording, pykka.ThreadingActor):
     """Owns one job while it has work: the only writer of jobs/<id>/ during its life.
 
     The Dispatcher starts it for one of three errands, then it stops itself:
@@ -47,8 +50,9 @@ class Supervisor(pykka.ThreadingActor):
     - `deliver()`: one attempt at the completion webhook; the Dispatcher schedules any retry.
     The actor thread never blocks on the run: its end arrives from the KeeperLink's one reader, its
     timeout and samples from the server's one Monitor; a webhook thread blocks on the HTTP call.
-    What a job becomes is decided in transitions.py. Before it reports anything to the Dispatcher
-    it has written meta.json, so disk and index agree.
+    What a job becomes is decided in transitions.py. Every change goes to the store (which keeps
+    meta.json); the attempt is durable before the keeper is asked to start it, and an end is durable
+    before the Dispatcher hears of it (`_record_then`, recording.py).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class Supervisor(pykka.ThreadingActor):
         settings: Settings,
         dispatcher: DispatcherProxy,
         finished: threading.Event,
+        store: Store,
         keeper: KeeperLink | None = None,
         monitor: Monitor | None = None,
         spawn: Spawn | None = None,
@@ -73,6 +78,8 @@ class Supervisor(pykka.ThreadingActor):
         self._dir = JobDir(settings.jobs_dir / job.id)
         self._dispatcher = dispatcher
         self._finished = finished
+        self._store = store
+        self._record_failures = 0  # in a row: how long to wait before trying a commit again
         self._keeper = keeper
         self._monitor = monitor
         self._spawn = spawn or (through_keeper(keeper, settings.run_as) if keeper is not None else None)
@@ -97,11 +104,13 @@ class Supervisor(pykka.ThreadingActor):
         reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
             end = self._end_run_now(reason) if self._run is not None else None
+            changes: dict[str, Any] = {"error": reason}
             if end is not None and end.record is not None:
                 self._usage = self._usage.merge(_usage_of(end.record))
-                self._finish(Status.FAILED, exit_code=_exit_code(end.record), error=reason)
-            else:
-                self._finish(Status.FAILED, error=reason)
+                changes["exit_code"] = _exit_code(end.record)
+            # The actor is stopping: it could not hear of a commit, so it records without waiting.
+            self._set(transitions.ended(self._job, Status.FAILED, self._usage, self._now(), **changes))
+            self._report_end()
         elif transitions.owes_delivery(self._job):
             self._set(transitions.delivery_abandoned(self._job, reason))
             self._dispatcher.delivery_ended.defer(self._job)
@@ -112,11 +121,15 @@ class Supervisor(pykka.ThreadingActor):
         """Record the attempt, and start it once that record is durable (`_start_child`), so no crash
         can leave a process that no record counts. Returns at once."""
         crash_point("before-record")
-        attempt = transitions.attempt_begun(self._job, self._job.attempts + 1, self._stamp())
-        self._record_then(attempt, self._start_child, if_lost=lambda: self._finish(Status.FAILED, error=_UNRECORDED))
+        queued = self._job
+        attempt = transitions.attempt_begun(queued, queued.attempts + 1, self._stamp())
+        self._record_then(attempt, self._start_child, if_lost=lambda: self._not_started(queued))
 
     def _start_child(self) -> None:
         crash_point("after-record")
+        if self._stop_reason is not None:  # canceled or interrupted while the attempt was being recorded
+            self._not_run(self._stop_reason)
+            return
         job, attempt = self._job, self._job.attempts
         assert self._keeper is not None and self._spawn is not None, "a run needs the keeper"
         run = protocol.run_id(job.id, attempt)
@@ -152,13 +165,41 @@ class Supervisor(pykka.ThreadingActor):
         self._watch(job.pid, job.pid_started_at, timeout_in)
         self._keeper.settle(run, self._dir.path, job.attempts)  # ended while no server listened
 
+    def _not_run(self, reason: StopReason) -> None:
+        """A cancel or a shutdown came before the run was started: the attempt is taken back."""
+        unstarted = dataclasses.replace(self._job, attempts=self._job.attempts - 1, started_at=None)
+        if reason is StopReason.CANCEL:
+            self._job = unstarted
+            self._finish(Status.CANCELED, error="canceled by request before it started")
+            return
+        self._dispatcher.run_over.defer(self._job.id)
+        requeued = dataclasses.replace(unstarted, status=Status.IN_QUEUE)
+        self._record_then(requeued, self._report_end, if_lost=self._retry_later)
+
+    def _not_started(self, queued: Job) -> None:
+        """The attempt could not be recorded (the store failed, or the job is gone): nothing ran."""
+        self._job = queued
+        self._dispatcher.run_not_started.defer(queued)
+        self._finished.set()
+        report(self.stop)
+
     def cancel(self) -> None:
-        """End the job's process tree and mark it CANCELED. Returns at once; the Dispatcher's event
-        is set once every process of the tree is gone. Does nothing if the job already ended."""
-        self._end_tree(StopReason.CANCEL)
+        """Record that a cancel was asked for, then ask the keeper to end the run's tree; the job ends
+        CANCELED. Returns at once; the Dispatcher's event is set once the tree is gone and CANCELED is
+        committed. Does nothing if the job already ended."""
+        if self._job.status is not Status.IN_PROGRESS or self._stop_reason is not None:
+            return
+        if self._run is None:  # its attempt is still being recorded: it will not start
+            self._stop_reason = StopReason.CANCEL
+            return
+        requested = transitions.cancel_requested(self._job, self._stamp())
+        self._record_then(requested, lambda: self._end_tree(StopReason.CANCEL), if_lost=None)
 
     def interrupt(self) -> None:
         """Like cancel, for a server shutdown: the job goes back to the queue for the next start."""
+        if self._run is None and self._stop_reason is None and self._job.status is Status.IN_PROGRESS:
+            self._stop_reason = StopReason.INTERRUPT  # its attempt is still being recorded
+            return
         self._end_tree(StopReason.INTERRUPT)
 
     def run_ended(self, end: End) -> None:
@@ -192,16 +233,18 @@ class Supervisor(pykka.ThreadingActor):
         if self._stop_reason is StopReason.CANCEL:
             self._finish(Status.CANCELED, error="canceled by request")
             return
-        self._set(transitions.interrupted(self._job, why, self._settings.restart_limit, self._stamp()))
-        log.warning("job %s: %s; %s", self._job.id, why, self._job.status.value)
-        self._report_end()
+        after = transitions.interrupted(self._job, why, self._settings.restart_limit, self._stamp())
+        log.warning("job %s: %s; %s", after.id, why, after.status.value)
+        self._dispatcher.run_over.defer(after.id)
+        self._record_then(after, self._report_end, if_lost=self._retry_later)
 
     def _conclude(self, code: int, now: datetime) -> None:
         if self._stop_reason is StopReason.INTERRUPT:
             reason, limit = "interrupted by a server shutdown", self._settings.restart_limit
-            self._set(transitions.interrupted_run(self._job, code, self._usage, reason, limit, timestamp(now)))
-            log.debug("job %s: %s after shutdown", self._job.id, self._job.status.value)
-            self._report_end()
+            after = transitions.interrupted_run(self._job, code, self._usage, reason, limit, timestamp(now))
+            log.debug("job %s: %s after shutdown", after.id, after.status.value)
+            self._dispatcher.run_over.defer(after.id)
+            self._record_then(after, self._report_end, if_lost=self._retry_later)
         elif self._stop_reason is StopReason.CANCEL:
             self._finish(Status.CANCELED, now, exit_code=code, error="canceled by request")
         elif self._stop_reason is StopReason.LIMIT:
@@ -216,15 +259,16 @@ class Supervisor(pykka.ThreadingActor):
     def _finish(self, status: Status, now: datetime | None = None, **changes: Any) -> None:
         if self._monitor is not None and self._run is not None:
             self._monitor.forget(self._run)
-        self._set(transitions.ended(self._job, status, self._usage, now or self._now(), **changes))
-        job = self._job
+        job = transitions.ended(self._job, status, self._usage, now or self._now(), **changes)
         if job.status is Status.IN_QUEUE:
             log.info(
                 "job %s: attempt %d failed (%s); retry at %s", job.id, job.attempts, job.runs[-1].error, job.run_at
             )
         else:
             log.debug("job %s: %s exit_code=%s", job.id, status.value, job.exit_code)
-        self._report_end()
+        # The slot is free once the process is gone: the next job's attempt joins this end's commit.
+        self._dispatcher.run_over.defer(job.id)
+        self._record_then(job, self._report_end, if_lost=self._retry_later, sync=self._outputs())
 
     def _report_end(self) -> None:
         # Order matters: the Dispatcher hears of the end before anyone woken by the event asks it.
@@ -297,11 +341,15 @@ class Supervisor(pykka.ThreadingActor):
         self._pool.run(threads.deliver, *args)
 
     def delivery_finished(self, error: str | None) -> None:
-        """From the webhook thread: record the attempt, then hand the job back to the Dispatcher."""
-        self._set(transitions.delivery_attempted(self._job, error, self._settings.webhook, self._now()))
-        after = self._job.webhook_delivery
+        """From the webhook thread: record the attempt, then hand the job back to the Dispatcher (even
+        if the record failed: the attempt is then made again after a restart, never lost)."""
+        job = transitions.delivery_attempted(self._job, error, self._settings.webhook, self._now())
+        after = job.webhook_delivery
         assert after is not None
-        log.info("job %s: webhook %s after %d attempt(s) %s", self._job.id, after.state, after.attempts, error or "")
+        log.info("job %s: webhook %s after %d attempt(s) %s", job.id, after.state, after.attempts, error or "")
+        self._record_then(job, self._delivery_recorded, if_lost=self._delivery_recorded)
+
+    def _delivery_recorded(self) -> None:
         self._dispatcher.delivery_ended.defer(self._job)
         self.stop()
 
@@ -310,30 +358,11 @@ class Supervisor(pykka.ThreadingActor):
     def _stamp(self) -> str:
         return timestamp(self._now())
 
-    def _set(self, job: Job) -> bool:
-        """The job's new state, in memory and in meta.json (durably). False if the write failed."""
-        self._job = job
-        try:
-            self._dir.write(job)
-        except OSError as exc:
-            # The state stays right in memory (and in the index); the next change writes it again.
-            log.error("job %s: could not write meta.json: %s", job.id, exc)
-            return False
-        return True
-
-    def _record_then(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None]) -> None:
-        """Record `job` durably, then `then()`; `if_lost()` instead if it could not be recorded. Every
-        step that must follow a durable record (a spawn above all) goes through here."""
-        if self._set(job):
-            then()
-        else:
-            if_lost()
+    def _outputs(self) -> tuple[str, ...]:
+        return (str(self._dir.stdout), str(self._dir.stderr)) if self._run is not None else ()
 
 
 SupervisorProxy: TypeAlias = "pykka.ActorProxy[Supervisor]"
-
-
-_UNRECORDED = "procq could not record the attempt in the job's directory, so it was not started"
 
 
 def _start_error(job: Job, exc: Exception) -> str:

@@ -45,6 +45,7 @@ JOB_FIELDS: dict[str, Any] = {
     "started_at": TIME,
     "completed_at": TIME,
     "interrupted": {"type": ["string", "null"]},
+    "cancel_requested_at": {**TIME, "description": "A cancel of the running job was asked for (and recorded)."},
     "webhook_delivery": {"oneOf": [ref("Delivery"), {"type": "null"}]},
     "tags": SUBMIT["properties"]["tags"],
     **{
@@ -119,6 +120,17 @@ _JOBS: dict[str, Any] = {
             "error": {"type": ["string", "null"]},
             **_USAGE,
         },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000, "items": SUBMIT}},
+    },
+    "BatchReply": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "items": ref("Job")}},
     },
     "JobList": {
         "type": "object",

@@ -42,6 +42,27 @@ PATHS: dict[str, Any] = {
             parameters=query("status", "tag", "q", "limit", "cursor"),
         ),
     },
+    "/jobs/batch": {
+        "post": operation(
+            "Submit up to 1,000 jobs at once, all or nothing, in one commit",
+            {
+                "201": json_reply("The new jobs, in the order given.", "BatchReply"),
+                "200": json_reply("A replay: the jobs this Idempotency-Key made, as they are now.", "BatchReply"),
+                "400": error("An item is not a valid job request; the description names it: jobs[i]: ..."),
+                "403": error("The key lacks the scope 'jobs:submit', or a command is not allowed (--allow-command)."),
+                "409": error("The Idempotency-Key was used with a different body in the last 24 h."),
+                "429": {
+                    **error("Too many jobs wait already (--max-queued); retry after Retry-After seconds."),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                },
+                "500": error("The jobs could not be stored (a full disk): none was made."),
+            }
+            | TOO_LARGE
+            | BUSY,
+            requestBody=body("BatchRequest"),
+            parameters=[IDEMPOTENCY_KEY],
+        ),
+    },
     "/jobs/{job_id}": {
         "parameters": _JOB_ID,
         "get": operation(
