@@ -1,10 +1,14 @@
-"""Domain errors raised by the actors; api/app.py maps each to one HTTP status."""
+"""Every domain error procq raises, under ProcqError; api/app.py maps each to one HTTP status."""
 
 from __future__ import annotations
 
 
 class ProcqError(Exception):
     """Base of every error procq raises on purpose."""
+
+
+class ConfigError(ProcqError):
+    """Raised when the TOML file named by --config / PROCQ_CONFIG cannot be used."""
 
 
 class JobNotFound(ProcqError):
@@ -29,6 +33,17 @@ class ShuttingDown(ProcqError):
 
     def __init__(self) -> None:
         super().__init__("The server is shutting down and takes no new jobs; retry against the next instance.")
+
+
+class NotRegularFile(ProcqError):
+    """Raised when a job's output file is not a regular file inside its directory (the job replaced
+    it with a symlink, a FIFO or a directory): procq never follows it."""
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(
+            f"Job {job_id}'s {name} is not a regular file inside its directory (a symlink or a special "
+            "file the job put there); procq does not serve it."
+        )
 
 
 class StorageError(ProcqError):
@@ -62,3 +77,41 @@ class QueueFull(ProcqError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} jobs are already waiting (the server's --max-queued); retry later.")
         self.limit = limit
+
+
+class KeyFileError(ProcqError):
+    """Raised when the keys file exists but cannot be read as a keys file."""
+
+
+class KeyNotFound(ProcqError):
+    """Raised when no API key has the given id."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"There is no API key with id {key_id!r}.")
+        self.key_id = key_id
+
+
+class CommandNotAllowed(ProcqError):
+    """Raised when a job's command is not on the server's allow-list (--allow-command)."""
+
+    def __init__(self, command: str, allowed: tuple[str, ...], reason: str | None = None) -> None:
+        if reason is not None:  # allowed by name, but what it resolves to may not run (a Windows batch file)
+            super().__init__(f"The command {command!r} runs {reason}")
+        else:
+            super().__init__(
+                f"The command {command!r} is not allowed on this server; allowed: {', '.join(allowed)} "
+                "(by name on the server's PATH, or by absolute path)."
+            )
+        self.command = command
+
+
+class VariableNotAllowed(ProcqError):
+    """Raised when a job sets an environment variable that --allow-env does not name (with --allow-command)."""
+
+    def __init__(self, name: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(
+            f"env: {name!r} may not be set on a server with --allow-command: only the variables --allow-env "
+            f"names may be (allowed: {', '.join(allowed) or 'none'}), so none can make an allowed program "
+            "run other code."
+        )
+        self.name = name

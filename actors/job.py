@@ -1,4 +1,4 @@
-"""The job object (states, fields, its JSON form) and the server-made job ids."""
+"""The job object (states, fields, its JSON form), the server-made job ids, and the patterns of ids and queue names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"  # the ids IdGenerator makes; checked before any path is built from one
+QUEUE_NAME_PATTERN = "^[a-z0-9_-]{1,32}$"  # queue names in requests and in --queue
+DEFAULT_QUEUE = "default"
+_JOB_ID = re.compile(JOB_ID_PATTERN.strip("^$"))
 
 
 class Status(enum.StrEnum):
@@ -27,11 +30,19 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELED)
 
 
+class DeliveryState(enum.StrEnum):
+    """Where the completion webhook stands; `failed` means every attempt was spent."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Where the completion webhook stands: `pending`, `delivered` or `failed` (retries exhausted)."""
+    """The completion webhook's state, its attempts so far and when the next one is due."""
 
-    state: str = "pending"
+    state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     last_error: str | None = None
     next_attempt_at: str | None = None
@@ -51,6 +62,26 @@ class Run:
     cpu_user_seconds: float | None = None
     cpu_system_seconds: float | None = None
     peak_rss_bytes: int | None = None
+    peak_gpu_memory_bytes: int | None = None  # sampled on NVIDIA GPUs where the management library is installed
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Resource usage of one run's process tree, as far as sampling and reaping saw it."""
+
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
+    peak_rss_bytes: int = 0
+    peak_gpu_memory_bytes: int | None = None  # None: not measured (no GPU, or no management library)
+
+    def merge(self, other: Usage) -> Usage:
+        gpu = [value for value in (self.peak_gpu_memory_bytes, other.peak_gpu_memory_bytes) if value is not None]
+        return Usage(
+            max(self.cpu_user_s, other.cpu_user_s),
+            max(self.cpu_system_s, other.cpu_system_s),
+            max(self.peak_rss_bytes, other.peak_rss_bytes),
+            max(gpu) if gpu else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +91,9 @@ class JobRequest:
     args: tuple[str, ...]
     mime_type: str = "text/plain"
     webhook: str | None = None
-    # see actors/runs.py new_job for how these become the job's fields
+    # see transitions.new_job for how these become the job's fields
     priority: int = 0
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     run_at: str | None = None
     delay_seconds: float | None = None
     after: tuple[str, ...] = ()
@@ -76,6 +107,7 @@ class JobRequest:
     webhook_events: tuple[str, ...] = ("completed",)
     tags: tuple[str, ...] = ()
     owner: str | None = None  # id of the API key that submits it
+    requires: tuple[tuple[str, int], ...] = ()  # (resource, units): "gpus" and the node's counted resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +128,12 @@ class Job:
     enqueued_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    cancel_requested_at: str | None = None  # a cancel of the running job was asked for (and recorded)
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
     # ordering, limits, retries, submit options (README "Deciding what runs")
     priority: int = 0
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     run_at: str | None = None
     after: tuple[str, ...] = ()
     timeout_seconds: float | None = None
@@ -118,6 +151,8 @@ class Job:
     request_sha256: str | None = None  # hash of the submitted body, to tell a replay from a misuse
     tags: tuple[str, ...] = ()  # labels from the submitter, for filtering GET /jobs
     owner: str | None = None  # id of the API key that submitted it; a non-admin key sees only its own
+    requires: dict[str, int] = dataclasses.field(default_factory=dict)  # GPUs and units it needs; never mutated
+    assigned: dict[str, Any] | None = None  # what its current or last run was given: {"gpus": ["1"], ...}
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -125,8 +160,10 @@ class Job:
         data["tags"] = list(self.tags)
         data["status"] = self.status.value
         if self.webhook_delivery is not None:
-            data["webhook_delivery"] = dataclasses.asdict(self.webhook_delivery)
+            delivery = dataclasses.asdict(self.webhook_delivery)
+            data["webhook_delivery"] = {**delivery, "state": self.webhook_delivery.state.value}
         data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
+        data["requires"] = dict(self.requires)
         data["runs"] = [dataclasses.asdict(run) for run in self.runs]
         return data
 
@@ -145,7 +182,8 @@ class Job:
         if not is_job_id(fields["id"]):
             raise ValueError(f"not a job id: {fields['id']!r}")
         if fields.get("webhook_delivery") is not None:
-            fields["webhook_delivery"] = Delivery(**fields["webhook_delivery"])
+            delivery = fields["webhook_delivery"]
+            fields["webhook_delivery"] = Delivery(**{**delivery, "state": DeliveryState(delivery["state"])})
         for name in ("after", "webhook_events"):
             if name in fields:
                 fields[name] = tuple(fields[name])
@@ -202,16 +240,3 @@ def timestamp(moment: datetime) -> str:
 
 def parse_timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text)  # takes the Z suffix since Python 3.11; 60x faster than strptime
-
-
-def interrupted(job: Job, reason: str, restart_limit: int, now: str) -> Job:
-    """The job after a shutdown or crash cut its run short: queued to run again, or FAILED once it
-    has been started `restart_limit` times (a job that keeps crashing the server must not loop)."""
-    runs = job.runs
-    if job.attempts and all(run.attempt != job.attempts for run in runs):  # a crash: the Supervisor left none
-        runs = (*runs, Run(job.attempts, job.started_at, now, job.exit_code, reason))
-    cleared = dataclasses.replace(job, pid=None, pid_started_at=None, started_at=None, interrupted=reason, runs=runs)
-    if job.attempts >= restart_limit + job.max_attempts - 1:  # a job's own retries do not count as restarts
-        error = f"{reason}; not run again: it was started {job.attempts} times (limit {restart_limit})"
-        return dataclasses.replace(cleared, status=Status.FAILED, error=error, completed_at=now)
-    return dataclasses.replace(cleared, status=Status.IN_QUEUE)

@@ -62,16 +62,21 @@ class JobDir:
     def open_outputs(self, attempt: int) -> tuple[BinaryIO, BinaryIO]:
         """Fresh stdout.txt and stderr.txt for run number `attempt`; an earlier run's files are kept
         as stdout.<n>.txt / stderr.<n>.txt so a rerun never mixes its output with theirs."""
-        if attempt > 1:
-            for current in (self.stdout, self.stderr):
-                if current.exists():
-                    osdeps.replace_file(current, current.with_suffix(f".{attempt - 1}.txt"))
+        self.keep_earlier_outputs(attempt)
         stdout = open(self.stdout, "wb")  # noqa: SIM115 - handed to the child, closed by the caller
         try:
             return stdout, open(self.stderr, "wb")  # noqa: SIM115
         except OSError:
             stdout.close()
             raise
+
+    def keep_earlier_outputs(self, attempt: int) -> None:
+        """Before run number `attempt` (> 1) starts: the last run's stdout.txt and stderr.txt become
+        stdout.<n>.txt / stderr.<n>.txt, so a rerun never mixes its output with theirs."""
+        if attempt > 1:
+            for current in (self.stdout, self.stderr):
+                if current.exists():
+                    osdeps.replace_file(current, current.with_suffix(f".{attempt - 1}.txt"))
 
     def remove_partial(self) -> None:
         """Undo a create() that failed half way."""

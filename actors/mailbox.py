@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pykka
 from pykka.messages import ProxyCall
 
+A = TypeVar("A", bound=pykka.Actor)
 
-class Mailbox:
+
+class Mailbox(Generic[A]):
     """Sends exactly what `proxy.method.defer(...)` sends (a ProxyCall), minus the proxy: pykka
     introspects every attribute of the actor to build one (~0.4 ms), and a job needs two (the
     Dispatcher's handle on its Supervisor, and the Supervisor's for its helper threads).
@@ -17,7 +19,7 @@ class Mailbox:
 
     __slots__ = ("_ref",)
 
-    def __init__(self, ref: pykka.ActorRef[Any]) -> None:
+    def __init__(self, ref: pykka.ActorRef[A]) -> None:
         self._ref = ref
 
     def __getattr__(self, method: str) -> _Message:
@@ -27,7 +29,7 @@ class Mailbox:
 class _Message:
     __slots__ = ("_ref", "_method")
 
-    def __init__(self, ref: pykka.ActorRef[Any], method: str) -> None:
+    def __init__(self, ref: pykka.ActorRef[pykka.Actor], method: str) -> None:
         self._ref = ref
         self._method = method
 

@@ -6,11 +6,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-from procq.actors.job import Job, Status, parse_timestamp
+from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RATE_WINDOW_S = 60.0
+HISTORY_STEP_S = 10  # GET /stats history: one count per 10 s ...
+HISTORY_STEPS = 60  # ... for the last 10 minutes, so a dashboard opened now draws a chart at once
 # Seconds; jobs range from sub-second scripts to hour-long builds.
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, float("inf"))
 
@@ -30,6 +33,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._submitted: deque[float] = deque()
         self._completed: deque[float] = deque()
+        # Per step (int(now / HISTORY_STEP_S)): [submitted, finished]. Only the last HISTORY_STEPS are kept.
+        self._steps: dict[int, list[int]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.submitted = Counter("procq_jobs_submitted", "Jobs accepted by POST /jobs.", registry=r)
@@ -54,11 +59,18 @@ class Metrics:
         self.jobs = Gauge("procq_jobs", "Jobs in the index, by status.", ["status"], registry=r)
         self.workers_busy = Gauge("procq_workers_busy", "Worker slots running a job.", registry=r)
         self.workers_total = Gauge("procq_workers_total", "Worker slots (--workers).", registry=r)
+        self.resource_units = Gauge(
+            "procq_resource_units",
+            "Units of GPUs and counted resources (--gpus, --resource) in use and free.",
+            ["resource", "state"],
+            registry=r,
+        )
+        self.gpu_busy = Gauge("procq_gpu_busy", "1 while a job holds the GPU, else 0.", ["gpu"], registry=r)
         for status in Status:  # every series exists from the start, at 0
             self.jobs.labels(status.value)
             if status.terminal:
                 self.finished.labels(status.value)
-        for outcome in ("delivered", "failed"):
+        for outcome in (DeliveryState.DELIVERED.value, DeliveryState.FAILED.value):
             self.webhook_attempts.labels(outcome)
 
     # --- Watcher -----------------------------------------------------------------------------------
@@ -97,12 +109,43 @@ class Metrics:
         self.workers_busy.set(busy)
         self.workers_total.set(total)
 
+    def set_resources(self, view: dict[str, Any]) -> None:
+        """From the Scheduler's view (GET /resources) at each scrape."""
+        if view["gpus"]:
+            busy = sum(1 for gpu in view["gpus"] if gpu["busy"])
+            self.resource_units.labels("gpus", "in_use").set(busy)
+            self.resource_units.labels("gpus", "free").set(len(view["gpus"]) - busy)
+            for gpu in view["gpus"]:
+                self.gpu_busy.labels(gpu["id"]).set(1 if gpu["busy"] else 0)
+        for name, units in view["resources"].items():
+            self.resource_units.labels(name, "in_use").set(units["in_use"])
+            self.resource_units.labels(name, "free").set(units["free"])
+
     # --- inside --------------------------------------------------------------------------------------
 
+    def history(self) -> dict[str, object]:
+        """Jobs submitted and finished per HISTORY_STEP_S seconds over the last HISTORY_STEPS steps,
+        oldest first; the last step is the current, partial one."""
+        current = int(self._clock() // HISTORY_STEP_S)
+        steps = range(current - HISTORY_STEPS + 1, current + 1)
+        with self._lock:
+            counts = [self._steps.get(step, (0, 0)) for step in steps]
+        return {
+            "interval_s": HISTORY_STEP_S,
+            "submitted": [c[0] for c in counts],
+            "completed": [c[1] for c in counts],
+        }
+
     def _tick(self, times: deque[float], now: float) -> None:
+        step = int(now // HISTORY_STEP_S)
         with self._lock:
             times.append(now)
             self._trim(times, now)
+            counts = self._steps.setdefault(step, [0, 0])
+            counts[0 if times is self._submitted else 1] += 1
+            if len(self._steps) > HISTORY_STEPS:
+                for old in [s for s in self._steps if s <= step - HISTORY_STEPS]:
+                    del self._steps[old]
 
     @staticmethod
     def _trim(times: deque[float], now: float) -> int:
@@ -121,6 +164,7 @@ class Metrics:
         new = after.webhook_delivery
         if new is None or new.attempts <= (old.attempts if old is not None else 0):
             return
-        self.webhook_attempts.labels("delivered" if new.state == "delivered" else "failed").inc()
-        if new.state == "failed":
+        delivered = new.state is DeliveryState.DELIVERED
+        self.webhook_attempts.labels((DeliveryState.DELIVERED if delivered else DeliveryState.FAILED).value).inc()
+        if new.state is DeliveryState.FAILED:
             self.webhook_given_up.inc()

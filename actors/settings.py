@@ -1,11 +1,27 @@
-"""The server-wide settings the actors need, decided once at start by run.py."""
+"""The server-wide settings the actors need, decided once at start by procq.server.main."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procq.actors.webhook import WebhookPolicy
+from procq.actors import backoff
+from procq.actors.osdeps import RunAs
+from procq.actors.resources.node import Node
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """How hard we try: `max_attempts` deliveries, waiting base * 2**(n-1) seconds (at most cap) after
+    failure n. The defaults retry for about four minutes before giving up."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    timeout_s: float = 10.0
+
+    def delay_after(self, failures: int) -> float:
+        return backoff.exponential(self.backoff_base_s, failures, self.backoff_cap_s)
 
 
 @dataclass(frozen=True)
@@ -25,3 +41,5 @@ class Settings:
     cwd_root: Path | None = None  # jobs may ask for a `cwd` inside it; without it they cannot
     retention_s: float = 7 * 86400  # finished jobs older than this are removed; 0 keeps them forever
     max_queued: int | None = None  # POST /jobs answers 429 while this many jobs wait (None: no limit)
+    node: Node = field(default_factory=Node)  # the GPUs and counted resources jobs may require (none by default)
+    run_as: RunAs | None = None  # --run-as: the user every job runs as (None: the server's own)

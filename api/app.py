@@ -1,41 +1,58 @@
-"""The Falcon application: routes, and one JSON shape for every error."""
+"""The Falcon application: the API's route table, and every error mapped once to JSON {title, description}."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import pykka
 from procq.actors.errors import (
+    CommandNotAllowed,
     IdempotencyConflict,
     InvalidRequest,
     JobConflict,
     JobNotFound,
+    KeyFileError,
+    KeyNotFound,
+    NotRegularFile,
     QueueFull,
     ShuttingDown,
     StorageError,
+    VariableNotAllowed,
 )
 from procq.actors.events import EventHub
 from procq.actors.metrics import Metrics
-from procq.api import watch
 from procq.api.admin import KeysResource
 from procq.api.auth import AuthMiddleware
 from procq.api.commands import CommandPolicy
+from procq.api.crosssite import CrossSiteMiddleware
 from procq.api.dashboard import DashboardResource
+from procq.api.events import EventsResource
 from procq.api.health import HealthResource
 from procq.api.jobs import JobsResource
-from procq.api.keys import KeyStore
+from procq.api.keys import KeyStore, keys_path
+from procq.api.logs import LogsResource
+from procq.api.openapi import OpenAPIResource
 from procq.api.queues import QueuesResource
+from procq.api.resources import ResourcesResource
+from procq.api.sse import StreamSlots
+from procq.api.stats import MetricsResource, StatsResource
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 log = logging.getLogger("procq.api")
 QUEUE_RETRY_S = 5  # Retry-After when the queue is full: long enough for some jobs to start
 
+Handler = Callable[[falcon.Request, falcon.Response, Exception, dict[str, Any]], None]
+
 
 def create_app(
-    dispatcher: Any,
+    dispatcher: DispatcherProxy,
     jobs_dir: Path,
     max_body_bytes: int = 1 << 20,
     cancel_wait_s: float = 30.0,
@@ -45,37 +62,61 @@ def create_app(
     max_streams: int = 32,
     keys: KeyStore | None = None,
     commands: CommandPolicy | None = None,
+    loopback_only: bool = False,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
     waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
     (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
     keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
-    what jobs may run."""
-    keys = keys or KeyStore(jobs_dir / ".keys.json")  # the server's default place: off until a key exists
-    app = falcon.App(middleware=[AuthMiddleware(keys, dispatcher)])
-    resource = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
-    app.add_route("/jobs", resource)
-    for action in ("status", "result", "cancel"):
-        app.add_route(f"/jobs/{{job_id}}/{action}", resource, suffix=action)
+    what jobs may run. `loopback_only` (the server listens only on loopback) refuses foreign Host headers."""
+    keys = keys or KeyStore(keys_path(jobs_dir, None))  # the server's default place: off until a key exists
+    events = events or EventHub()
+    metrics = metrics or Metrics()
+    slots = StreamSlots(max_streams)  # shared by log followers and /events subscribers
+    app = falcon.App(middleware=[CrossSiteMiddleware(loopback_only), AuthMiddleware(keys, dispatcher)])
+
+    # Jobs: submit, list, status, result, cancel, rerun, delete (api/jobs.py; the listing is api/listing.py)
+    jobs = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
+    app.add_route("/jobs", jobs)
+    app.add_route("/jobs/batch", jobs, suffix="batch")
+    app.add_route("/jobs/{job_id}", jobs, suffix="job")
+    app.add_route("/jobs/{job_id}/status", jobs, suffix="status")
+    app.add_route("/jobs/{job_id}/result", jobs, suffix="result")
+    app.add_route("/jobs/{job_id}/cancel", jobs, suffix="cancel")
+    app.add_route("/jobs/{job_id}/rerun", jobs, suffix="rerun")
+    # Watching: a job's output, state changes, the server's numbers and health
+    app.add_route("/jobs/{job_id}/logs", LogsResource(dispatcher, jobs_dir, events, slots))
+    app.add_route("/events", EventsResource(events, slots))
+    app.add_route("/stats", StatsResource(dispatcher, metrics))
+    app.add_route("/metrics", MetricsResource(dispatcher, metrics))
     app.add_route("/health", HealthResource(dispatcher, jobs_dir))
-    app.add_route("/jobs/{job_id}/rerun", resource, suffix="rerun")
+    # Control: named queues
     queues = QueuesResource(dispatcher)
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
-    watch.add_routes(app, dispatcher, jobs_dir, events or EventHub(), metrics or Metrics(), max_streams)
+    app.add_route("/resources", ResourcesResource(dispatcher))
+    # Admin: API keys
     admin = KeysResource(keys, max_body_bytes)
     app.add_route("/admin/keys", admin)
     app.add_route("/admin/keys/{key_id}", admin, suffix="key")
+    # The API's description and the dashboard
+    app.add_route("/openapi.json", OpenAPIResource())
     dashboard = DashboardResource()
     app.add_route("/", dashboard)
     app.add_route("/ui/{name}", dashboard, suffix="asset")
 
+    # Domain errors (actors/errors.py) to HTTP, once. Falcon picks the most specific handler.
     app.add_error_handler(Exception, _internal_error)
-    app.add_error_handler(JobNotFound, _raise_http(falcon.HTTPNotFound, "Unknown job"))
-    app.add_error_handler(JobConflict, _raise_http(falcon.HTTPConflict, "Job is in the wrong state"))
-    app.add_error_handler(InvalidRequest, _raise_http(falcon.HTTPBadRequest, "Invalid job request"))
-    app.add_error_handler(IdempotencyConflict, _raise_http(falcon.HTTPConflict, "Idempotency-Key reused"))
-    app.add_error_handler(StorageError, _raise_http(falcon.HTTPInternalServerError, "Storage error"))
+    app.add_error_handler(JobNotFound, _answer(falcon.HTTPNotFound, "Unknown job"))
+    app.add_error_handler(JobConflict, _answer(falcon.HTTPConflict, "Job is in the wrong state"))
+    app.add_error_handler(InvalidRequest, _answer(falcon.HTTPBadRequest, "Invalid job request"))
+    app.add_error_handler(IdempotencyConflict, _answer(falcon.HTTPConflict, "Idempotency-Key reused"))
+    app.add_error_handler(CommandNotAllowed, _answer(falcon.HTTPForbidden, "Command not allowed"))
+    app.add_error_handler(VariableNotAllowed, _answer(falcon.HTTPForbidden, "Environment variable not allowed"))
+    app.add_error_handler(KeyNotFound, _answer(falcon.HTTPNotFound, "Unknown key"))
+    app.add_error_handler(NotRegularFile, _answer(falcon.HTTPConflict, "Not a regular file"))
+    app.add_error_handler(StorageError, _answer(falcon.HTTPInternalServerError, "Storage error"))
+    app.add_error_handler(KeyFileError, _answer(falcon.HTTPInternalServerError, "Keys file unusable"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
     app.add_error_handler(QueueFull, _too_many)
     app.add_error_handler(pykka.Timeout, _unavailable("Server busy"))
@@ -84,14 +125,14 @@ def create_app(
     return app
 
 
-def _raise_http(error_class: type[falcon.HTTPError], title: str) -> Any:
+def _answer(error_class: type[falcon.HTTPError], title: str) -> Handler:
     def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
         raise error_class(title=title, description=str(exc))
 
     return handle
 
 
-def _unavailable(title: str) -> Any:
+def _unavailable(title: str) -> Handler:
     def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
         description = str(exc) or "The server cannot answer right now; retry in a moment."
         raise falcon.HTTPServiceUnavailable(title=title, description=description, retry_after=1)
@@ -114,7 +155,7 @@ def _internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, 
 
 
 def _json_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
-    """Every error is JSON {title, description}, whatever the client's Accept header says."""
+    """The one error serializer: every error is JSON {title, description}, whatever the Accept header."""
     body = {"title": exc.title, "description": exc.description or _default_description(req, exc)}
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body)

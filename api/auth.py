@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
+from procq.api.ask import ask
 from procq.api.keys import ApiKey, KeyStore
 
-ASK_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 # Routes anyone may call once keys exist: liveness for load balancers, and the dashboard's static
 # files (they hold no data; the page asks for a key before it fetches any).
@@ -56,7 +60,7 @@ class AuthMiddleware:
     """Once a key exists: 401 without a valid `Authorization: Bearer <key>`, 403 when the key lacks
     the route's scope, 404 for a job another key owns (unless admin). Runs on waitress threads."""
 
-    def __init__(self, keys: KeyStore, dispatcher: Any) -> None:
+    def __init__(self, keys: KeyStore, dispatcher: DispatcherProxy) -> None:
         self._keys = keys
         self._dispatcher = dispatcher
 
@@ -72,6 +76,7 @@ class AuthMiddleware:
         if key is None:
             raise _unauthorized("The API key is not valid: unknown or revoked.", error=True)
         req.context.api_key = key
+        req.context.key_still_valid = _still_valid(self._keys, token.strip())  # streams end once it is revoked
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
         key: ApiKey | None = req.context.api_key
@@ -86,9 +91,22 @@ class AuthMiddleware:
             )
         job_id = params.get("job_id")
         if is_job_id(job_id) and not key.allows("admin"):
-            job = self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+            job = ask(self._dispatcher.get(job_id))
             if job.owner != key.id:
                 raise JobNotFound(job_id)  # the same answer as for an unknown id: nothing leaks
+
+
+def _still_valid(keys: KeyStore, token: str, every_s: float = 0.25) -> Callable[[], bool]:
+    """Whether the key is still valid, asked of the keys file at most every `every_s` (it is re-read
+    when it changes, so a revocation is seen within that time)."""
+    checked = [time.monotonic(), True]
+
+    def still_valid() -> bool:
+        if checked[1] and time.monotonic() - checked[0] >= every_s:
+            checked[:] = [time.monotonic(), keys.authenticate(token) is not None]
+        return bool(checked[1])
+
+    return still_valid
 
 
 def _unauthorized(description: str, error: bool) -> falcon.HTTPUnauthorized:

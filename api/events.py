@@ -9,7 +9,6 @@ import falcon
 from procq.actors.events import EventHub, Subscription
 from procq.api import sse
 
-HEARTBEAT_S = 15.0
 WAKE_S = 0.5  # how often an idle stream checks for shutdown
 
 
@@ -17,7 +16,7 @@ class EventsResource:
     """One subscription to the EventHub per client. A client too slow to keep up is cut off (the
     Dispatcher never waits for it); EventSource then reconnects and should re-read GET /jobs."""
 
-    def __init__(self, hub: EventHub, slots: sse.StreamSlots, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, hub: EventHub, slots: sse.StreamSlots, heartbeat_s: float = sse.HEARTBEAT_S) -> None:
         self._hub = hub
         self._slots = slots
         self._heartbeat_s = heartbeat_s
@@ -26,7 +25,7 @@ class EventsResource:
         subscription = self._hub.subscribe()  # now, so no change after this response began is lost
         gone = sse.client_gone(req)
         try:
-            sse.start(resp, self._slots, lambda: self._stream(subscription, gone), cleanup=subscription.close)
+            sse.start(resp, self._slots, lambda: self._stream(subscription, gone), subscription.close, gone)
         except BaseException:
             subscription.close()
             raise

@@ -1,8 +1,8 @@
-"""API keys: the keys file (hashed keys, scopes, revocation), lookups in constant time, and `run.py keys`."""
+"""API keys: the keys file (hashed keys, scopes, revocation) and lookups in constant time. `run.py keys` is
+server/keys.py; /admin/keys is api/admin.py."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -12,9 +12,7 @@ import logging
 import os
 import re
 import secrets
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from procq.actors import osdeps
+from procq.actors import backoff, osdeps
+from procq.actors.errors import KeyFileError, KeyNotFound
 from procq.actors.job import timestamp, utc_now
-from procq.server.config import ConfigError, ConfigSource
 
 log = logging.getLogger("procq.keys")
 
@@ -33,18 +31,6 @@ KEY_PREFIX = "pq_"  # makes a leaked key easy to recognise (secret scanners, log
 KEY_ID = re.compile(r"[0-9a-f]{16}")
 KEY_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 _LOCK_WAIT_S = 5.0
-
-
-class KeyFileError(Exception):
-    """Raised when the keys file exists but cannot be read as a keys file."""
-
-
-class KeyNotFound(Exception):
-    """Raised when no key has the given id."""
-
-    def __init__(self, key_id: str) -> None:
-        super().__init__(f"There is no API key with id {key_id!r}.")
-        self.key_id = key_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +149,15 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         """Mark a key revoked (kept in the file, so the list shows it). Raises KeyNotFound."""
+        if not self.path.exists():
+            raise KeyNotFound(key_id)  # nothing to revoke: create neither the file nor its lock
         with self._writing() as keys:
             for index, key in enumerate(keys):
                 if key.id == key_id:
                     if key.revoked_at is None:
                         keys[index] = dataclasses.replace(key, revoked_at=timestamp(self._now()))
                     return keys[index]
-        raise KeyNotFound(key_id)
+            raise KeyNotFound(key_id)  # inside the block, so nothing is written
 
     # --- inside ----------------------------------------------------------------------------------
 
@@ -221,14 +209,9 @@ class KeyStore:
 
 
 def _acquire(path: Path) -> Any:
-    deadline = time.monotonic() + _LOCK_WAIT_S
-    while True:
-        try:
-            return osdeps.lock_exclusively(path)
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
+    """The keys file's write lock; another writer holds it only for one short write, so wait for it."""
+    held = lambda exc: isinstance(exc, OSError)  # noqa: E731
+    return backoff.retry(lambda: osdeps.lock_exclusively(path), held, _LOCK_WAIT_S, first_s=0.01, max_s=0.01)
 
 
 def _parse(data: bytes, path: Path) -> tuple[ApiKey, ...]:
@@ -256,58 +239,18 @@ def _write(path: Path, keys: list[ApiKey]) -> None:
         raise
 
 
-# --- python run.py keys ... ----------------------------------------------------------------------
-
-
-def command_line(argv: list[str]) -> int:
-    """`run.py keys create|list|revoke`: manage keys while the server runs or not. Returns the exit code."""
-    try:
-        source = ConfigSource(argv)  # the server's own settings, so both find the same keys file
-    except ConfigError as exc:
-        print(f"procq keys: {exc}", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(
-        prog="run.py keys",
-        description="Manage procq's API keys. Give the same --jobs-dir / --keys-file / --config as the server.",
+def lockout_risk(store: KeyStore, scopes: tuple[str, ...]) -> str | None:
+    """Why creating this key would lock everyone out, or None. The first live key turns keys on; one
+    without admin would leave nobody able to manage keys (nor, often, to submit), and undoing that
+    needs a shell on the server."""
+    if "admin" in scopes or any(key.revoked_at is None for key in store.list()):
+        return None
+    return (
+        f"the first key turns keys on, and one with only {', '.join(scopes)} would leave nobody able to "
+        "manage keys; create an admin key first (scope admin), then keys with fewer scopes"
     )
-    parser.add_argument("--config", type=Path, default=source.path, help="the server's TOML file [PROCQ_CONFIG]")
-    parser.add_argument(
-        "--jobs-dir",
-        type=Path,
-        default=source("PROCQ_JOBS_DIR", "jobs"),
-        help="the server's data directory; the keys file is <jobs-dir>/.keys.json [PROCQ_JOBS_DIR]",
-    )
-    parser.add_argument(
-        "--keys-file", type=Path, default=source("PROCQ_KEYS_FILE", "") or None, help="keys file [PROCQ_KEYS_FILE]"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="make a key and print it (shown once)")
-    create.add_argument("--name", required=True, help="who or what uses it, e.g. ci")
-    create.add_argument("--scopes", required=True, help=f"comma-separated, of: {','.join(SCOPES)}")
-    commands.add_parser("list", help="show every key (never the keys themselves)")
-    revoke = commands.add_parser("revoke", help="revoke a key; the running server refuses it at once")
-    revoke.add_argument("id")
-    args = parser.parse_args(argv)
-
-    try:
-        store = KeyStore(keys_path(args.jobs_dir, args.keys_file))
-        if args.command == "create":
-            key, clear = store.create(args.name, tuple(s.strip() for s in args.scopes.split(",") if s.strip()))
-            print(f"created key {key.id} ({key.name}) with scopes {','.join(key.scopes)} in {store.path}")
-            print("the key, shown this once; store it now:")
-            print(clear)
-        elif args.command == "list":
-            for key in store.list():
-                state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
-                print(f"{key.id}  {key.name:<20} {','.join(key.scopes):<40} created {key.created_at}  {state}")
-        else:
-            key = store.revoke(args.id)
-            print(f"revoked key {key.id} ({key.name})")
-    except (ValueError, KeyNotFound, KeyFileError, OSError) as exc:
-        print(f"procq keys: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def keys_path(jobs_dir: Path, keys_file: Path | None) -> Path:
+    """The keys file the server and `run.py keys` share: --keys-file, else <jobs-dir>/.keys.json."""
     return (keys_file or jobs_dir / ".keys.json").resolve()

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, BinaryIO
 
 import falcon
 import pykka
 from procq.actors import osdeps
-from procq.actors.errors import JobNotFound, ProcqError
+from procq.actors.errors import JobNotFound, NotRegularFile, ProcqError, StorageError
 from procq.actors.events import EventHub
 from procq.actors.job import Job, is_job_id
-from procq.api import sse
-from procq.api.schema import parse_query
+from procq.api import sse, strictjson
+from procq.api.ask import ask
+from procq.api.parse import parse_query
+
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 log = logging.getLogger("procq.api.logs")
 
-ASK_TIMEOUT_S = 10.0
 CHUNK_BYTES = 64 * 1024  # most bytes one event carries
 POLL_S = 0.1  # how late a follower may see new output
-HEARTBEAT_S = 15.0
 
 
 class LogsResource:
@@ -31,7 +34,7 @@ class LogsResource:
     polls the file (open, read a chunk, close: Windows must be able to rotate or delete it) and
     learns of the job's end from the EventHub, so a follower never asks the Dispatcher while it waits."""
 
-    def __init__(self, dispatcher: Any, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
+    def __init__(self, dispatcher: DispatcherProxy, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
         self._dispatcher = dispatcher
         self._jobs_dir = jobs_dir
         self._hub = hub
@@ -44,12 +47,18 @@ class LogsResource:
         path = self._jobs_dir / job_id / f"{query['stream']}.txt"
         if not (query["follow"] or sse.wants_stream(req)):
             self._get(job_id)  # 404 for an unknown job
-            size = _size(path)
+            handle, size = _open(path, job_id)
             start = min(query["offset"], size)
             resp.content_type = falcon.MEDIA_TEXT
             resp.set_header("X-Next-Offset", str(size))
-            resp.content_length = size - start
-            resp.stream = _FileSlice(path, start, size - start) if size > start else None
+            if handle is None or size <= start:
+                if handle is not None:
+                    handle.close()
+                resp.content_length = 0
+                return
+            handle.seek(start)
+            # The open handle is what is measured and what is sent: a file swapped meanwhile changes neither.
+            resp.set_stream(_FileSlice(handle, size - start), size - start)
             return
         offset = _last_event_id(req, query["offset"])
         end = self._hub.end_of(job_id)  # before reading the state, so an end in between is not missed
@@ -57,7 +66,7 @@ class LogsResource:
         if job.status.terminal:
             end.set()
         gone = sse.client_gone(req)
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone))
+        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone), gone=gone)
 
     def _follow(
         self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
@@ -79,7 +88,7 @@ class LogsResource:
                 break
             if self._hub.closing.is_set() or gone():
                 return  # shutdown (no end event: the client reconnects to the next server) or hung up
-            if time.monotonic() - quiet_since >= HEARTBEAT_S:
+            if time.monotonic() - quiet_since >= sse.HEARTBEAT_S:
                 yield sse.comment("waiting for output")
                 quiet_since = time.monotonic()
             end.wait(POLL_S)
@@ -93,7 +102,7 @@ class LogsResource:
             return job
 
     def _get(self, job_id: str) -> Job:
-        return self._dispatcher.get(job_id).get(timeout=ASK_TIMEOUT_S)
+        return ask(self._dispatcher.get(job_id))
 
 
 def utf8_prefix(data: bytes) -> int:
@@ -115,23 +124,32 @@ def _last_event_id(req: falcon.Request, offset: int) -> int:
     value = req.get_header("Last-Event-ID")
     if value is None:
         return offset
-    if not value.strip().isdigit():
+    parsed = strictjson.parse_decimal(value)
+    if parsed is None:
         raise falcon.HTTPBadRequest(
             title="Invalid Last-Event-ID",
-            description=f"Last-Event-ID must be the id of an earlier log event (a byte offset); got {value!r}",
+            description=f"Last-Event-ID must be the id of an earlier log event (a byte offset); got {value[:40]!r}",
         )
-    return int(value)
+    return parsed
 
 
-def _size(path: Path) -> int:
+def _open(path: Path, job_id: str) -> tuple[BinaryIO | None, int]:
+    """The log file opened for one plain read, with its size; (None, 0) before the job has started.
+    A symlink or special file the job put in its place is refused (409), never followed."""
     try:
-        return path.lstat().st_size  # lstat: a planted symlink must not reveal its target's size
+        handle = osdeps.open_inside(path, path.parent.parent)
     except FileNotFoundError:
-        return 0  # the job has not started yet
+        return None, 0
+    except osdeps.NotARegularFile as exc:
+        raise NotRegularFile(job_id, path.name) from exc
+    except OSError as exc:
+        raise StorageError("open the job's log", exc) from exc
+    return handle, os.fstat(handle.fileno()).st_size
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:
-    """One short-lived handle per poll (WINDOWS.md §4); a file not there yet reads as empty."""
+    """One short-lived handle per poll (Windows must be able to replace or delete the file); a file not there
+    yet reads as empty."""
     try:
         # jobs/<id>/<stream>.txt: a symlink planted there or on the job's directory is refused
         with osdeps.open_inside(path, path.parent.parent) as handle:
@@ -145,23 +163,24 @@ def _read(path: Path, offset: int, limit: int) -> bytes:
 
 
 class _FileSlice:
-    """`length` bytes of a file from `start`, read in chunks; the file is opened on the first read
-    and closed at the end, so nothing is held open between requests."""
+    """`length` bytes of an open file from its position, read in chunks and closed at the end. If the
+    file shrank meanwhile (a rerun truncates it), the body ends short and waitress closes the
+    connection, so the client sees a cut answer rather than a wrong one."""
 
-    def __init__(self, path: Path, start: int, length: int) -> None:
-        self._path = path
-        self._offset = start
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self._handle = handle
         self._left = length
 
     def __iter__(self) -> _FileSlice:
         return self
 
     def __next__(self) -> bytes:
-        if self._left <= 0:
+        chunk = self._handle.read(min(CHUNK_BYTES, self._left)) if self._left > 0 else b""
+        if not chunk:
+            self.close()
             raise StopIteration
-        chunk = _read(self._path, self._offset, min(CHUNK_BYTES, self._left))
-        if not chunk:  # the file shrank or vanished (rerun, delete): end early rather than hang
-            raise StopIteration
-        self._offset += len(chunk)
         self._left -= len(chunk)
         return chunk
+
+    def close(self) -> None:  # called by the WSGI server when the client goes early
+        self._handle.close()

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import falcon
-from procq.api.schema import check_queue_name, parse_queue_update, read_json
+from procq.api.ask import ask
+from procq.api.parse import check_queue_name, parse_queue_update, read_json
 
-ASK_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 
 class QueuesResource:
     """Runs on waitress threads; the Dispatcher owns the queues and answers from memory."""
 
-    def __init__(self, dispatcher: Any) -> None:
+    def __init__(self, dispatcher: DispatcherProxy) -> None:
         self._dispatcher = dispatcher
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"queues": self._dispatcher.queues().get(timeout=ASK_TIMEOUT_S)}
+        resp.media = {"queues": ask(self._dispatcher.queues())}
 
     def on_put_queue(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         check_queue_name(name)
         update = parse_queue_update(read_json(req, 64 * 1024))
-        resp.media = self._dispatcher.set_queue(name, update["parallelism"], update["paused"]).get(
-            timeout=ASK_TIMEOUT_S
-        )
+        resp.media = ask(self._dispatcher.set_queue(name, update["parallelism"], update["paused"]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
 
 MEDIA_TYPE = "text/event-stream"
+HEARTBEAT_S = 15.0  # a comment this often on an idle stream keeps proxies from timing it out
 
 
 def wants_stream(req: falcon.Request) -> bool:
@@ -24,9 +26,12 @@ def event(kind: str, data: Any, event_id: str | None = None) -> bytes:
 
 
 def client_gone(req: falcon.Request) -> Callable[[], bool]:
-    """A check for a client that hung up. waitress offers it (with channel_request_lookahead >= 1,
-    see run.py), so an idle stream frees its thread at the next poll instead of at its next write."""
-    return req.env.get("waitress.client_disconnected") or (lambda: False)
+    """A check for a client that hung up or whose API key was revoked since the stream began.
+    waitress offers the first (with channel_request_lookahead >= 1, see server/main.py), so an idle
+    stream frees its thread at the next poll instead of at its next write."""
+    disconnected = req.env.get("waitress.client_disconnected") or (lambda: False)
+    authorized = req.context.get("key_still_valid") or (lambda: True)
+    return lambda: disconnected() or not authorized()
 
 
 def comment(text: str) -> bytes:
@@ -37,29 +42,56 @@ def comment(text: str) -> bytes:
 
 class StreamSlots:
     """A bound on open SSE streams. Each holds a waitress thread for its whole life, so without a
-    bound followers could take every thread and starve ordinary requests."""
+    bound followers could take every thread and starve ordinary requests. A stream whose client
+    has gone gives its slot back at its next poll; a newcomer who finds every slot taken does not
+    wait for that: it takes back the slots of streams whose clients are already gone (their
+    threads leave within a poll), so clients that open and close quickly are not refused."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, wait_s: float = 0.25) -> None:
         self.limit = limit
-        self._free = threading.BoundedSemaphore(limit)
+        self._wait_s = wait_s  # how long a newcomer watches for a client to go before a 503
+        self._lock = threading.Lock()
+        self._held: dict[int, tuple[Callable[[], bool], Callable[[], None]]] = {}
+        self._next = 0
 
-    def claim(self) -> Callable[[], None]:
-        """A slot's release function (idempotent), or 503 when every slot is taken."""
-        if not self._free.acquire(blocking=False):
-            raise falcon.HTTPServiceUnavailable(
-                title="Too many streams",
-                description=f"All {self.limit} event-stream slots are in use (--max-streams); "
-                "retry shortly or poll without following.",
-                retry_after=5,
-            )
-        released = threading.Event()
+    def claim(self, gone: Callable[[], bool] = lambda: False) -> Callable[[], None]:
+        """A slot's release function (idempotent), or 503 when every slot is taken by a live client."""
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            with self._lock:
+                if len(self._held) >= self.limit:
+                    self._reclaim()
+                if len(self._held) < self.limit:
+                    return self._hold(gone)
+            if time.monotonic() >= deadline:
+                raise falcon.HTTPServiceUnavailable(
+                    title="Too many streams",
+                    description=f"All {self.limit} event-stream slots are in use (--max-streams); "
+                    "retry shortly or poll without following.",
+                    retry_after=5,
+                )
+            time.sleep(0.01)
+
+    def _hold(self, gone: Callable[[], bool]) -> Callable[[], None]:
+        self._next += 1
+        slot = self._next
 
         def release() -> None:
-            if not released.is_set():
-                released.set()
-                self._free.release()
+            with self._lock:
+                self._held.pop(slot, None)
 
+        self._held[slot] = (gone, release)
         return release
+
+    def _reclaim(self) -> None:
+        """Free the slots of streams whose client is gone (their own release is then a no-op)."""
+        for slot, (gone, _) in list(self._held.items()):
+            try:
+                dead = gone()
+            except Exception:  # a check that fails tells nothing: keep the slot
+                dead = False
+            if dead:
+                del self._held[slot]
 
 
 class Stream:
@@ -89,10 +121,12 @@ def start(
     slots: StreamSlots,
     events: Callable[[], Iterator[bytes]],
     cleanup: Callable[[], None] | None = None,
+    gone: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Make `resp` an SSE stream of `events()`, holding one of `slots` for as long as it is open;
-    `cleanup` runs when it closes, however it closes."""
-    claimed = slots.claim()
+    """Make `resp` an SSE stream of `events()`, holding one of `slots` for as long as it is open
+    (or until `gone()` says its client left and another client needs the slot); `cleanup` runs when
+    it closes, however it closes."""
+    claimed = slots.claim(gone)
 
     def release() -> None:
         try:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         2: lambda work, lim: throughput.run(work, lim, n=300 if q else 1000),
         3: lambda work, lim: latency.run(work, lim, n=100 if q else 500),
         4: lambda work, lim: cancel.run(work, lim, n=5 if q else 20),
-        5: lambda work, lim: scale.run(work, lim, total=10_000 if q else 100_000, queued=1_000 if q else 10_000),
+        5: lambda work, lim: scale.run(work, lim, total=10_000 if q else 1_000_000, queued=1_000 if q else 10_000),
         6: lambda work, lim: output.run(work, lim, mib=256 if q else 1024, pairs=2 if q else 3),
     }
     chosen = [n for n in scenarios if not args.only or n in args.only]

@@ -76,11 +76,12 @@ def machine() -> str:
 
 
 def write_results(rows: list[Row], command: str, date: str, notes: list[str], path: Path = RESULTS) -> None:
-    """Rewrite RESULTS.md with this run's table, keeping the chaos section a chaos run left there
-    and the hand-written findings."""
+    """Rewrite RESULTS.md with this run's table, keeping the sections a chaos run and bench/keeper.py
+    left there and the hand-written findings."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     chaos = _section(old)
     findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
+    keeper = _section(old, "<!-- keeper:begin -->", "<!-- keeper:end -->")  # bench/keeper.py writes it
     text = [
         "# procq benchmark results",
         "",
@@ -97,15 +98,25 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
     ]
     if findings:
         text += [findings, ""]
+    if keeper:
+        text += [keeper, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 
-def write_chaos(output: str, command: str, date: str, path: Path = RESULTS) -> None:
-    """Put a chaos run's output in RESULTS.md, replacing the previous one."""
-    block = f"{CHAOS_BEGIN}\n## Chaos: zero loss under crashes\n\n- Date: {date}\n- Command: `{command}`\n\n```\n"
-    block += output.rstrip() + f"\n```\n{CHAOS_END}"
+def write_chaos(
+    output: str,
+    command: str,
+    date: str,
+    path: Path = RESULTS,
+    title: str = "Chaos: zero loss under crashes",
+    marks: tuple[str, str] = (CHAOS_BEGIN, CHAOS_END),
+) -> None:
+    """Put a chaos run's output in RESULTS.md (between `marks`), replacing the previous one."""
+    begin, end = marks
+    block = f"{begin}\n## {title}\n\n- Date: {date}\n- Command: `{command}`\n\n```\n"
+    block += output.rstrip() + f"\n```\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# procq benchmark results\n\n"
-    old = _section(text)
+    old = _section(text, begin, end)
     text = text.replace(old, block) if old else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
 

@@ -48,7 +48,7 @@ def group_commit(work: Path, threads: int, seconds: float = 2.0) -> tuple[float,
     return sum(done) / took, sum(done) / max(1, store.transactions)
 
 
-def fill(jobs_dir: Path, total: int, queued: int) -> list[str]:
+def fill(jobs_dir: Path, total: int, queued: int, queued_args: tuple[str, ...] = ("sleep", "600")) -> list[str]:
     """`total` rows straight into a new database (as a rebuild would write them), the newest `queued`
     IN_QUEUE, the rest COMPLETED; meta.json files are not written (start-up does not read them)."""
     jobs_dir.mkdir()
@@ -56,7 +56,7 @@ def fill(jobs_dir: Path, total: int, queued: int) -> list[str]:
     new_id, now = IdGenerator(), timestamp(utc_now())
     done = Job(id="0" * 32, args=("true",), status=Status.COMPLETED, exit_code=0, attempts=1, enqueued_at=now)
     done = dataclasses.replace(done, started_at=now, completed_at=now, pid=4242, tags=("nightly",))
-    waiting = Job(id="0" * 32, args=("sleep", "600"), enqueued_at=now)
+    waiting = Job(id="0" * 32, args=queued_args, enqueued_at=now)
     templates = {s: schema.encode(j).decode() for s, j in ((Status.COMPLETED, done), (Status.IN_QUEUE, waiting))}
     ids = [new_id() for _ in range(total)]
     db = sqlite3.connect(jobs_dir / DB_NAME, isolation_level=None)

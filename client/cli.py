@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from procq.client import jobline, render
+from procq.client import render
+from procq.client.batchcommand import batch
 from procq.client.client import DEFAULT_URL, Client
 from procq.client.errors import ProcqError, WaitTimeout
-from procq.client.job import STATES, Job
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
+from procq.client.job import STATES
+from procq.client.keycommands import keys
+from procq.client.parsing import env_pairs, resolve, shell_hint, size
+from procq.client.servercommands import queues, stats
+from procq.client.terminal import err, fail, finish, interruptible, out, print_json, wait_with_spinner
 
-# People read stderr while stdout carries what scripts consume (an id, a result, JSON).
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
-
-EXIT_ERROR = 1  # the server refused, or could not be reached; the message says which
 EXIT_WAIT_TIMEOUT = 124  # like timeout(1)
 
 
@@ -49,7 +43,7 @@ def main() -> None:
     try:
         cli.main(prog_name="procq", standalone_mode=True)
     except ProcqError as exc:  # raised inside commands; click re-raises what it does not know
-        _fail(exc)
+        fail(exc)
 
 
 # -- jobs ----------------------------------------------------------------------------------------------
@@ -68,6 +62,17 @@ def main() -> None:
 @click.option("--tag", "-t", "tags", multiple=True, help="Tag the job (repeatable).")
 @click.option("--mime-type", help="Content-Type of the result.")
 @click.option("--webhook", help="URL to POST to when the job finishes.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), help="Run a failed attempt again until this many ran.")
+@click.option("--retry-backoff", "retry_backoff_seconds", type=float, help="Seconds before the first retry.")
+@click.option("--env", "-e", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable (repeatable).")
+@click.option("--after", multiple=True, metavar="ID", help="Start only once this job COMPLETED (repeatable).")
+@click.option("--cwd", help="Working directory, inside the server's --cwd-root.")
+@click.option("--memory", "max_memory_bytes", metavar="SIZE", help="Memory limit of the tree, e.g. 512M, 2G.")
+@click.option("--max-output", "max_output_bytes", metavar="SIZE", help="Limit on stdout + stderr, e.g. 100M.")
+@click.option("--gpus", type=click.IntRange(min=0), help="GPUs the job needs; it sees only the ones it is given.")
+@click.option(
+    "--require", "requires", multiple=True, metavar="NAME=N", help="Units of a server resource it needs (repeatable)."
+)
 @click.option("--cancel-on-interrupt", is_flag=True, help="Cancel the job on Ctrl+C without asking.")
 @click.pass_obj
 def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_json: bool, **options: Any) -> None:
@@ -81,69 +86,42 @@ def submit(client: Client, args: tuple[str, ...], wait_: bool, follow: bool, as_
     """
     cancel_on_interrupt = options.pop("cancel_on_interrupt")
     tags = options.pop("tags")
-    job = client.submit(list(args), tags=tags or None, **options)
+    requires = _requires(options.pop("gpus"), options.pop("requires"))
+    options["env"] = env_pairs(options.pop("env"))
+    options["after"] = [resolve(client, job_id) for job_id in options.pop("after")] or None
+    for name in ("max_memory_bytes", "max_output_bytes"):
+        options[name] = size(options[name])
+    hint = shell_hint(list(args))
+    if hint:
+        err.print(hint, soft_wrap=True)
+    options = {k: v for k, v in options.items() if v is not None}
+    job = client.submit(list(args), tags=tags or None, requires=requires or None, **options)
     if not (wait_ or follow):
         if as_json:
-            _print_json(job.to_dict())
+            print_json(job.to_dict())
         else:
             err.print(f"submitted job {job.id}", render.state(job.status))
             click.echo(job.id)
         return
-    with _interruptible(client, job.id, cancel_on_interrupt):
+    with interruptible(client, job.id, cancel_on_interrupt):
         if follow:
             for chunk in client.logs(job.id, follow=True):
                 sys.stderr.write(chunk)
                 sys.stderr.flush()
             job = client.wait(job.id)
         else:
-            job = _wait_with_spinner(client, job)
-    _finish(client, job, as_json, show_stderr=not follow)
+            job = wait_with_spinner(client, job)
+    finish(client, job, as_json, show_stderr=not follow)
 
 
-@cli.command()
-@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
-@click.option("--json", "as_json", is_flag=True, help="Print the job objects as JSON.")
-@click.option("--queue", "-q", help="Queue for jobs whose line names none.")
-@click.option("--tag", "-t", "tags", multiple=True, help="Tag every job (repeatable; added to a line's own).")
-@click.pass_obj
-def batch(client: Client, source: Any, as_json: bool, queue: str | None, tags: tuple[str, ...]) -> None:
-    """Submit many jobs at once from SOURCE (a file, or - for stdin; default stdin).
-
-    One job per line: a JSON object as POST /jobs takes it, or a command line (split like a POSIX
-    shell does, but run without one). Blank lines and lines starting with # are skipped.
-
-        printf 'echo one\\n{"args": ["echo", "two"], "priority": 5}\\n' | procq batch
-
-    Up to 1,000 jobs go in one request, all or nothing; an invalid line stops the submit and is named.
-    Prints the new job ids, one per line (or JSON).
-    """
-    bodies: list[dict[str, Any]] = []
-    lines: list[int] = []  # the line number of each body, to name a bad one
-    for number, line in enumerate(source, start=1):
-        try:
-            body = jobline.parse(line)
-        except ValueError as exc:
-            raise click.BadParameter(f"line {number}: {exc}", param_hint="SOURCE") from exc
-        if body is None:
-            continue
-        if queue is not None:
-            body.setdefault("queue", queue)
-        if tags:
-            body["tags"] = [*body.get("tags", []), *tags]
-        bodies.append(body)
-        lines.append(number)
-    if not bodies:
-        raise click.BadParameter("no jobs in it (one JSON object or command line per line)", param_hint="SOURCE")
-    try:
-        jobs = client.submit_many(bodies)
-    except ProcqError as exc:
-        _fail(ProcqError(jobline.name_line(str(exc), lines)))
-    if as_json:
-        _print_json([job.to_dict() for job in jobs])
-        return
-    err.print(f"submitted {len(jobs)} jobs")
-    for job in jobs:
-        click.echo(job.id)
+def _requires(gpus: int | None, specs: tuple[str, ...]) -> dict[str, int]:
+    requires = {"gpus": gpus} if gpus else {}
+    for spec in specs:
+        name, _, units = spec.partition("=")
+        if not name or not units.isdigit():
+            raise click.BadParameter(f"{spec!r}: expected NAME=N, like license=1", param_hint="--require")
+        requires[name.strip()] = int(units)
+    return requires
 
 
 @cli.command()
@@ -154,13 +132,14 @@ def batch(client: Client, source: Any, as_json: bool, queue: str | None, tags: t
 @click.pass_obj
 def wait(client: Client, job_id: str, timeout: float | None, as_json: bool, cancel_on_interrupt: bool) -> None:
     """Wait for a job, print its result, exit with its code."""
-    with _interruptible(client, job_id, cancel_on_interrupt):
+    job_id = resolve(client, job_id)
+    with interruptible(client, job_id, cancel_on_interrupt):
         try:
-            job = _wait_with_spinner(client, client.status(job_id), timeout)
+            job = wait_with_spinner(client, client.status(job_id), timeout)
         except WaitTimeout as exc:
             err.print(f"[bold]procq:[/] {exc.description} after {timeout:g}s")
             sys.exit(EXIT_WAIT_TIMEOUT)
-    _finish(client, job, as_json, show_stderr=True)
+    finish(client, job, as_json, show_stderr=True)
 
 
 @cli.command()
@@ -172,11 +151,13 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
 
     Also its tags, priority, resource use and error, where it has them.
     """
-    job = client.status(job_id)
+    job = client.status(resolve(client, job_id))
     if as_json:
-        _print_json(job.to_dict())
-    else:
+        print_json(job.to_dict())
+    elif out.is_terminal:
         out.print(render.job_panel(job))
+    else:  # into a pipe: one `name: value` per line, nothing cut
+        click.echo(render.job_plain(job))
 
 
 @cli.command()
@@ -188,6 +169,7 @@ def result(client: Client, job_id: str, output: str | None) -> None:
 
     The job must be COMPLETED. With -o, the result is written to a file instead.
     """
+    job_id = resolve(client, job_id)
     if output:
         size = client.result_to(job_id, output)
         err.print(f"wrote {size} bytes to {output}")
@@ -203,6 +185,7 @@ def result(client: Client, job_id: str, output: str | None) -> None:
 @click.pass_obj
 def logs(client: Client, job_id: str, follow: bool, stdout_: bool) -> None:
     """Print a job's stderr; -f follows it live."""
+    job_id = resolve(client, job_id)
     try:
         for chunk in client.logs(job_id, follow=follow, stream="stdout" if stdout_ else "stderr"):
             sys.stdout.write(chunk)
@@ -220,9 +203,9 @@ def cancel(client: Client, job_id: str, as_json: bool) -> None:
 
     Returns once the job's processes have ended.
     """
-    job = client.cancel(job_id)
+    job = client.cancel(resolve(client, job_id))
     if as_json:
-        _print_json(job.to_dict())
+        print_json(job.to_dict())
     else:
         err.print(f"job {job.id}", render.state(job.status))
 
@@ -237,21 +220,27 @@ def cancel(client: Client, job_id: str, as_json: bool) -> None:
     help="Only jobs in this state (repeatable).",
 )
 @click.option("--tag", "-t", help="Only jobs with this tag.")
+@click.option("--search", "-q", help="Only jobs whose id starts with, or command contains, this (or tagged so).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most N jobs.")
 @click.option("--all", "-a", "all_", is_flag=True, help="Show every job (all pages).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
 @click.pass_obj
 def list_jobs(
-    client: Client, statuses: tuple[str, ...], tag: str | None, limit: int, all_: bool, as_json: bool
+    client: Client,
+    statuses: tuple[str, ...],
+    tag: str | None,
+    search: str | None,
+    limit: int,
+    all_: bool,
+    as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
-    jobs = list(
-        client.list(
-            status=[s.upper() for s in statuses], tag=tag, limit=None if all_ else limit, page_size=min(limit, 500)
-        )
-    )
+    """List jobs, newest first: a table on a terminal, tab-separated lines (full ids) into a pipe."""
+    status = [s.upper() for s in statuses]
+    jobs = list(client.list(status, tag, min(limit, 500), None if all_ else limit, search))
     if as_json:
-        _print_json([job.to_dict() for job in jobs])
+        print_json([job.to_dict() for job in jobs])
+    elif not out.is_terminal:
+        click.echo(render.jobs_plain(jobs))
     elif not jobs:
         err.print("no jobs")
     else:
@@ -260,143 +249,38 @@ def list_jobs(
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of what was deleted.")
 @click.pass_obj
-def rm(client: Client, job_ids: tuple[str, ...]) -> None:
+def rm(client: Client, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Delete finished jobs and their files."""
-    for job_id in job_ids:
+    deleted = []
+    for job_id in (resolve(client, text) for text in job_ids):
         client.delete(job_id)
-        err.print(f"deleted job {job_id}")
+        deleted.append({"id": job_id, "deleted": True})
+        if not as_json:
+            err.print(f"deleted job {job_id}")
+    if as_json:
+        print_json(deleted)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new job as JSON.")
+@click.pass_obj
+def rerun(client: Client, job_id: str, as_json: bool) -> None:
+    """Run a finished job's command again, as a new job; prints the new id."""
+    job = client.rerun(resolve(client, job_id))
+    if as_json:
+        print_json(job.to_dict())
+    else:
+        err.print(f"submitted job {job.id} (a rerun of {job.rerun_of})", render.state(job.status))
+        click.echo(job.id)
 
 
 # -- keys ----------------------------------------------------------------------------------------------
 
 
-@cli.group()
-def keys() -> None:
-    """Create, list and revoke API keys (admin scope)."""
-
-
-@keys.command(name="create")
-@click.argument("name")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    default=("jobs:submit", "jobs:read", "jobs:cancel"),
-    show_default=True,
-    type=click.Choice(["jobs:submit", "jobs:read", "jobs:cancel", "admin"]),
-    help="What the key may do (repeatable).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
-@click.pass_obj
-def keys_create(client: Client, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
-    """Create a key; its secret is printed only now."""
-    key = client.create_key(name, scopes)
-    if as_json:
-        _print_json(key.raw)
-        return
-    err.print(f"created key {key.id} ({name}: {' '.join(key.scopes)}); the secret is shown only now:")
-    click.echo(key.key)
-
-
-@keys.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.pass_obj
-def keys_list(client: Client, as_json: bool) -> None:
-    """List keys (never their secrets)."""
-    found = client.list_keys()
-    if as_json:
-        _print_json([key.raw for key in found])
-    else:
-        out.print(render.keys_table(found))
-
-
-@keys.command(name="revoke")
-@click.argument("key_id")
-@click.pass_obj
-def keys_revoke(client: Client, key_id: str) -> None:
-    """Revoke a key: requests using it are refused from now on."""
-    client.revoke_key(key_id)
-    err.print(f"revoked key {key_id}")
-
-
-# -- helpers -------------------------------------------------------------------------------------------
-
-
-def _wait_with_spinner(client: Client, job: Job, timeout: float | None = None) -> Job:
-    """Wait for the job with a live line on stderr: spinner, id, state, elapsed time."""
-    if not err.is_terminal:  # nobody watches a spinner in a log file
-        return client.wait(job.id, timeout)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task(_waiting_line(job))
-        return client.wait(job.id, timeout, on_change=lambda j: progress.update(task, description=_waiting_line(j)))
-
-
-def _waiting_line(job: Job) -> str:
-    style, symbol = render.STATE_STYLES.get(job.status, ("white", "?"))
-    return f"job {job.id} [{style}]{symbol} {job.status}[/]"
-
-
-@contextmanager
-def _interruptible(client: Client, job_id: str, cancel_on_interrupt: bool) -> Iterator[None]:
-    """Ctrl+C while waiting: cancel the job if asked to (or if the user says so), else leave it
-    running and say how to find it again. Either way exit with 130, as a shell would."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        err.print()
-        if cancel_on_interrupt or _confirm(f"Cancel job {job_id}?"):
-            try:
-                job = client.cancel(job_id)
-                err.print(f"job {job.id}", render.state(job.status))
-            except ProcqError as exc:
-                _fail(exc)
-        else:
-            err.print(f"job {job_id} keeps running; follow it with: procq logs -f {job_id}")
-        sys.exit(render.EXIT_CANCELED)
-
-
-def _confirm(question: str) -> bool:
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False  # nobody to ask: leave the job alone
-    try:
-        return click.confirm(question, default=False, err=True)
-    except (click.Abort, KeyboardInterrupt):
-        return False
-
-
-def _finish(client: Client, job: Job, as_json: bool, show_stderr: bool) -> NoReturn:
-    """After waiting: print the result (or the job as JSON), a line about how it ended, the job's
-    stderr if it failed, and exit with the job's exit code."""
-    if as_json:
-        _print_json(job.to_dict())
-    elif job.status == "COMPLETED":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(client.result(job.id))
-        sys.stdout.flush()
-    if job.status != "COMPLETED":
-        if show_stderr and not as_json:
-            try:
-                for chunk in client.logs(job.id):
-                    sys.stderr.write(chunk)
-            except ProcqError as exc:  # the exit code matters more than the log: say why it is missing
-                err.print(Text(f"(no stderr: {exc})", style="dim"), soft_wrap=True)
-        line = Text.assemble(f"job {job.id} ", render.state(job.status))
-        if job.exit_code is not None:
-            line.append(f" (exit code {job.exit_code})")
-        if job.error:
-            line.append(f": {job.error}")
-        err.print(line, soft_wrap=True)
-    sys.exit(render.exit_code(job))
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _fail(exc: ProcqError) -> NoReturn:
-    err.print(
-        Text.assemble(("procq: ", "bold red"), str(exc)), soft_wrap=True
-    )  # Text: a description may contain [brackets]
-    sys.exit(EXIT_ERROR)
+cli.add_command(keys)
+cli.add_command(batch)
+cli.add_command(queues)
+cli.add_command(stats)

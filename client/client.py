@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
-from procq.client.errors import (
-    BadRequest,
-    ConnectionFailed,
-    JobNotFound,
-    NotFound,
-    Unavailable,
-    WaitTimeout,
-    error_for,
-)
+from procq.client.batch import Batching
+from procq.client.errors import ConnectionFailed, error_for
+from procq.client.follow import STREAM_ERRORS, Following
 from procq.client.job import ApiKey, Job
 from procq.client.sse import iter_events
 from requests.adapters import HTTPAdapter
@@ -30,14 +23,8 @@ from urllib3.util.retry import Retry
 DEFAULT_URL = "http://127.0.0.1:8080"
 """Where Client and the CLI look for the server unless told otherwise (the server's own default)."""
 
-BATCH_SIZE = 1000  # the most jobs POST /jobs/batch takes in one request
-_JOBS_INDEX = re.compile(r"jobs\[(\d+)\]")
-EVENTS_IDLE_S = 45.0  # the server sends a heartbeat every 15 s; three missed ones mean the stream is dead
-LOG_RECONNECTS = 20  # reconnects in a row without a new chunk before logs(follow=True) gives up
-_STREAM_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
-
-class Client:
+class Client(Following, Batching):
     """A procq server seen from Python. Every method blocks until the server answers (bounded by
     `timeout`, in seconds per read) and raises a ProcqError subclass on an error answer.
 
@@ -119,25 +106,6 @@ class Client:
         body.update({name: value for name, value in options.items() if value is not None})
         return Job.from_dict(self._post_once("/jobs", body))
 
-    def submit_many(self, jobs: Iterable[Sequence[str] | dict[str, Any]]) -> list[Job]:
-        """Submit many jobs with one request per BATCH_SIZE (POST /jobs/batch) and return them as
-        created, in order. Each item is a command (a list of strings) or a job body as POST /jobs
-        takes it. A batch is all or nothing: BadRequest names the index of a wrong item (counted
-        from the start of `jobs`), and neither it nor the rest of its batch is created; batches
-        sent before it stay created."""
-        bodies = [{"args": list(item)} if not isinstance(item, dict) else dict(item) for item in jobs]
-        created: list[Job] = []
-        for start in range(0, len(bodies), BATCH_SIZE):
-            chunk = bodies[start : start + BATCH_SIZE]
-            try:
-                answer = self._post_once("/jobs/batch", {"jobs": chunk})
-            except BadRequest as exc:  # the server counts from its batch's start; we count from the caller's
-                exc.description = _shift_index(exc.description, start)
-                exc.args = (exc.description,)
-                raise
-            created += [Job.from_dict(job) for job in answer["jobs"]]
-        return created
-
     def _post_once(self, path: str, body: dict[str, Any]) -> Any:
         """POST that creates something, retried on errors that leave the outcome unknown; one
         Idempotency-Key for every attempt, so a retry never creates it twice. Returns the JSON answer."""
@@ -146,7 +114,7 @@ class Client:
             last = attempt == self._retries
             try:
                 response = self._session.post(self._url(path), json=body, headers=headers, timeout=self._timeout)
-            except _STREAM_ERRORS as exc:
+            except STREAM_ERRORS as exc:
                 if last or _never_connected(exc):  # the adapter already retried the connection itself
                     raise self._unreachable(exc) from exc
             else:
@@ -161,56 +129,6 @@ class Client:
     def status(self, job_id: str) -> Job:
         """The job's current state. Raises JobNotFound for an unknown id."""
         return Job.from_dict(self._request("GET", f"/jobs/{job_id}/status").json())
-
-    def wait(self, job_id: str, timeout: float | None = None, on_change: Callable[[Job], None] | None = None) -> Job:
-        """Block until the job is COMPLETED, FAILED or CANCELED and return it. Follows GET /events (no
-        busy polling), reconnecting if the stream drops; polls with backoff only when the server has no
-        /events or no stream to spare. `on_change` is called with the job each time its state changes
-        (and once at first). Raises WaitTimeout after `timeout` seconds, JobNotFound for an unknown id."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen: list[str] = []
-
-        def check() -> Job:
-            job = self.status(job_id)
-            if on_change is not None and (not seen or seen[-1] != job.status):
-                on_change(job)
-            seen.append(job.status)
-            return job
-
-        while True:
-            remaining = _remaining(deadline)
-            try:
-                events = self._request(
-                    "GET",
-                    "/events",
-                    stream=True,
-                    headers={"Accept": "text/event-stream"},
-                    timeout=(
-                        self._timeout[0],
-                        (EVENTS_IDLE_S if remaining is None else min(remaining, EVENTS_IDLE_S)) + 0.1,
-                    ),
-                )
-            except (NotFound, Unavailable):  # no /events here, or every stream slot taken: poll instead
-                return self._poll(job_id, deadline, check)
-            except ConnectionFailed:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(1.0, remaining or 1.0))
-                continue
-            with events:
-                job = check()  # after subscribing, so a change between the two is not missed
-                if job.terminal:
-                    return job
-                try:
-                    for event in iter_events(events):
-                        if event.event == "job" and _event_job_id(event.data) == job_id:
-                            job = check()
-                            if job.terminal:
-                                return job
-                        self._raise_if_late(job_id, deadline, job)
-                except _STREAM_ERRORS:
-                    pass  # dropped or idle past the read timeout: check the deadline, then reconnect
-            self._raise_if_late(job_id, deadline, job)
 
     def result(self, job_id: str) -> bytes:
         """The result (the job's stdout) of a COMPLETED job. Raises Conflict in any other state."""
@@ -257,13 +175,17 @@ class Client:
         tag: str | None = None,
         page_size: int = 100,
         limit: int | None = None,
+        search: str | None = None,
     ) -> Iterator[Job]:
-        """Jobs, newest first, optionally only those in `status` (one state or several) and with `tag`.
-        Iterates over every page (or stops after `limit` jobs), asking for pages as it goes."""
+        """Jobs, newest first, optionally only those in `status` (one state or several), with `tag`,
+        and matching `search` (an id prefix, part of the command line, or a tag). Iterates over every
+        page (or stops after `limit` jobs), asking for pages as it goes."""
         statuses = [status] if isinstance(status, str) else list(status or [])
         params: dict[str, Any] = {"status": statuses, "limit": page_size}
         if tag:
             params["tag"] = tag
+        if search:
+            params["q"] = search
         count = 0
         while True:
             page = self._request("GET", "/jobs", params=params).json()
@@ -304,6 +226,19 @@ class Client:
         """Counts per state, busy and total worker slots, and submitted/completed per second."""
         return self._request("GET", "/stats").json()
 
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue: name, parallelism, paused, queued and running counts."""
+        return self._request("GET", "/queues").json()["queues"]
+
+    def set_queue(self, name: str, *, paused: bool | None = None, parallelism: int | None = None) -> dict[str, Any]:
+        """Pause, resume or resize a queue (created if new); returns it. Needs the admin scope."""
+        body = {k: v for k, v in (("paused", paused), ("parallelism", parallelism)) if v is not None}
+        return self._request("PUT", f"/queues/{name}", json=body).json()
+
+    def resources(self) -> dict[str, Any]:
+        """The server's GPUs (each with the job holding it, if any) and counted resources (total, in use, free)."""
+        return self._request("GET", "/resources").json()
+
     def health(self) -> dict[str, Any]:
         """The server's health checks; raises Unavailable when it is not ready. Needs no key."""
         return self._request("GET", "/health").json()
@@ -337,7 +272,7 @@ class Client:
             response = self._session.request(
                 method, self._url(path), stream=stream, timeout=timeout or self._timeout, **kw
             )
-        except _STREAM_ERRORS as exc:
+        except STREAM_ERRORS as exc:
             raise self._unreachable(exc) from exc
         return self._check(response, path)
 
@@ -357,72 +292,6 @@ class Client:
 
     def _unreachable(self, exc: Exception) -> ConnectionFailed:
         return ConnectionFailed(f"no answer from {self.base_url}: {_reason(exc)}")
-
-    def _raise_if_late(self, job_id: str, deadline: float | None, job: Job) -> None:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeout(f"job {job_id} is still {job.status}", job)
-
-    def _poll(self, job_id: str, deadline: float | None, check: Callable[[], Job]) -> Job:
-        delay = 0.1
-        while True:
-            job = check()
-            if job.terminal:
-                return job
-            self._raise_if_late(job_id, deadline, job)
-            time.sleep(min(delay, _remaining(deadline) or delay))
-            delay = min(delay * 2, 2.0)
-
-    def _open_log_stream(self, job_id: str, params: dict[str, Any], last_id: str | None) -> requests.Response:
-        headers = {"Accept": "text/event-stream"}
-        if last_id is not None:
-            headers["Last-Event-ID"] = last_id
-        return self._request(
-            "GET",
-            f"/jobs/{job_id}/logs",
-            params={**params, "follow": 1},
-            headers=headers,
-            stream=True,
-            timeout=(self._timeout[0], EVENTS_IDLE_S),
-        )
-
-    def _follow_logs(self, job_id: str, params: dict[str, Any], response: requests.Response) -> Iterator[str]:
-        last_id: str | None = None
-        idle_reconnects = 0
-        while True:
-            try:
-                with response:
-                    for event in iter_events(response):
-                        if event.event == "end":
-                            return
-                        if event.event == "log":
-                            last_id = event.id or last_id
-                            idle_reconnects = 0
-                            yield json.loads(event.data)
-            except _STREAM_ERRORS:
-                pass  # dropped, or idle past the read timeout (a quiet job): resume after the last chunk
-            idle_reconnects += 1
-            if idle_reconnects > LOG_RECONNECTS:
-                raise ConnectionFailed(f"the log stream of job {job_id} keeps closing without its end event")
-            time.sleep(min(self._backoff_s * 2**idle_reconnects, 2.0))
-            try:
-                response = self._open_log_stream(job_id, params, last_id)
-            except JobNotFound:
-                return  # deleted while we followed it
-
-
-def _event_job_id(data: str) -> str | None:
-    try:
-        return json.loads(data).get("id")
-    except (ValueError, AttributeError):
-        return None
-
-
-def _shift_index(description: str, offset: int) -> str:
-    return _JOBS_INDEX.sub(lambda match: f"jobs[{int(match.group(1)) + offset}]", description, count=1)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _never_connected(exc: Exception) -> bool:

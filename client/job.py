@@ -40,6 +40,8 @@ class Job:
     runs: list[dict[str, Any]] = field(default_factory=list)
     owner: str | None = None
     rerun_of: str | None = None
+    requires: dict[str, int] = field(default_factory=dict)
+    assigned: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -48,7 +50,7 @@ class Job:
         and a null where a default exists becomes that default."""
         known = {f.name for f in dataclasses.fields(cls)} - {"raw"}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("tags", "runs"):
+        for name in ("tags", "runs", "requires"):
             if values.get(name) is None:
                 values.pop(name, None)
         values["args"] = list(values.get("args") or [])

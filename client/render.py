@@ -1,4 +1,5 @@
-"""How the CLI shows jobs to people: state colours with words, the job table, the job panel, exit codes."""
+"""How the CLI shows jobs: to people on a terminal (state colours with words, the job table, the job panel)
+and to pipes (plain tab-separated lines, nothing cut, one record per line), and the exit codes."""
 
 from __future__ import annotations
 
@@ -48,12 +49,14 @@ def command(args: list[str]) -> str:
 
 
 def age(text: str | None, now: datetime | None = None) -> str:
-    """'12s ago', '3m ago', '5h ago', '2d ago' for a timestamp; '' for None."""
+    """'12s ago', '3m ago', '5h ago', '2d ago' for a past timestamp, 'in 5s' for a future one; '' for None."""
     if not text:
         return ""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
-    return f"{_span(seconds)} ago"
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if seconds <= -0.5:
+        return f"in {_span(int(round(-seconds)))}"
+    return f"{_span(max(0, int(seconds)))} ago"
 
 
 def duration(job: Job, now: datetime | None = None) -> str:
@@ -69,7 +72,8 @@ def duration(job: Job, now: datetime | None = None) -> str:
 def jobs_table(jobs: list[Job]) -> Table:
     """The `procq ls` table: newest first, one row per job."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", "COMMAND", "TAGS"):
+    gpus = any(job.requires for job in jobs)  # the column shows only where jobs ask for GPUs or units
+    for name in ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", *(("HOLDS",) if gpus else ()), "COMMAND", "TAGS"):
         table.add_column(name, no_wrap=name in ("ID", "STATE"), overflow="ellipsis")
     now = datetime.now(UTC)
     for job in jobs:
@@ -79,10 +83,61 @@ def jobs_table(jobs: list[Job]) -> Table:
             "" if job.exit_code is None else str(job.exit_code),
             age(job.enqueued_at, now),
             duration(job, now),
+            *((holds(job),) if gpus else ()),
             Text(command(job.args), overflow="ellipsis", no_wrap=True),
             ",".join(job.tags),
         )
     return table
+
+
+JOB_COLUMNS = ("ID", "STATE", "EXIT", "SUBMITTED", "RAN", "COMMAND", "TAGS")
+
+
+def jobs_plain(jobs: list[Job]) -> str:
+    """`procq ls` into a pipe: a header, then one tab-separated line per job with nothing shortened (the
+    full id, the exact submit time, the whole command), so `grep`, `cut -f1` and `awk -F'\t'` work."""
+    gpus = any(job.requires for job in jobs)  # a last HOLDS column, so the others keep their places
+    lines = ["\t".join((*JOB_COLUMNS, *(("HOLDS",) if gpus else ())))]
+    for job in jobs:
+        fields = (
+            job.id,
+            job.status,
+            "" if job.exit_code is None else str(job.exit_code),
+            job.enqueued_at or "",
+            duration(job),
+            command(job.args),
+            ",".join(job.tags),
+            *((holds(job),) if gpus else ()),
+        )
+        lines.append("\t".join(_one_line(field) for field in fields))
+    return "\n".join(lines)
+
+
+def job_plain(job: Job) -> str:
+    """`procq status` into a pipe: `name: value` lines, values whole and on one line."""
+    return "\n".join(f"{name}: {_one_line(str(value))}" for name, value in _job_rows(job))
+
+
+def keys_plain(keys: list[ApiKey]) -> str:
+    lines = ["ID\tNAME\tSCOPES\tCREATED"]
+    lines += [f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{key.created_at or ''}" for key in keys]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def holds(job: Job) -> str:
+    """What a job was given ("GPU 1,3 license=1"), or, while it waits, what it asks for ("wants gpus=2")."""
+    if job.assigned:
+        gpus = job.assigned.get("gpus") or []
+        parts = [f"GPU {','.join(gpus)}"] if gpus else []
+        parts += [f"{name}={units}" for name, units in job.assigned.items() if name != "gpus"]
+        return " ".join(parts)
+    if job.requires:
+        return "wants " + " ".join(f"{name}={units}" for name, units in job.requires.items())
+    return ""
 
 
 def job_panel(job: Job) -> Table:
@@ -90,9 +145,16 @@ def job_panel(job: Job) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
+    for name, value in _job_rows(job):
+        table.add_row(name, state(job.status) if name == "state" else str(value))
+    return table
+
+
+def _job_rows(job: Job) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("id", job.id),
-        ("state", state(job.status)),
+        ("state", job.status),
+        ("waiting", waiting(job)),
         ("command", command(job.args)),
         ("exit code", job.exit_code),
         ("error", job.error),
@@ -108,14 +170,26 @@ def job_panel(job: Job) -> Table:
         ("tags", ", ".join(job.tags)),
         ("result type", job.mime_type),
         ("webhook", job.webhook),
+        ("requires", " ".join(f"{name}={units}" for name, units in job.requires.items())),
+        ("assigned", holds(job) if job.assigned else None),
         ("resources", _resources(job)),
         ("owner", job.owner),
         ("rerun of", job.rerun_of),
+        ("interrupted", job.raw.get("interrupted")),
     ]
-    for name, value in rows:
-        if value not in (None, ""):
-            table.add_row(name, value if isinstance(value, Text) else str(value))
-    return table
+    return [(name, value) for name, value in rows if value not in (None, "")]
+
+
+def waiting(job: Job, now: datetime | None = None) -> str:
+    """What a queued job waits for besides a free worker: 'scheduled in 5m', 'retry in 3s', 'after 2 jobs'."""
+    if job.status != "IN_QUEUE":
+        return ""
+    run_at = job.time("run_at")
+    if run_at is not None and run_at > (now or datetime.now(UTC)):
+        left = int(round((run_at - (now or datetime.now(UTC))).total_seconds()))
+        return f"{'retry' if job.raw.get('runs') else 'scheduled'} in {_span(left)}"
+    after = job.raw.get("after") or []
+    return f"after {len(after)} job{'s' if len(after) != 1 else ''}" if after else ""
 
 
 def keys_table(keys: list[ApiKey]) -> Table:

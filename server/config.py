@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from procq.actors.errors import ConfigError
 
-class ConfigError(Exception):
-    """Raised when the TOML file named by --config / PROCQ_CONFIG cannot be used."""
+__all__ = ["ConfigError", "ConfigSource"]
 
 
 class ConfigSource:
@@ -26,14 +26,22 @@ class ConfigSource:
         pre.add_argument("--config", type=Path, default=environ.get("PROCQ_CONFIG"))
         self.path: Path | None = pre.parse_known_args(argv)[0].config
         self.values = _load(Path(self.path)) if self.path else {}
+        self.origins: dict[str, str] = {}
 
     def __call__(self, name: str, default: str) -> str:
-        if name in self._environ:
-            return self._environ[name]
         key = name.removeprefix("PROCQ_").lower()
+        if name in self._environ:
+            self.origins[key] = f"{name}={self._environ[name]}"
+            return self._environ[name]
         if key in self.values:
+            self.origins[key] = f"{self.path}: {key} = {_toml(self.values[key])}"
             return _text(self.values[key])
         return default
+
+    def origin(self, dest: str) -> str | None:
+        """Where the value of a setting came from, as a user would write it (`PROCQ_PORT=abc`, or
+        `procq.toml: port = "abc"`), when it came from a variable or the file; None otherwise."""
+        return self.origins.get(dest)
 
     def unknown_keys(self, parser: argparse.ArgumentParser) -> list[str]:
         known = {action.dest for action in parser._actions}
@@ -53,6 +61,12 @@ def _load(path: Path) -> dict[str, Any]:
     if nested:
         raise ConfigError(f"the config file {path} must hold plain key = value settings; not allowed: {nested}")
     return values
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def _text(value: Any) -> str:

@@ -7,29 +7,37 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procq.actors import webhook
-from procq.actors.retention import parse_duration
+from procq.actors.job import QUEUE_NAME_PATTERN
+from procq.actors.resources import node
 from procq.server.config import ConfigError, ConfigSource
+from procq.server.flagparser import FlagParser, grouped
+from procq.server.values import parse_duration, parse_secret
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = None) -> argparse.Namespace:
+    """The settings. `secrets`: PROCQ_* secrets already taken out of the environment (osdeps.take_secrets)."""
     try:
-        env = ConfigSource(argv)  # flags > PROCQ_* variables > TOML file > defaults
+        env = ConfigSource(argv, {**os.environ, **(secrets or {})})  # flags > PROCQ_* > TOML file > defaults
     except ConfigError as exc:
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"run.py: error: {exc}", file=sys.stderr)  # one line, naming the file
         raise SystemExit(2) from exc
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
+        argv,
+        env,
         prog="run.py",
+        usage="run.py [OPTIONS]          serve (the options below)\n"
+        "       run.py keys {create,list,revoke} ...   manage API keys (run.py keys --help)",
         description="procq: a job server that runs every job as its own process. "
         "Every flag can also be set with the PROCQ_* environment variable shown, or in a TOML file "
         '(--config) as `name = value` with the flag\'s name (e.g. jobs_dir = "/srv/jobs"). '
         "Precedence: flags, then PROCQ_* variables, then the TOML file, then the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
+    add = grouped(parser)
     add("--config", type=Path, default=env.path, help="TOML file of settings [PROCQ_CONFIG]")
     add("--host", default=env("PROCQ_HOST", "127.0.0.1"), help="address to listen on [PROCQ_HOST]")
     add(
@@ -86,6 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="starts allowed to a job whose runs are cut short by shutdowns or crashes [PROCQ_RESTART_LIMIT]",
     )
     add(
+        "--on-stop",
+        choices=("stop", "keep"),
+        default=env("PROCQ_ON_STOP", "stop"),
+        help="what SIGINT/SIGTERM does to running jobs: stop ends their process trees and queues them "
+        "again; keep leaves them running under the keeper for the next server to re-adopt (upgrades) "
+        "[PROCQ_ON_STOP]",
+    )
+    add(
         "--webhook-attempts",
         type=int,
         default=env("PROCQ_WEBHOOK_ATTEMPTS", "8"),
@@ -116,6 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deliveries in flight at once [PROCQ_WEBHOOK_CONCURRENCY]",
     )
     _add_control_flags(add, env)
+    _add_resource_flags(add, env)
     add(
         "--keys-file",
         type=Path,
@@ -138,6 +155,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for more. Recommended for exposed servers [PROCQ_ALLOW_COMMAND, separated by os.pathsep]",
     )
     add(
+        "--allow-env",
+        action="append",
+        default=[c for c in env("PROCQ_ALLOW_ENV", "").split(",") if c],
+        help="with --allow-command, a job may set only the environment variables named here (patterns "
+        "with * allowed, e.g. RENDER_*); repeat for more [PROCQ_ALLOW_ENV, comma-separated]",
+    )
+    add(
+        "--run-as",
+        default=env("PROCQ_RUN_AS", "") or None,
+        metavar="USER",
+        help="POSIX, server started as root: every job runs as this user (name or uid), who owns the job's "
+        "directory and output files; the jobs directory and meta.json stay the server's [PROCQ_RUN_AS]",
+    )
+    add(
         "--max-queued",
         type=int,
         default=env("PROCQ_MAX_QUEUED", "0"),
@@ -146,8 +177,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--webhook-secret",
         default=env("PROCQ_WEBHOOK_SECRET", "") or None,
-        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer the "
-        "variable: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+        help="sign webhooks (Standard Webhooks, HMAC-SHA256); 'whsec_<base64>' or any text. Prefer "
+        "--webhook-secret-file: flags show in process lists [PROCQ_WEBHOOK_SECRET]",
+    )
+    add(
+        "--webhook-secret-file",
+        type=Path,
+        default=env("PROCQ_WEBHOOK_SECRET_FILE", "") or None,
+        help="read the webhook signing secret from this file (its first line) [PROCQ_WEBHOOK_SECRET_FILE]",
     )
     add(
         "--webhook-deny-private",
@@ -160,7 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level",
         default=env("PROCQ_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[PROCQ_LOG_LEVEL]",
+        help="the least important log lines shown: DEBUG adds each job's internal steps, WARNING keeps "
+        "only problems [PROCQ_LOG_LEVEL]",
     )
     add(
         "--log-format",
@@ -181,13 +219,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_queued < 0:
         parser.error("--max-queued must be 0 (no limit) or more")
     args.max_queued = args.max_queued or None
+    if args.webhook_secret_file is not None:
+        if args.webhook_secret is not None:
+            parser.error("--webhook-secret-file and --webhook-secret (or PROCQ_WEBHOOK_SECRET): give one")
+        args.webhook_secret = read_secret_file(parser, args.webhook_secret_file)
     if args.webhook_secret is not None:
         try:
-            args.webhook_secret = webhook.parse_secret(args.webhook_secret)
+            args.webhook_secret = parse_secret(args.webhook_secret)
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
+    try:
+        args.gpus = node.parse_gpus(args.gpus)  # None: "auto", detected when the server starts
+        args.resources = node.parse_counted(args.resources)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def read_secret_file(parser: argparse.ArgumentParser, path: Path) -> str:
+    """A secret kept in a file (mode 0600, owned by the server's user): its first line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read the secret file {path}: {exc}")
+    if not lines or not lines[0].strip():
+        parser.error(f"the secret file {path} is empty")
+    return lines[0].strip()
 
 
 def _true(text: str) -> bool:
@@ -203,8 +261,8 @@ def is_loopback(host: str) -> bool:
         return False  # a host name, or "" / 0.0.0.0: it may be reachable from elsewhere
 
 
-def _add_control_flags(add: Any, env: Any) -> None:
-    """Flags of issue 5: queues, aging, default limits, sampling, the cwd root."""
+def _add_control_flags(add: Callable[..., Any], env: ConfigSource) -> None:
+    """Flags that decide what runs: queues, aging, default limits, sampling, the cwd root."""
     add(
         "--queue",
         dest="queues",  # named like PROCQ_QUEUES, so a config file's `queues = "gpu=1,cpu=4"` is known
@@ -245,11 +303,30 @@ def _add_control_flags(add: Any, env: Any) -> None:
     )
 
 
+def _add_resource_flags(add: Callable[..., Any], env: ConfigSource) -> None:
+    add(
+        "--gpus",
+        default=env("PROCQ_GPUS", "none"),
+        metavar="auto|none|IDS",
+        help="GPUs jobs may require: auto (what NVIDIA's library, nvidia-smi or rocm-smi reports), none, "
+        "or device ids like 0,1,3 (amd:0,1 for AMD). Each job sees only the ones it was given [PROCQ_GPUS]",
+    )
+    add(
+        "--resource",
+        dest="resources",  # named like PROCQ_RESOURCES, so a config file's `resources = "license=2"` is known
+        action="append",
+        default=[r for r in env("PROCQ_RESOURCES", "").split(",") if r],
+        metavar="NAME=COUNT",
+        help="a counted resource jobs may require (a licence, a scratch disk, GiB of memory); repeat for more "
+        "[PROCQ_RESOURCES, comma-separated]",
+    )
+
+
 def _check_control_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     queues = []
     for spec in (part for value in args.queues for part in value.split(",") if part):
         name, _, count = spec.partition("=")
-        if not re.fullmatch(r"[a-z0-9_-]{1,32}", name) or not count.isdigit() or int(count) < 1:
+        if not re.fullmatch(QUEUE_NAME_PATTERN, name) or not count.isdigit() or int(count) < 1:
             parser.error(f"--queue {spec!r}: expected NAME=N, NAME of 1-32 of a-z 0-9 _ -, N at least 1")
         queues.append((name, int(count)))
     args.queues = tuple(queues)

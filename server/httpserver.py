@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -34,3 +35,21 @@ def create_server(app: Any, **adjustments: Any) -> Any:
     server = waitress.create_server(app, **adjustments)
     server.channel_class = _JsonErrorChannel  # read per accepted connection
     return server
+
+
+def starting_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The app the server is bound with until the real one is ready. Nothing reaches it (requests wait
+    in the listen backlog until the loop runs); it exists so the port is bound before any job starts."""
+    body = json.dumps({"title": "Starting", "description": "procq is starting; retry in a moment."}).encode()
+    start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
+    return [body]
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line saying why procq cannot listen, and what to do."""
+    in_use = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}  # Windows reports 10048
+    if exc.errno in in_use or getattr(exc, "winerror", None) == 10048:
+        return f"port {port} is in use; choose another with --port or PROCQ_PORT"
+    if exc.errno in {errno.EACCES, getattr(errno, "WSAEACCES", errno.EACCES)}:
+        return f"not allowed to listen on port {port} (ports below 1024 need privileges); choose another with --port"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"

@@ -34,6 +34,16 @@ class _HandOff(logging.handlers.QueueHandler):
         return record
 
 
+def line(style: str, message: str, **fields: object) -> str:
+    """One line for stdout in the chosen style: the message as it is, or the same JSON object as a log
+    record's (with `fields` added), so with --log-format json every line the server writes parses."""
+    if style != "json":
+        return message
+    moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    data = {"time": moment, "level": "INFO", "logger": "procq", "message": message, **fields}
+    return json.dumps(data, ensure_ascii=False)
+
+
 def configure(level: str, style: str) -> None:
     """Log to stderr at `level`, as 'text' or 'json'. Formatting and writing happen on one writer
     thread; the queue is flushed when the process exits."""

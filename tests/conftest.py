@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.settings import Settings
-from procq.actors.webhook import WebhookPolicy
+from procq.actors.settings import Settings, WebhookPolicy
 
-from tests.helpers import Receiver, ServerProcess
+from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
+from tests.helpers import Receiver, ServerProcess, end_keeper
 from tests.pgdb import pg_url  # noqa: F401 - a fixture: a fresh PostgreSQL schema
 
 
@@ -21,10 +21,12 @@ def stop_actors() -> Iterator[None]:
 
 
 @pytest.fixture
-def jobs_dir(tmp_path: Path) -> Path:
+def jobs_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "jobs"
     path.mkdir()
-    return path
+    yield path
+    pykka.ActorRegistry.stop_all(timeout=10)  # a Dispatcher drains its keeper as it stops
+    end_keeper(path)
 
 
 @pytest.fixture
@@ -56,3 +58,5 @@ def start_server(jobs_dir: Path) -> Iterator:
     for server in started:
         if server.proc.poll() is None:
             server.kill()
+    for directory in {server.jobs_dir for server in started}:
+        end_keeper(directory)

@@ -74,6 +74,7 @@ class ServerProcess:
         if not match:
             self.proc.kill()
             raise AssertionError(f"server did not start; its log:\n{self.log()}")
+        self.banner = found[0].strip()  # the first line the server printed: where it serves
         return match.group(0)
 
     def log(self) -> str:
@@ -168,3 +169,31 @@ class Receiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def end_keeper(jobs_dir: Path, timeout: float = 20.0) -> None:
+    """End the keeper of `jobs_dir` and its runs, whatever a test did (tests SIGKILL servers, which
+    leaves the keeper and its jobs running by design)."""
+    import psutil
+    from procq.actors.keeper import protocol
+    from procq.actors.keeper.client import KeeperClient, KeeperError
+
+    try:
+        info = json.loads((jobs_dir / protocol.INFO).read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        client = KeeperClient.connect(jobs_dir)
+        for run in client.runs():
+            client.stop(run["run"], 0, "test over")
+        client.drain()
+        client.close()
+    except KeeperError:
+        pass
+    try:
+        proc = psutil.Process(info["pid"])
+        proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        proc.kill()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from typing import Any
 
 import pykka
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.errors import JobConflict, JobNotFound, StorageError
 from procq.actors.job import JobRequest, Status
 from procq.actors.jobdir import JobDir
 from procq.actors.settings import Settings
+from procq.actors.webhookpool import WebhookPool
 
 from tests.helpers import Receiver, pid_alive, py, wait_until
 
@@ -118,22 +120,33 @@ def test_cancel_of_a_finished_job_is_a_conflict_and_unknown_ids_are_not_found(se
         dispatcher.get("f" * 32).get(timeout=ASK)
 
 
-def test_a_jobs_directory_that_cannot_be_written_fails_that_submit_only(settings: Settings, jobs_dir: Path) -> None:
-    dispatcher = _start(settings)
-    jobs_dir.rmdir()
-    jobs_dir.write_text("not a directory")  # every mkdir below it now fails, even for root
+def test_a_job_directory_that_cannot_be_made_fails_that_submit_only(settings: Settings, jobs_dir: Path) -> None:
+    ids = iter(["a" * 32, "b" * 32])
+    dispatcher = _start(settings, new_id=lambda: next(ids))
+    (jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built
+    accepted = dispatcher.accept([JobRequest(args=("true",))]).get(timeout=ASK)
     with pytest.raises(StorageError, match="Could not create"):
-        _submit(dispatcher, ["true"])
-    jobs_dir.unlink()
-    jobs_dir.mkdir()
+        accepted.wait(ASK)
+    assert not (jobs_dir / ("a" * 32)).exists()
+    wait_until(lambda: _missing(dispatcher, "a" * 32))  # forgotten: it was never stored
     job_id = _submit(dispatcher, ["true"])  # the dispatcher kept serving
     assert _wait_status(dispatcher, job_id, Status.COMPLETED)
+
+
+def _missing(dispatcher: pykka.ActorProxy, job_id: str) -> bool:
+    try:
+        dispatcher.get(job_id).get(timeout=ASK)
+    except JobNotFound:
+        return True
+    return False
 
 
 def test_the_webhook_is_delivered_once_the_job_ends(settings: Settings, receiver: Receiver) -> None:
     dispatcher = _start(settings)
     job_id = _submit(dispatcher, ["true"], webhook=receiver.url)
-    assert receiver.wait_for(1) == [{"id": job_id, "status": "COMPLETED", "result_url": f"/jobs/{job_id}/result"}]
+    assert receiver.wait_for(1) == [
+        {"id": job_id, "status": "COMPLETED", "result_url": f"/jobs/{job_id}/result", "status_url": f"/jobs/{job_id}"}
+    ]
     job = _wait_delivery(dispatcher, job_id, "delivered")
     assert job.webhook_delivery.attempts == 1 and job.webhook_delivery.delivered_at
     assert JobDir(settings.jobs_dir / job_id).read().webhook_delivery.state == "delivered"
@@ -178,3 +191,29 @@ def test_a_bug_while_delivering_a_webhook_is_recorded_and_frees_the_delivery_slo
     for job_id in ids:
         job = _wait_delivery(dispatcher, job_id, "failed")
         assert job.status is Status.COMPLETED and "sender bug" in job.webhook_delivery.last_error
+
+
+class _CountingPool(WebhookPool):
+    """A real pool that also counts the attempts it was given."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.attempts = 0
+
+    def run(self, attempt: Any, *args: Any) -> None:
+        self.attempts += 1
+        super().run(attempt, *args)
+
+
+def test_every_webhook_of_every_job_runs_on_the_pool_the_dispatcher_was_given(
+    settings: Settings, receiver: Receiver
+) -> None:
+    pool = _CountingPool(2)
+    dispatcher = _start(settings, webhook_pool=pool)
+    ids = [_submit(dispatcher, ["true"], webhook=receiver.url, webhook_events=("start", "completed")) for _ in range(3)]
+    received = receiver.wait_for(6)
+    assert sorted(body["id"] for body in received) == sorted(ids * 2)
+    for job_id in ids:
+        _wait_delivery(dispatcher, job_id, "delivered")
+    assert pool.attempts == 6  # three start webhooks and three completions: none on a thread of their own
+    pool.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.settings import Settings
 from procq.api.app import create_app
 
@@ -144,9 +144,9 @@ def test_bad_submissions_are_400_saying_what_to_fix_and_change_nothing(
 
 def test_a_body_over_the_limit_is_413_json(client, jobs_dir: Path) -> None:
     body = b'{"args": ["echo", "' + b"x" * 5000 + b'"]}'
-    response = client.simulate_post("/jobs", body=body)
+    response = client.simulate_post("/jobs", body=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "4096" in response.json["description"]
-    assert list(jobs_dir.iterdir()) == []
+    assert [p for p in jobs_dir.iterdir() if not p.name.startswith(".")] == []  # the keeper's files are dot files
 
 
 def test_unknown_routes_and_methods_are_json_whatever_the_accept_header(client) -> None:
@@ -157,14 +157,16 @@ def test_unknown_routes_and_methods_are_json_whatever_the_accept_header(client) 
     assert response.status_code == 405 and "POST" in response.json["description"]
 
 
-def test_a_disk_that_refuses_the_job_gives_a_json_500_and_the_server_goes_on(client, jobs_dir: Path) -> None:
-    jobs_dir.rmdir()
-    jobs_dir.write_text("in the way")
+def test_a_disk_that_refuses_the_job_gives_a_json_500_and_the_server_goes_on(settings: Settings) -> None:
+    ids = iter(["a" * 32, "b" * 32])
+    dispatcher = Dispatcher.start(settings, new_id=lambda: next(ids)).proxy()
+    client = falcon.testing.TestClient(create_app(dispatcher, settings.jobs_dir))
+    (settings.jobs_dir / f".new-{'a' * 32}").write_text("in the way")  # its directory cannot be built
     response = client.simulate_post("/jobs", json={"args": ["true"]})
     assert response.status_code == 500 and "Could not create" in response.json["description"]
-    jobs_dir.unlink()
-    jobs_dir.mkdir()
+    assert client.simulate_get(f"/jobs/{'a' * 32}/status").status_code == 404
     assert client.simulate_post("/jobs", json={"args": ["true"]}).status_code == 201
+    assert client.simulate_get("/health").status_code == 200
 
 
 def test_health_reports_ready(client) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from procq.actors import osdeps
+from procq.actors.errors import KeyFileError
 from procq.api.app import create_app
-from procq.api.keys import KeyFileError, KeyStore, hash_key
+from procq.api.keys import KeyStore, hash_key
 
 from tests.helpers import ROOT, py
 from tests.secure_helpers import (
@@ -69,7 +70,7 @@ def test_every_route_needs_a_valid_key_with_the_right_scope(jobs_dir: Path, star
     openapi = server.get("/openapi.json", headers=bearer(admin))
     if openapi.status_code == 200:
         routes = routes_from_openapi(openapi.json())
-    else:  # issue 4 serves the document; until then, the app's own route table
+    else:  # no OpenAPI document served: read the routes from the app itself
         routes = routes_from_app(create_app(None, jobs_dir, keys=KeyStore(jobs_dir / ".keys.json")))
     assert ("POST", "/jobs") in routes and ("DELETE", "/admin/keys/{key_id}") in routes
 
@@ -128,7 +129,7 @@ def test_a_key_revoked_from_the_command_line_fails_on_the_next_request(jobs_dir:
 def test_keys_created_on_the_command_line_work_and_are_stored_hashed(jobs_dir: Path, start_server: Any) -> None:
     server = start_server()
     assert server.post("/jobs", json={"args": py("pass")}).status_code == 201  # no key yet: open
-    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read")
+    created = run_keys(jobs_dir, "create", "--name", "ci", "--scopes", "jobs:submit,jobs:read", "--yes")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("pq_")
@@ -232,3 +233,16 @@ def test_the_keys_command_reads_the_servers_config_file(tmp_path: Path, jobs_dir
     created = subprocess.run([*cmd, "--scopes", "admin"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     assert [key.name for key in KeyStore(jobs_dir / ".keys.json").list()] == ["ops"]
+
+
+def test_the_keys_commands_options_may_also_follow_the_subcommand(tmp_path: Path, jobs_dir: Path) -> None:
+    keys = [sys.executable, str(ROOT / "run.py"), "keys"]
+    late = [*keys, "create", "--name", "late", "--scopes", "admin", "--jobs-dir", str(jobs_dir)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    created = subprocess.run(late, capture_output=True, text=True, timeout=30, cwd=elsewhere)
+    assert created.returncode == 0, created.stderr
+    assert [key.name for key in KeyStore(jobs_dir / ".keys.json").list()] == ["late"]
+    assert not (elsewhere / "jobs").exists()  # not the default jobs directory
+    listed = subprocess.run([*keys, "list", "--jobs-dir", str(jobs_dir)], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "late" in listed.stdout

@@ -3,79 +3,24 @@ server: it loads, shows jobs live, follows a log, cancels with its button, submi
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.browser import UI, Browser, Page, expect, needs_browser, screenshot
 from tests.features import create_admin_key, require_submit_field
-from tests.helpers import ROOT, ServerProcess, py, wait_until
+from tests.helpers import ServerProcess, py, wait_until
 
-CHROMIUM = os.environ.get("PROCQ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# PROCQ_DOCS_SCREENSHOTS=1 also writes the README's screenshots into docs/.
-DOCS = ROOT / "docs" if os.environ.get("PROCQ_DOCS_SCREENSHOTS") else None
 TICKER = py(
     "import sys, time\nfor i in range(300):\n    print(f'tick {i}', file=sys.stderr, flush=True)\n    time.sleep(0.2)"
 )
-
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the HTTP tests below still run
-    sync_playwright = None
-
-# Without a browser these tests skip, saying why; CI sets PROCQ_REQUIRE_BROWSER=1 so they fail instead.
-needs_browser = pytest.mark.skipif(
-    not os.environ.get("PROCQ_REQUIRE_BROWSER")
-    and (sync_playwright is None or not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM))),
-    reason=f"needs Playwright for Python and Chromium at {CHROMIUM} (apt-get install chromium)",
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None, "pip install playwright (the Python package; never `playwright install`)"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme="light")
-    tab = context.new_page()
-    tab.set_default_timeout(10_000)
-    yield tab
-    context.close()
 
 
 @pytest.fixture
 def server(start_server) -> ServerProcess:
     return start_server()
-
-
-def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000  # a real rendering, not an empty page
-    if DOCS is not None:
-        DOCS.mkdir(exist_ok=True)
-        shutil.copy(path, DOCS / name)
-    return path
 
 
 @needs_browser
@@ -134,8 +79,7 @@ def test_the_overview_counts_states_and_filters_by_state_and_tag(
     expect(page.locator("#jobs-body tr")).to_have_count(6)
     for word in ("Queued", "Running", "Completed", "Failed", "Canceled"):  # colours come with words
         expect(page.locator("#jobs-body .badge .word", has_text=word).first).to_be_visible()
-    if DOCS is not None:  # let the throughput chart collect a few samples for the README's picture
-        expect(page.locator("#spark")).to_have_attribute("data-points", "4", timeout=25_000)
+    expect(page.locator("#spark polyline.completed")).to_have_count(1)  # drawn from the server's history
     screenshot(page, tmp_path, "dashboard.png")
 
     page.locator('#state-filters [data-status="FAILED"]').click()
@@ -159,7 +103,7 @@ def test_a_finished_job_page_shows_its_result_and_downloads_it(page: Page, serve
     expect(page.locator("#job-state .word")).to_have_text("Completed")
     expect(page.locator('#job-details [data-field="Exit code"] dd')).to_have_text("0")
     expect(page.locator("#job-result")).to_have_text("the answer is 42\n")
-    usage = server.status(job["id"]).get("resources")  # measured once issue 5 is merged
+    usage = server.status(job["id"]).get("resources")  # None when the run left no usage record
     if usage:
         cpu = usage["cpu_user_seconds"] + usage["cpu_system_seconds"]
         shown = page.locator('#job-details [data-field="CPU time"] dd')
@@ -229,12 +173,15 @@ def test_the_dashboard_and_its_assets_are_served_from_the_package(server: Server
     index = server.get("/")
     assert index.status_code == 200 and index.headers["Content-Type"].startswith("text/html")
     assert "default-src 'self'" in index.headers["Content-Security-Policy"]
-    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+    for name, kind in (("main.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")):
         asset = server.get(f"/ui/{name}")
         assert asset.status_code == 200 and asset.headers["Content-Type"].startswith(kind), name
         assert f"/ui/{name}" in index.text
+    for module in UI.glob("*.js"):  # every module main.js imports is served too, as JavaScript
+        answer = server.get(f"/ui/{module.name}")
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/javascript")
     assert "http" not in index.text.replace(server.url, "")  # nothing from a CDN: it works offline
-    again = server.get("/ui/app.js", headers={"If-None-Match": asset_etag(server, "app.js")})
+    again = server.get("/ui/main.js", headers={"If-None-Match": asset_etag(server, "main.js")})
     assert again.status_code == 304
 
 

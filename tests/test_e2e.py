@@ -52,8 +52,16 @@ def test_the_webhook_arrives_for_each_terminal_state(start_server, receiver: Rec
     server.wait_status(slow["id"], "IN_PROGRESS")
     server.put(f"/jobs/{slow['id']}/cancel")
     got = {d["id"]: d for d in receiver.wait_for(3)}
-    assert got[ok["id"]] == {"id": ok["id"], "status": "COMPLETED", "result_url": f"/jobs/{ok['id']}/result"}
+    assert got[ok["id"]] == {
+        "id": ok["id"],
+        "status": "COMPLETED",
+        "result_url": f"/jobs/{ok['id']}/result",
+        "status_url": f"/jobs/{ok['id']}",
+    }
     assert got[bad["id"]]["status"] == "FAILED" and got[slow["id"]]["status"] == "CANCELED"
+    for job in (bad, slow):  # status_url answers with the job for every state; result_url only once COMPLETED
+        assert server.get(got[job["id"]]["status_url"]).json()["status"] == got[job["id"]]["status"]
+        assert server.get(got[job["id"]]["result_url"]).status_code == 409
     assert all(h["Content-Type"] == "application/json" for h in receiver.headers)
     delivery = wait_until(lambda: (j := server.status(ok["id"]))["webhook_delivery"]["state"] == "delivered" and j)
     assert delivery["webhook_delivery"]["attempts"] == 1
@@ -96,6 +104,7 @@ def test_a_pending_delivery_is_made_after_a_restart(start_server) -> None:
             "id": job["id"],
             "status": "COMPLETED",
             "result_url": f"/jobs/{job['id']}/result",
+            "status_url": f"/jobs/{job['id']}",
         }
         wait_until(lambda: again.status(job["id"])["webhook_delivery"]["state"] == "delivered")
         assert again.stop() == 0
@@ -118,33 +127,51 @@ def test_sigterm_ends_every_job_process_and_the_job_runs_again_after_restart(sta
     assert again.stop(signal.SIGINT) == 0
 
 
-def test_after_a_crash_no_job_is_lost_orphans_are_ended_and_the_queue_keeps_its_order(start_server) -> None:
+def test_after_a_crash_no_job_is_lost_the_running_one_is_readopted_and_the_queue_keeps_its_order(
+    start_server,
+) -> None:
+    # The restart contract: a crash of the server never stops a running job; the next start re-adopts it.
     server = start_server("--workers", "1")
     running = server.submit(py(TREE_THEN_QUICK))
     pids = _tree_pids(server, server.wait_status(running["id"], "IN_PROGRESS"))
     queued = [server.submit(py("print('queued')")) for _ in range(4)]
     server.kill()  # SIGKILL: no cleanup at all
-    assert all(pid_alive(p) for p in pids)  # the job's tree outlived the server
     again = start_server("--workers", "1")
-    assert not any(pid_alive(p) for p in pids)  # found by pid + start time and ended at start
-    first = again.wait_status(running["id"], "COMPLETED")
-    assert first["attempts"] == 2 and "crash" in first["interrupted"]
+    assert all(pid_alive(p) for p in pids)  # the job's tree outlived the server, and the new one adopted it
+    readopted = again.status(running["id"])
+    assert readopted["status"] == "IN_PROGRESS" and readopted["attempts"] == 1 and readopted["pid"] == pids[0]
+    assert all(again.status(q["id"])["status"] == "IN_QUEUE" for q in queued)  # its worker slot stays taken
+    canceled = again.put(f"/jobs/{running['id']}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert again.wait_status(running["id"], "CANCELED")["attempts"] == 1
+    assert not any(pid_alive(p) for p in pids)
     finished = [again.wait_status(q["id"], "COMPLETED") for q in queued]
-    starts = [first["started_at"]] + [f["started_at"] for f in finished]
-    assert starts == sorted(starts)  # original order: the interrupted job first, then the queue
+    starts = [f["started_at"] for f in finished]
+    assert starts == sorted(starts)  # original order
     assert again.stop() == 0
 
 
-def test_a_job_cut_short_more_often_than_the_restart_limit_fails_with_the_reason(start_server) -> None:
+def test_a_job_whose_keeper_was_lost_more_often_than_the_restart_limit_fails_with_the_reason(start_server) -> None:
+    # Only a run whose process supervision was lost too (the keeper died) is cut short and counted.
     server = start_server("--restart-limit", "1")
     job = server.submit(py(TREE_THEN_QUICK))
     pids = _tree_pids(server, server.wait_status(job["id"], "IN_PROGRESS"))
     server.kill()
+    _kill_keeper(server.jobs_dir)
     again = start_server("--restart-limit", "1")
     failed = again.wait_status(job["id"], "FAILED")
-    assert "not run again" in failed["error"] and "crash" in failed["error"]
+    assert "not run again" in failed["error"] and "keeper" in failed["error"] and failed["exit_code"] is None
     assert not any(pid_alive(p) for p in pids)
     assert again.stop() == 0
+
+
+def _kill_keeper(jobs_dir: Path) -> None:
+    import psutil
+
+    info = json.loads((jobs_dir / ".keeper-1.json").read_text())
+    keeper = psutil.Process(info["pid"])
+    keeper.kill()
+    keeper.wait(10)
 
 
 def test_corrupt_and_foreign_entries_are_skipped_at_start(start_server, jobs_dir: Path) -> None:
@@ -178,7 +205,9 @@ def test_the_child_gets_neither_the_servers_secrets_nor_its_working_directory(st
     job = server.submit(py("import json, os; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"))
     server.wait_status(job["id"], "COMPLETED")
     seen = server.get(f"/jobs/{job['id']}/result").json()
-    assert not [k for k in seen["env"] if k.startswith("PROCQ_")] and seen["env"]["VISIBLE"] == "yes"
+    # none of the server's settings; only the run marker every job process carries (<job id>.<attempt>)
+    assert [k for k in seen["env"] if k.startswith("PROCQ_")] == ["PROCQ_RUN"] and seen["env"]["VISIBLE"] == "yes"
+    assert seen["env"]["PROCQ_RUN"] == f"{job['id']}.1"
     assert Path(seen["cwd"]) == (server.jobs_dir / job["id"]).resolve()
     assert server.stop() == 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -125,3 +127,36 @@ def test_shutdown_ends_open_streams_promptly(start_server) -> None:
     # waitress would otherwise wait 5 s for each busy thread before giving up on it
     assert time.monotonic() - started < 4.5
     assert follower.next() is None and events.next() is None
+
+
+def _open_and_close(url: str, path: str) -> int:
+    """Open one event stream on its own connection, wait until it is admitted (or refused), hang up.
+    Returns the status."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        data = b""
+        while b"retry:" not in data and b"\r\n\r\n{" not in data and b"}" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def test_clients_that_open_and_close_streams_quickly_are_never_refused(start_server) -> None:
+    server = start_server("--threads", "8", "--max-streams", "4")
+    job = server.submit(py("import time; time.sleep(60)"))
+    server.wait_status(job["id"], "IN_PROGRESS")
+    paths = ["/events", f"/jobs/{job['id']}/logs"]
+    # Four clients, each with at most one stream open at a time: never more than --max-streams at once.
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda n: _open_and_close(server.url, paths[n % 2]), range(300)))
+    assert statuses.count(200) == 300, {code: statuses.count(code) for code in set(statuses)}
+    # Streams whose clients are still there keep their slots: the fifth is refused.
+    held = [open_stream(f"{server.url}/events") for _ in range(4)]
+    refused = requests.get(f"{server.url}/events", timeout=10)
+    assert refused.status_code == 503 and "--max-streams" in refused.json()["description"]
+    for stream in held:
+        stream.close()
+    server.put(f"/jobs/{job['id']}/cancel")

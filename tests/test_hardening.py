@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import falcon
+import falcon.testing
 import pytest
+from procq.actors.errors import VariableNotAllowed
+from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 
 from tests.helpers import ROOT, py, wait_until
@@ -74,7 +76,8 @@ def test_the_child_runs_in_its_job_directory_without_the_servers_secrets(jobs_di
     wait_until(lambda: server.get(f"/jobs/{job['id']}/status", headers=bearer(key)).json()["status"] == "COMPLETED")
     seen = server.get(f"/jobs/{job['id']}/result", headers=bearer(key)).json()
     assert Path(seen["cwd"]).resolve() == (jobs_dir / job["id"]).resolve()
-    assert not [name for name in seen["env"] if name.upper().startswith("PROCQ_")]
+    # none of the server's settings; only the run marker every job process carries
+    assert [name for name in seen["env"] if name.upper().startswith("PROCQ_")] == ["PROCQ_RUN"]
     assert "s3cret-value" not in json.dumps(seen["env"]) and key not in json.dumps(seen["env"])
 
 
@@ -161,7 +164,7 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     except OSError:
         pytest.skip("symlinks are not allowed here")
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and is_json_error(response)
+    assert response.status_code == 409 and is_json_error(response)
     assert "TOP-SECRET-CONTENT" not in response.text
     # The same through a symlinked job directory.
     outside = tmp_path / "elsewhere"
@@ -171,15 +174,24 @@ def test_a_symlink_planted_in_the_jobs_directory_is_not_followed(
     job_dir.rename(tmp_path / "moved")
     job_dir.symlink_to(outside, target_is_directory=True)
     response = server.get(f"/jobs/{job['id']}/result")
-    assert response.status_code == 500 and "TOP-SECRET-CONTENT" not in response.text
+    assert response.status_code == 409 and "TOP-SECRET-CONTENT" not in response.text
     assert secret.read_text() == "TOP-SECRET-CONTENT"
 
 
 def test_with_an_allow_list_a_job_cannot_set_variables_that_inject_code() -> None:
-    policy = CommandPolicy([sys.executable])
+    policy = CommandPolicy([sys.executable], allowed_env=["RENDER_*", "*PATH*", "PYTHON*", "*"])
     assert policy.check((sys.executable, "-V"), ["RENDER_QUALITY"])[0] == sys.executable
     for name in ("LD_PRELOAD", "PATH", "PYTHONSTARTUP", "NODE_OPTIONS", "BASH_ENV", "dyld_insert_libraries"):
-        with pytest.raises(falcon.HTTPForbidden) as refused:
+        with pytest.raises(VariableNotAllowed) as refused:
             policy.check((sys.executable, "-V"), [name])
-        assert repr(name) in refused.value.description
+        assert repr(name) in str(refused.value)
     assert CommandPolicy([]).check(("anything",), ["LD_PRELOAD"]) == ("anything",)  # no list: no check
+
+
+def test_a_variable_refused_by_the_allow_list_is_a_403_that_names_it(tmp_path: Path) -> None:
+    app = create_app(None, tmp_path, commands=CommandPolicy([sys.executable]))
+    body = {"args": [sys.executable, "-V"], "env": {"LD_PRELOAD": "/tmp/x.so"}}
+    response = falcon.testing.TestClient(app).simulate_post("/jobs", json=body)
+    assert response.status_code == 403
+    assert response.json["title"] == "Environment variable not allowed"
+    assert "'LD_PRELOAD'" in response.json["description"]

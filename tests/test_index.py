@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from procq.actors.index import JobIndex
+from procq.actors.dispatch.index import JobIndex
 from procq.actors.job import IdGenerator, Job, Status
 
 

@@ -6,7 +6,8 @@ import dataclasses
 import json
 
 import pytest
-from procq.actors.job import Delivery, IdGenerator, Job, Status, interrupted, is_job_id
+from procq.actors.job import Delivery, IdGenerator, Job, Status, is_job_id
+from procq.actors.transitions import interrupted
 
 
 def test_ids_sort_by_creation_even_within_one_millisecond() -> None:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from procq.actors.dispatch.recovery import sweep_leftovers
 from procq.actors.job import Job, Status
 from procq.actors.jobdir import JobDir
-from procq.actors.recovery import sweep_leftovers
 
 
 def _job(status: Status = Status.IN_QUEUE) -> Job:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pykka
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.job import Job, JobRequest, Status, parse_timestamp
 from procq.actors.settings import Settings
 

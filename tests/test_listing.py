@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from procq.actors.dispatch.retention import remove_jobs
 from procq.actors.job import Job, Status
-from procq.actors.retention import remove_jobs
 
 from tests.helpers import py, wait_until
 

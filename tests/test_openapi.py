@@ -11,10 +11,12 @@ import referencing
 import requests
 from procq.api import schema
 from procq.api.app import create_app
-from procq.api.openapi import document
+from procq.api.openapi import build_openapi as document
 from referencing.jsonschema import DRAFT202012
 
 from tests.helpers import py
+
+JSON = {"Content-Type": "application/json"}
 
 METHODS = {"get", "put", "post", "delete", "patch"}
 
@@ -86,7 +88,7 @@ def test_real_responses_match_the_document(start_server) -> None:
     url = server.url
     job = c.check("/jobs", "post", server.post("/jobs", json={"args": py("print(1)"), "tags": ["a"]})).json()
     c.check("/jobs", "post", server.post("/jobs", json={"args": []}))
-    c.check("/jobs", "post", server.post("/jobs", data=b"x" * ((1 << 20) + 1000)))
+    c.check("/jobs", "post", server.post("/jobs", data=b"x" * ((1 << 20) + 1000), headers=JSON))
     server.wait_status(job["id"], "COMPLETED")
     slow = server.submit(py("import time; time.sleep(30)"))
     server.wait_status(slow["id"], "IN_PROGRESS")
@@ -112,3 +114,14 @@ def test_real_responses_match_the_document(start_server) -> None:
         assert events.status_code == 200 and events.headers["Content-Type"].startswith("text/event-stream")
     assert {code for _, _, code in c.checked} >= {200, 201, 204, 400, 404, 409, 413}
     assert server.stop() == 0
+
+
+def test_every_operation_documents_the_cross_site_403_and_every_write_the_415() -> None:
+    doc = document()
+    for path, item in doc["paths"].items():
+        for method in METHODS & set(item):
+            responses = item[method]["responses"]
+            assert "another web site" in responses["403"]["description"].lower(), (path, method)
+            assert ("415" in responses) == (method not in ("get", "head")), (path, method)
+            if "415" in responses:
+                assert "application/json" in responses["415"]["description"], (path, method)

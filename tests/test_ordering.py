@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.dispatcher import Dispatcher
+from procq.actors.dispatch.dispatcher import Dispatcher
+from procq.actors.dispatch.recovery import load_jobs
 from procq.actors.job import JobRequest, Status, parse_timestamp
-from procq.actors.recovery import load_jobs
 from procq.actors.settings import Settings
 
 from tests.helpers import py, wait_until

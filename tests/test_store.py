@@ -265,8 +265,8 @@ def test_pages_go_newest_first_and_filter_by_status_owner_and_tag(store: SqliteS
 def test_jobs_are_found_by_idempotency_key(store: SqliteStore) -> None:
     job = _job(idempotency_key_sha256="ab" * 32, request_sha256="cd" * 32)
     store.create([job, _job()]).result(timeout=5)
-    assert store.by_idempotency_key("ab" * 32) == job
-    assert store.by_idempotency_key("ef" * 32) is None
+    assert store.with_idempotency_key("ab" * 32) == [job]
+    assert store.with_idempotency_key("ef" * 32) == []
 
 
 def test_expired_lists_finished_jobs_that_owe_no_webhook(store: SqliteStore) -> None:
@@ -361,3 +361,32 @@ def test_a_clean_stop_or_a_server_crash_rewrites_nothing(jobs_dir: Path) -> None
         assert store.startup().rewritten == 0
     finally:
         store.close()
+
+
+def test_an_end_whose_output_cannot_be_made_durable_is_not_committed(store: SqliteStore, jobs_dir: Path) -> None:
+    job = _job()
+    store.create([job]).result(timeout=5)
+    output = jobs_dir / job.id / "stdout.txt"
+    output.write_bytes(b"result")
+    done = dataclasses.replace(job, status=Status.COMPLETED, exit_code=0)
+    assert store.update([done], sync_files=[str(output)]).result(timeout=5) == 1
+    not_a_file = jobs_dir / job.id / "odd"
+    not_a_file.mkdir()
+    with pytest.raises(StorageError, match="durable"):
+        store.update([dataclasses.replace(done, exit_code=1)], sync_files=[str(not_a_file)]).result(timeout=5)
+    assert store.get(job.id) == done
+
+
+def test_a_batch_whose_last_directory_cannot_be_made_leaves_no_directory_at_all(
+    store: SqliteStore, jobs_dir: Path
+) -> None:
+    jobs = [_job() for _ in range(3)]
+    (jobs_dir / f".new-{jobs[2].id}").write_text("in the way")
+    with pytest.raises(StorageError, match="Could not create"):
+        store.create(jobs).result(timeout=5)
+    assert _job_dirs(jobs_dir) == [] and [p.name for p in jobs_dir.glob(".new-*")] == [f".new-{jobs[2].id}"]
+    assert all(store.get(job.id) is None for job in jobs)
+
+
+def _job_dirs(jobs_dir: Path) -> list[str]:
+    return sorted(p.name for p in jobs_dir.iterdir() if not p.name.startswith("."))

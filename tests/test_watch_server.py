@@ -86,7 +86,10 @@ def test_metrics_and_stats_after_known_work(start_server, receiver) -> None:
 
 def test_health_reports_503_while_the_jobs_dir_cannot_be_written(start_server, jobs_dir: Path) -> None:
     server = start_server()
-    assert server.get("/health").json() == {"status": "ok", "checks": {"dispatcher": "ok", "jobs_dir": "ok"}}
+    assert server.get("/health").json() == {
+        "status": "ok",
+        "checks": {"dispatcher": "ok", "jobs_dir": "ok", "store": "ok"},
+    }
     # Tests run as root, which chmod cannot stop: put a plain file where the directory was.
     moved = jobs_dir.with_name("jobs-moved")
     jobs_dir.rename(moved)

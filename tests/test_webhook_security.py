@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import urllib3
-from procq.actors import webhook
+from procq.actors import netguard, webhook
+from procq.server import values
 
 from tests.helpers import ROOT, py, wait_until
 
@@ -139,13 +140,13 @@ def test_deny_private_refuses_a_loopback_receiver_and_records_why(
 )
 def test_targets_are_checked_after_resolution(url: str, deny_private: bool, refused: str | None) -> None:
     # Literal addresses only: getaddrinfo resolves them without any traffic.
-    reason = webhook.target_refusal(url, deny_private)
+    reason = netguard.target_refusal(url, deny_private)
     assert (reason is None) if refused is None else (refused in reason)
 
 
 def test_the_connect_time_check_refuses_before_connecting(verifying: VerifyingReceiver) -> None:
     # What stops DNS rebinding: the address actually connected to is checked again.
-    pool = webhook._checked_pools(True)["http"]("127.0.0.1", int(verifying.url.split(":")[2].split("/")[0]))
+    pool = netguard.checked_pools(True)["http"]("127.0.0.1", int(verifying.url.split(":")[2].split("/")[0]))
     with pytest.raises(urllib3.exceptions.NewConnectionError, match="refused: 127.0.0.1"):
         pool._new_conn().connect()
     assert verifying.verified == [] and verifying.rejected == 0
@@ -153,7 +154,7 @@ def test_the_connect_time_check_refuses_before_connecting(verifying: VerifyingRe
 
 def test_the_signature_matches_the_standard_webhooks_example() -> None:
     # The test vector of the Standard Webhooks reference libraries.
-    secret = webhook.parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    secret = values.parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     body = b'{"test": 2432232314}'
     headers = webhook.signature_headers(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
     assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
@@ -177,5 +178,5 @@ def test_the_readme_receiver_verifies_a_real_delivery(start_server: Any) -> None
 def test_a_host_name_with_several_addresses_is_reached_on_the_one_that_answers(verifying: VerifyingReceiver) -> None:
     # localhost may resolve to ::1 first while the receiver listens on 127.0.0.1 only.
     url = verifying.url.replace("127.0.0.1", "localhost")
-    assert webhook.send(url, b"{}", 5, secret=webhook.parse_secret(SECRET)) is None
+    assert webhook.send(url, b"{}", 5, secret=values.parse_secret(SECRET)) is None
     assert len(verifying.verified) == 1

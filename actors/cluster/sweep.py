@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from procq.actors.job import Job, Status
-from procq.actors.runs import failed_without_running
 from procq.actors.store import schema
+from procq.actors.transitions import failed_without_running
 
 log = logging.getLogger("procq.cluster")
 

@@ -9,11 +9,38 @@ from typing import Protocol
 
 from procq.actors.job import Job, Status
 
-# A change's receipt: resolves (result None) once the change is committed, or fails with a StorageError.
+# A change's receipt: resolves once the change is committed, with the number of jobs it wrote (an
+# update of a job no longer in the store writes none), or fails with a StorageError.
 # `commit.result(timeout)` blocks (API threads); `commit.add_done_callback(fn)` never does (actors: the
 # callback runs on the writer thread, so it only sends a message). Callbacks run before nothing else
 # is promised: a reply, a spawn or a webhook waits for the commit it depends on, never for a callback.
-Commit = Future[None]
+Commit = Future[int]
+
+
+class Recorded(Future[int]):
+    """A Commit that also waits like a threading.Event, for callers that wait on either: `wait`
+    returns whether it is done; `result` then raises StorageError if it failed."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self.exception(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @classmethod
+    def of(cls, commit: Commit) -> Recorded:
+        recorded = cls()
+
+        def copy(done: Commit) -> None:
+            error = done.exception()
+            if error is None:
+                recorded.set_result(done.result())
+            else:
+                recorded.set_exception(error)
+
+        commit.add_done_callback(copy)
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -40,9 +67,10 @@ class Store(Protocol):
         Returns at once. The Commit fails with StorageError and leaves no directory if any part fails."""
         ...
 
-    def update(self, jobs: Collection[Job]) -> Commit:
+    def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
         """Store new states of existing jobs (one transaction with whatever else is pending); meta.json
-        follows the commit. Returns at once."""
+        follows the commit. `sync_files` (a job's outputs, before its end) are made durable first: the
+        change fails if they cannot be. Returns at once."""
         ...
 
     def delete(self, job_ids: Collection[str]) -> Commit:
@@ -57,8 +85,8 @@ class Store(Protocol):
         """The committed state of the jobs among `job_ids` that exist."""
         ...
 
-    def by_idempotency_key(self, key_sha256: str) -> Job | None:
-        """The newest job submitted under this Idempotency-Key hash, or None."""
+    def with_idempotency_key(self, key_sha256: str) -> list[Job]:
+        """The jobs submitted under this Idempotency-Key hash (one, or a batch), in id order."""
         ...
 
     def page(
@@ -72,12 +100,34 @@ class Store(Protocol):
         """Up to `limit` jobs newest first with ids below `before`, filtered by status, tag and owner."""
         ...
 
+    def page_bodies(
+        self,
+        statuses: Collection[Status] | None,
+        tag: str | None,
+        owner: str | None,
+        before: str | None,
+        limit: int,
+        search: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """`page` as (id, the job's stored JSON) pairs: for answers that pass the JSON on as it is.
+        `search`: an id prefix, a tag, or a piece of the command (any case)."""
+        ...
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        """Committed jobs per status: all of them, or one owner's."""
+        ...
+
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         """Up to `limit` finished jobs completed before the timestamp that owe no webhook (retention)."""
         ...
 
     def startup(self) -> Startup:
         """Load what the Dispatcher needs, rewriting meta.json files that lag behind the store. Blocks."""
+        ...
+
+    def probe(self) -> Commit:
+        """Commit a trivial change, to learn whether the store can commit again after a trouble (it
+        clears `trouble` if so). Returns at once."""
         ...
 
     def trouble(self) -> str | None:

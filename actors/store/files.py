@@ -17,12 +17,13 @@ STAGING_PREFIX = ".new-"  # a job directory being built; renamed into place once
 META = "meta.json"
 
 
-def stage(jobs_dir: Path, job_id: str, body: bytes) -> Path:
-    """Build `.new-<id>/meta.json` for a job about to be committed. Raises OSError, leaving nothing."""
-    staging = jobs_dir / f"{STAGING_PREFIX}{job_id}"
-    staging.mkdir()
+def stage(jobs_dir: str, job_id: str, body: bytes) -> str:
+    """Build `.new-<id>/meta.json` for a job about to be committed. Raises OSError, leaving nothing.
+    Plain strings, not pathlib: this runs for every new job on the store's one writer thread."""
+    staging = os.path.join(jobs_dir, STAGING_PREFIX + job_id)
+    os.mkdir(staging)
     try:
-        with open(staging / META, "wb") as handle:
+        with open(os.path.join(staging, META), "wb") as handle:
             handle.write(body)
     except OSError:
         unstage(staging)
@@ -30,35 +31,50 @@ def stage(jobs_dir: Path, job_id: str, body: bytes) -> Path:
     return staging
 
 
-def unstage(staging: Path) -> None:
+def unstage(staging: str) -> None:
     """Remove a staged directory whose job was not committed."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(staging):
             os.unlink(entry.path)
-        staging.rmdir()
+        os.rmdir(staging)
 
 
-def publish(staging: Path, job_dir: Path) -> None:
+def publish(staging: str, job_dir: str) -> None:
     """Rename a committed job's staged directory into place. Raises OSError."""
     osdeps.replace_file(staging, job_dir)
 
 
-def write_meta(job_dir: Path, body: bytes) -> None:
+def write_meta(job_dir: str, body: bytes) -> None:
     """Replace meta.json atomically (tmp + rename): readers see the old or the new file, never half
     of one. Recreates a directory that went missing. Raises OSError, leaving no tmp file behind."""
-    tmp = job_dir / f"{META}.{uuid.uuid4().hex}.tmp"
+    tmp = os.path.join(job_dir, f"{META}.{uuid.uuid4().hex}.tmp")
     try:
         handle = open(tmp, "wb")  # noqa: SIM115 - closed below, before the rename
     except FileNotFoundError:
-        job_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(job_dir, exist_ok=True)
         handle = open(tmp, "wb")  # noqa: SIM115
     try:
         with handle:
             handle.write(body)
-        osdeps.replace_file(tmp, job_dir / META)
+        osdeps.replace_file(tmp, os.path.join(job_dir, META))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
+
+
+def sync(path: str) -> None:
+    """fsync a file the caller is done writing (a job's output before its end is recorded); an empty
+    or missing one costs an open at most. Raises OSError."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # write access: Windows flushes only then
+    except FileNotFoundError:
+        return
+    try:
+        if os.fstat(fd).st_size:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def scan(jobs_dir: Path, warn: list[str]) -> Iterator[Job]:

@@ -110,15 +110,21 @@ WITH_STATUS = pg(schema.WITH_STATUS)
 OWED = pg(schema.OWED)
 UNSYNCED = pg(schema.UNSYNCED)
 COUNTS = pg(schema.COUNTS)
+COUNTS_OF = pg(schema.COUNTS_OF)
 EXPIRED = pg(schema.EXPIRED)
 GET_SETTING = pg(schema.GET_SETTING)
 PUT_SETTING = pg(schema.PUT_SETTING)
 LEASES_OF = "SELECT id, lease FROM jobs WHERE node = %s AND status = 'IN_PROGRESS'"
 
 
+# the listing's search looks into the command with SQLite's JSON functions; PostgreSQL's equivalent
+_SEARCH_SQLITE = "instr(lower(json_extract(jobs.body, '$.args')), ?) > 0"
+_SEARCH_PG = "strpos(lower(jobs.body->>'args'), %s) > 0"
+
+
 def page_query(*args: Any) -> tuple[str, list[Any]]:
     sql, params = schema.page_query(*args)
-    return pg(sql), params
+    return pg(sql.replace(_SEARCH_SQLITE, _SEARCH_PG)), params
 
 
 def migrate(conn: Any) -> int:

@@ -4,6 +4,7 @@ with PostgreSQL transactions, fenced updates and a connection that is made again
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class PgWriter(Writer):
             rows = [(job_id,) for job_id in change.ids]
             cur.executemany(pgschema.DELETE_TAGS, rows)
             cur.executemany(pgschema.DELETE_JOB, rows)
+        elif change.kind == "probe":
+            cur.execute(pgschema.PUT_SETTING, ("probe", str(time.time())))
         elif change.kind == "synced":
             cur.executemany(pgschema.MARK_SYNCED, [(self._session, job_id) for job_id in change.ids])
 

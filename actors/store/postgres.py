@@ -116,9 +116,9 @@ class PostgresStore:
     def create(self, jobs: Collection[Job]) -> Commit:
         return self._queue_change(Change("create", jobs=tuple(jobs)))
 
-    def update(self, jobs: Collection[Job]) -> Commit:
+    def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
         jobs = tuple(jobs)
-        commit = self._queue_change(Change("update", jobs=jobs))
+        commit = self._queue_change(Change("update", jobs=jobs, sync_files=tuple(sync_files)))
         done = [job.id for job in jobs if job.status is not Status.IN_PROGRESS]
         if done:  # a run that ended gives its lease back once that is committed
             commit.add_done_callback(lambda _: self.release(done))
@@ -126,6 +126,9 @@ class PostgresStore:
 
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))
+
+    def probe(self) -> Commit:
+        return self._queue_change(Change("probe", ids=("probe",)))
 
     @property
     def transactions(self) -> int:
@@ -167,9 +170,8 @@ class PostgresStore:
         jobs = (schema.decode(row[0]) for row in self._rows(pgschema.GET_MANY, (list(job_ids),)))
         return {job.id: job for job in jobs}
 
-    def by_idempotency_key(self, key_sha256: str) -> Job | None:
-        rows = self._rows(pgschema.BY_KEY, (key_sha256,))
-        return schema.decode(rows[0][0]) if rows else None
+    def with_idempotency_key(self, key_sha256: str) -> list[Job]:
+        return [schema.decode(row[0]) for row in self._rows(pgschema.BY_KEY, (key_sha256,))]
 
     def page(
         self,
@@ -179,8 +181,26 @@ class PostgresStore:
         before: str | None,
         limit: int,
     ) -> list[Job]:
-        sql, params = pgschema.page_query(statuses, tag, owner, before, limit)
-        return [schema.decode(body) for _, body in self._rows(sql, params)]
+        return [schema.decode(body) for _, body in self.page_bodies(statuses, tag, owner, before, limit)]
+
+    def page_bodies(
+        self,
+        statuses: Collection[Status] | None,
+        tag: str | None,
+        owner: str | None,
+        before: str | None,
+        limit: int,
+        search: str | None = None,
+    ) -> list[tuple[str, bytes]]:
+        sql, params = pgschema.page_query(statuses, tag, owner, before, limit, search)
+        return [(job_id, body) for job_id, body in self._rows(sql, params)]
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        sql, params = (pgschema.COUNTS_OF, (owner,)) if owner is not None else (pgschema.COUNTS, ())
+        for status, count in self._rows(sql, params):
+            counts[Status(status)] = count
+        return counts
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         return [schema.decode(row[0]) for row in self._rows(pgschema.EXPIRED, (completed_before, limit))]
@@ -192,7 +212,7 @@ class PostgresStore:
         stale = [(i, b) for i, b in self._rows(pgschema.UNSYNCED, ()) if (self._jobs_dir / i).is_dir()]
         for job_id, body in stale:
             try:
-                files.write_meta(self._jobs_dir / job_id, body)
+                files.write_meta(str(self._jobs_dir / job_id), body)
             except OSError as exc:
                 log.error("job %s: could not rewrite its meta.json: %s", job_id, exc)
         if stale:

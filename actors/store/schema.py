@@ -54,11 +54,12 @@ DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 DELETE_TAGS = "DELETE FROM tags WHERE job_id = ?"
 
 GET = "SELECT body FROM jobs WHERE id = ?"
-BY_KEY = "SELECT body FROM jobs WHERE idem = ? ORDER BY id DESC LIMIT 1"
+BY_KEY = "SELECT body FROM jobs WHERE idem = ? ORDER BY id"
 WITH_STATUS = "SELECT body FROM jobs WHERE status = ? ORDER BY id"
 OWED = "SELECT body FROM jobs WHERE owed = 1 ORDER BY id"
 UNSYNCED = "SELECT id, body FROM jobs WHERE synced = 0"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE owner = ? GROUP BY status"
 EXPIRED = (
     "SELECT body FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ? AND owed = 0 "
     "AND status IN ('COMPLETED', 'FAILED', 'CANCELED') ORDER BY completed_at LIMIT ?"
@@ -115,12 +116,17 @@ def tag_rows(jobs: Iterable[Job]) -> list[tuple[str, str]]:
 
 
 def page_query(
-    statuses: Collection[Status] | None, tag: str | None, owner: str | None, before: str | None, limit: int
+    statuses: Collection[Status] | None,
+    tag: str | None,
+    owner: str | None,
+    before: str | None,
+    limit: int,
+    search: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL for one page of a listing, newest first (ids sort by creation time). Several statuses
     become one index range each, merged: a plain `status IN (...)` would sort every matching row."""
-    if tag is not None or not statuses or len(statuses) == 1:
-        return _page_part(statuses, tag, owner, before, limit)
+    if tag is not None or search or not statuses or len(statuses) == 1:
+        return _page_part(statuses, tag, owner, before, limit, search)
     parts: list[str] = []
     params: list[Any] = []
     for status in sorted(statuses):
@@ -132,7 +138,12 @@ def page_query(
 
 
 def _page_part(
-    statuses: Collection[Status] | None, tag: str | None, owner: str | None, before: str | None, limit: int
+    statuses: Collection[Status] | None,
+    tag: str | None,
+    owner: str | None,
+    before: str | None,
+    limit: int,
+    search: str | None = None,
 ) -> tuple[str, list[Any]]:
     where: list[str] = []
     params: list[Any] = []
@@ -147,6 +158,12 @@ def _page_part(
     if owner is not None:
         where.append("jobs.owner = ?")
         params.append(owner)
+    if search:  # a scan, newest first, until the page is full (the command: SQLite's JSON functions)
+        where.append(
+            "(jobs.id LIKE ? OR EXISTS (SELECT 1 FROM tags AS t WHERE t.job_id = jobs.id AND t.tag = ?)"
+            " OR instr(lower(json_extract(jobs.body, '$.args')), ?) > 0)"
+        )
+        params.extend([search.lower() + "%", search, search.lower()])
     order = "tags.job_id" if tag is not None else "jobs.id"  # the driving index's order: nothing to sort
     if before is not None:
         where.append(f"{order} < ?")

@@ -51,11 +51,14 @@ class SqliteStore:
     def create(self, jobs: Collection[Job]) -> Commit:
         return self._queue_change(Change("create", jobs=tuple(jobs)))
 
-    def update(self, jobs: Collection[Job]) -> Commit:
-        return self._queue_change(Change("update", jobs=tuple(jobs)))
+    def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
+        return self._queue_change(Change("update", jobs=tuple(jobs), sync_files=tuple(sync_files)))
 
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))
+
+    def probe(self) -> Commit:
+        return self._queue_change(Change("probe", ids=("probe",)))
 
     @property
     def transactions(self) -> int:
@@ -84,9 +87,8 @@ class SqliteStore:
                 found[job_id] = job
         return found
 
-    def by_idempotency_key(self, key_sha256: str) -> Job | None:
-        row = self._read(schema.BY_KEY, (key_sha256,)).fetchone()
-        return schema.decode(row[0]) if row else None
+    def with_idempotency_key(self, key_sha256: str) -> list[Job]:
+        return [schema.decode(row[0]) for row in self._read(schema.BY_KEY, (key_sha256,))]
 
     def page(
         self,
@@ -96,8 +98,26 @@ class SqliteStore:
         before: str | None,
         limit: int,
     ) -> list[Job]:
-        sql, params = schema.page_query(statuses, tag, owner, before, limit)
-        return [schema.decode(body) for _, body in self._read(sql, params)]
+        return [schema.decode(body) for _, body in self.page_bodies(statuses, tag, owner, before, limit)]
+
+    def page_bodies(
+        self,
+        statuses: Collection[Status] | None,
+        tag: str | None,
+        owner: str | None,
+        before: str | None,
+        limit: int,
+        search: str | None = None,
+    ) -> list[tuple[str, str]]:
+        sql, params = schema.page_query(statuses, tag, owner, before, limit, search)
+        return self._read(sql, params).fetchall()
+
+    def counts(self, owner: str | None = None) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        sql, params = (schema.COUNTS_OF, (owner,)) if owner is not None else (schema.COUNTS, ())
+        for status, count in self._read(sql, params):
+            counts[Status(status)] = count
+        return counts
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:
         return [schema.decode(row[0]) for row in self._read(schema.EXPIRED, (completed_before, limit))]
@@ -106,7 +126,7 @@ class SqliteStore:
         stale = self._read(schema.UNSYNCED, ()).fetchall()
         for job_id, body in stale:  # the store is the truth: a file that lags behind it is replaced
             try:
-                files.write_meta(self._jobs_dir / job_id, body.encode())
+                files.write_meta(str(self._jobs_dir / job_id), body.encode())
             except OSError as exc:
                 log.error("job %s: could not rewrite its meta.json: %s", job_id, exc)
         if stale:
@@ -219,7 +239,7 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         for warning in self.warnings:
-            log.warning("rebuilding the store: skipped %s", warning)
+            log.warning("rebuilding the store: skipping %s", warning)
         if count:
             log.warning("the store was rebuilt from %d job directories in %s", count, self._jobs_dir)
         return count

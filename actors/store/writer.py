@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,13 +27,14 @@ _IDLE_S = 0.05  # with nothing to commit for this long, the writer records which
 
 @dataclass(slots=True)
 class Change:
-    kind: str  # "create", "update", "delete" or "synced" (meta.json files now match these rows)
+    kind: str  # "create", "update", "delete", "synced" (meta.json files match these rows) or "probe"
     jobs: Collection[Job] = ()
     ids: Collection[str] = ()
     commit: Commit = field(default_factory=Future)
     bodies: list[bytes] = field(default_factory=list)
-    staged: list[Path] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)  # per update: did the row exist
+    sync_files: tuple[str, ...] = ()  # made durable before the change is committed
 
 
 class Writer:
@@ -47,7 +50,7 @@ class Writer:
 
     def __init__(self, db: Any, jobs_dir: Path, session: int, max_batch_jobs: int) -> None:
         self._db = db
-        self._jobs_dir = jobs_dir
+        self._root = str(jobs_dir)  # plain strings on the hot path
         self._session = session
         self._max_batch = max_batch_jobs
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
@@ -99,12 +102,17 @@ class Writer:
         ready: list[Change] = []
         for change in batch:
             change.bodies = [schema.encode(job) for job in change.jobs]
+            try:
+                for path in change.sync_files:
+                    files.sync(path)
+            except OSError as exc:
+                self._fail([change], StorageError("make the job's output durable", exc))
+                continue
             if change.kind == "create":
                 try:
-                    change.staged = [
-                        files.stage(self._jobs_dir, j.id, b) for j, b in zip(change.jobs, change.bodies, strict=True)
-                    ]
-                except OSError as exc:
+                    for job, body in zip(change.jobs, change.bodies, strict=True):
+                        change.staged.append(files.stage(self._root, job.id, body))
+                except OSError as exc:  # all or nothing: the ones staged before it go too
                     self._unstage([change])
                     self._fail([change], StorageError("create the job's directory", exc))
                     continue
@@ -153,7 +161,7 @@ class Writer:
             if change.kind == "create":
                 for job, staging in zip(change.jobs, change.staged, strict=True):
                     try:
-                        files.publish(staging, self._jobs_dir / job.id)
+                        files.publish(staging, os.path.join(self._root, job.id))
                         self._written.append(job.id)
                     except OSError as exc:  # committed all the same: the next start writes it again
                         trouble = f"could not move the new job directory of {job.id} into place: {exc}"
@@ -167,15 +175,17 @@ class Writer:
             if body is None:
                 continue
             try:
-                files.write_meta(self._jobs_dir / job_id, body)
+                files.write_meta(os.path.join(self._root, job_id), body)
                 self._written.append(job_id)
             except OSError as exc:
                 trouble = f"could not write meta.json of job {job_id}: {exc}"
         if trouble is not None:
             log.error("store: %s", trouble)
-        self.trouble = trouble
-        for change in changes:
-            change.commit.set_result(None)
+        written = [sum(c.present) if c.kind == "update" else len(c.jobs or c.ids) for c in changes]
+        if trouble is not None or any(written):  # only a batch that stored something shows the trouble is over
+            self.trouble = trouble
+        for change, count in zip(changes, written, strict=True):
+            change.commit.set_result(count)  # an update of a job that is gone from the store writes none
 
     def _record_synced(self) -> None:
         """Idle: record which meta.json files are current, without an fsync (losing this only means
@@ -228,5 +238,7 @@ def _apply(db: sqlite3.Connection, change: Change, session: int) -> None:
         rows = [(job_id,) for job_id in change.ids]
         db.executemany(schema.DELETE_TAGS, rows)
         db.executemany(schema.DELETE_JOB, rows)
+    elif change.kind == "probe":
+        db.execute(schema.PUT_SETTING, ("probe", str(time.time())))
     elif change.kind == "synced":
         db.executemany(schema.MARK_SYNCED, [(session, job_id) for job_id in change.ids])

@@ -1,0 +1,1 @@
+"""The Dispatcher actor and the plain helper objects only its thread touches."""

@@ -1,0 +1,209 @@
+"""The server's one link to its keeper: requests from any actor, exits routed to whoever follows a run.
+
+One reader thread serves every running job (no thread per job): the Supervisor of a run registers
+`follow(run, on_end)` before it asks for the spawn, and hears of the end exactly once: the exit record,
+or a lost end when the keeper itself went away (then its tree has already been ended here, by pid,
+start time and run marker, so a rerun never overlaps the lost one).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from procq.actors import osdeps
+from procq.actors.keeper import protocol, records
+from procq.actors.keeper.client import KeeperClient, KeeperError
+
+log = logging.getLogger("procq.keeper.link")
+
+OnEnd = Callable[["End"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """How a followed run ended: its exit record, or None with `lost` saying why there is none."""
+
+    run: str
+    record: dict[str, Any] | None
+    lost: str | None = None
+
+
+class KeeperLink:
+    """Owns the KeeperClient of a server. Thread-safe; its callbacks run on the reader thread (or a
+    short-lived thread after a keeper loss) and must only send messages."""
+
+    def __init__(self, jobs_dir: Path, grace_s: float = 5.0) -> None:
+        self._jobs_dir = jobs_dir
+        self._grace_s = grace_s
+        self._lock = threading.Lock()
+        self._following: dict[str, tuple[OnEnd, int | None, float | None]] = {}
+        self._connect_lock = threading.Lock()  # one (re)connection at a time
+        self._client: KeeperClient | None = None
+        self._closed = False
+        self._connect()
+
+    @property
+    def keeper_pid(self) -> int:
+        return self._connected().pid
+
+    def keeper_started_at(self) -> str | None:
+        """When the running keeper started (ISO 8601 UTC), from its info file; None if unknown."""
+        try:
+            info = json.loads(osdeps.read_bytes(self._jobs_dir / protocol.INFO))
+        except (OSError, ValueError):
+            return None
+        started = info.get("started_at") if isinstance(info, dict) else None
+        return started if isinstance(started, str) and info.get("pid") == self.keeper_pid else None
+
+    def _connect(self) -> KeeperClient:
+        client = KeeperClient.ensure(self._jobs_dir)
+        client.attach()
+        client.follow(self._exited, functools.partial(self._lost, client))
+        self._client = client
+        return client
+
+    def _connected(self) -> KeeperClient:
+        """The client, connecting again (starting a new keeper) after the last one was lost."""
+        with self._connect_lock:
+            if self._closed:  # a late request after the server let its keeper go must not start another
+                raise KeeperError("this server has closed its link to the keeper")
+            client = self._client
+            return client if client is not None else self._connect()
+
+    def follow(self, run: str, on_end: OnEnd) -> None:
+        """Call `on_end` once when `run` ends. Register before spawning; when re-adopting, register
+        first, then look for its exit record, so an end between the two is not missed."""
+        with self._lock:
+            self._following[run] = (on_end, None, None)
+
+    def spawn(
+        self,
+        job_id: str,
+        attempt: int,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        run_as: str | None = None,
+    ) -> dict[str, Any]:
+        """Start the attempt (follow it first), as the user `run_as` if given. Raises KeeperError with
+        the keeper's reason."""
+        started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
+        self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
+        return started
+
+    def adopted(self, run: str, pid: int, pid_started_at: float) -> None:
+        """Remember the identity of a followed run's root, to end its tree should the keeper die."""
+        with self._lock:
+            if run in self._following:
+                self._following[run] = (self._following[run][0], pid, pid_started_at)
+
+    def stop(self, run: str, reason: str, grace_s: float | None = None) -> bool:
+        """End the run's tree through the keeper; its end arrives as usual. False if not running."""
+        grace = self._grace_s if grace_s is None else grace_s
+        return self._connected().stop(run, grace, reason)
+
+    def settle(self, run: str, job_dir: Path, attempt: int) -> None:
+        """After `follow` of a run found at restart: if its exit record is already on disk, deliver
+        that end now (exactly once: whichever of this and the reader takes the follower delivers)."""
+        record = records.read(job_dir, attempt)
+        if record is None:
+            return
+        with self._lock:
+            found = self._following.pop(run, None)
+        if found is not None:
+            found[0](End(run, record))
+
+    def unfollow(self, run: str) -> None:
+        with self._lock:
+            self._following.pop(run, None)
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """The runs the keeper has now, by run marker."""
+        return {run["run"]: run for run in self._connected().runs()}
+
+    def close(self, keep_running: bool) -> None:
+        """Detach: with `keep_running` the keeper goes on with its runs and exits once idle; else it
+        exits now if idle (the server has stopped every run itself)."""
+        with self._connect_lock:
+            client, self._client, self._closed = self._client, None, True
+        if client is None:
+            return
+        with self._lock:
+            self._following.clear()  # a close is not a loss: nothing is reported
+        try:
+            client.drain()
+        except KeeperError as exc:
+            log.warning("keeper: could not ask it to drain: %s", exc)
+        client.close()
+        del keep_running  # both ways drain: the keeper exits once no run is left
+
+    def _exited(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            found = self._following.pop(record["run"], None)
+        if found is not None:
+            found[0](End(record["run"], record))
+
+    def _lost(self, client: KeeperClient) -> None:
+        """The keeper went away: end every followed run's tree, then report each end once. The next
+        request starts a new keeper."""
+        with self._connect_lock:
+            if self._client is not client:
+                return  # closed on purpose, or already replaced
+            self._client = None
+        client.close()
+        with self._lock:
+            lost, self._following = self._following, {}
+        if lost:
+            log.error("keeper: lost with %d running job(s); ending their process trees", len(lost))
+        for run, (on_end, pid, created) in lost.items():
+            threading.Thread(target=_end_lost, args=(self._jobs_dir, run, on_end, pid, created, self._grace_s)).start()
+
+
+def _end_lost(jobs_dir: Path, run: str, on_end: OnEnd, pid: int | None, created: float | None, grace: float) -> None:
+    parsed = protocol.parse_run(run)
+    record = records.read(jobs_dir / parsed[0], parsed[1]) if parsed else None
+    if record is None and pid is not None and created is not None:
+        survivors = osdeps.stop_run(pid, created, run, grace)
+        if survivors:
+            log.error("run %s: processes %s survived after the keeper was lost", run, survivors)
+    on_end(
+        End(run, record, None if record else "the keeper process that ran the job was lost; its processes were ended")
+    )
+
+
+class Found(Enum):
+    """What a server starting up finds of a job it had left IN_PROGRESS."""
+
+    ENDED = "ended"  # an exit record of this attempt exists: conclude from it
+    RUNNING = "running"  # the keeper still runs it: follow it again
+    ORPHANED = "orphaned"  # no keeper runs it but its process lives: end the tree, then run again
+    LOST = "lost"  # nothing alive and no record: run again
+    NOT_STARTED = "not started"  # recorded, but the keeper that was there all along never started it
+
+
+def found(
+    record: dict[str, Any] | None,
+    keeper_runs: dict[str, Any],
+    run: str,
+    process_alive: bool,
+    keeper_older: bool = False,
+) -> Found:
+    """The restart rule, in order: a record wins (the end was observed); then a keeper that runs it;
+    then a live process (matched by pid and start time, or by its run marker) that nobody keeps; then
+    a keeper older than the attempt that does not know it (it forgets a run only after recording its
+    end, so the server died between recording the attempt and asking for it); else nothing."""
+    if record is not None:
+        return Found.ENDED
+    if run in keeper_runs:
+        return Found.RUNNING
+    if process_alive:
+        return Found.ORPHANED
+    return Found.NOT_STARTED if keeper_older else Found.LOST

@@ -1,0 +1,76 @@
+"""The keeper's channel: where it listens, its auth key, and the versioned messages both sides send.
+
+Messages are plain dicts of str/int/float/list/None (never classes), so a newer server can still talk
+to an older keeper it knows the protocol of. Every request carries "op"; every reply carries "ok",
+and "error" (a sentence saying what to do) when ok is False.
+- hello {version, role: "control"|"events"} -> {ok, version, pid, draining}
+- spawn {run, job_id, attempt, args, cwd, env, grace_s, run_as} -> {ok, pid, pid_started_at, started_at}
+  run_as: a user name (--run-as) or None; that user then owns jobs/<id>/ and its output files
+- stop {run, grace_s, reason} -> {ok, running}: the tree is ended; its exit record follows as usual
+- list {} -> {ok, runs: [{run, job_id, attempt, pid, pid_started_at, started_at, stopping}]}
+- drain {} -> {ok}: refuse new spawns, exit once the running ones have ended (upgrades, --on-stop keep)
+- attach {} -> {ok}: a server is attached again; cancels an exit-when-idle
+An "events" connection receives {event: "exited", record: {...}} for every run that ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from procq.actors import osdeps
+
+VERSION = 1  # bump when a message changes meaning; the channel's name carries it
+SPOKEN = (1,)  # versions this code speaks, as a client and as a keeper
+LOCK = f".keeper-{VERSION}.lock"  # held by the running keeper for its whole life: two never run
+INFO = f".keeper-{VERSION}.json"  # pid, start time, version: what `procq` shows, what tests check
+KEY = ".keeper.key"  # the channel's auth key, readable by this user only
+LOG = ".keeper.log"
+_RUN = re.compile(r"([0-9a-f]{32})\.([1-9][0-9]{0,8})")
+
+
+def address(jobs_dir: Path, version: int = VERSION) -> tuple[str, str]:
+    """(address, family) of the keeper speaking `version` for `jobs_dir`."""
+    return osdeps.channel(jobs_dir, f"keeper-{version}")
+
+
+def run_id(job_id: str, attempt: int) -> str:
+    """The run marker: PROCQ_RUN=<job id>.<attempt> in every process of that attempt."""
+    return f"{job_id}.{attempt}"
+
+
+def parse_run(run: str) -> tuple[str, int] | None:
+    """(job id, attempt) of a run marker, or None if it is not one (never a path part otherwise)."""
+    match = _RUN.fullmatch(run)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def load_key(jobs_dir: Path, create: bool) -> bytes:
+    """The auth key in jobs/.keeper.key; made (0600, 32 random bytes) if `create` and missing.
+    Raises FileNotFoundError when missing and not created, PermissionError when others may read it."""
+    path = jobs_dir / KEY
+    if create and not path.exists():  # only the keeper creates it, holding its lock
+        tmp = jobs_dir / f"{KEY}.{secrets.token_hex(8)}.tmp"
+        with osdeps.create_private(tmp) as handle:  # written whole, then renamed: never read half made
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        osdeps.replace_file(tmp, path)
+    if osdeps.open_to_others(path):
+        raise PermissionError(13, "the keeper's key file may be read by other users; remove it", str(path))
+    key = osdeps.read_bytes(path)
+    if len(key) < 16:
+        raise PermissionError(13, "the keeper's key file is too short; remove it", str(path))
+    return key
+
+
+def refusal(version: object) -> str | None:
+    """Why a hello with `version` is refused, or None."""
+    if version in SPOKEN:
+        return None
+    return (
+        f"this procq keeper speaks protocol {', '.join(map(str, SPOKEN))} and the client asked for {version!r}; "
+        "let it finish its jobs (drain) and start a keeper of the new version"
+    )

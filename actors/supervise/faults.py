@@ -1,0 +1,24 @@
+"""A test-only fault hook: crash the server at one named step of starting a job.
+
+PROCQ_TEST_CRASH_AT=<step> makes the server process exit at once (no cleanup, like a SIGKILL) the
+first time a job reaches that step; unset (always, outside tests) it does nothing. Steps:
+"before-record", "after-record", "after-spawn". Tests use it to show that a crash at any step of a
+start leaves exactly one run and no process that no record names.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+VARIABLE = "PROCQ_TEST_CRASH_AT"
+STEPS = ("before-record", "after-record", "after-spawn")
+_AT = os.environ.get(VARIABLE)
+
+
+def crash_point(step: str) -> None:
+    """Exit the process now if the test asked for a crash at `step`."""
+    if step == _AT:
+        sys.stderr.write(f"procq: crashing at {step} ({VARIABLE})\n")
+        sys.stderr.flush()
+        os._exit(70)
