@@ -129,6 +129,7 @@ class Job:
     started_at: str | None = None
     completed_at: str | None = None
     cancel_requested_at: str | None = None  # a cancel of the running job was asked for (and recorded)
+    node: str | None = None  # cluster mode: the node that runs (or last ran) it; None on a single machine
     interrupted: str | None = None  # why the last run was cut short (shutdown, crash), if one was
     webhook_delivery: Delivery | None = None
     # ordering, limits, retries, submit options (README "Deciding what runs")

@@ -38,7 +38,7 @@ from procq.api.keys import KeyStore, keys_path
 from procq.api.logs import LogsResource
 from procq.api.openapi import OpenAPIResource
 from procq.api.queues import QueuesResource
-from procq.api.resources import ResourcesResource
+from procq.api.resources import NodesResource, ResourcesResource
 from procq.api.sse import StreamSlots
 from procq.api.stats import MetricsResource, StatsResource
 
@@ -95,6 +95,7 @@ def create_app(
     app.add_route("/queues", queues)
     app.add_route("/queues/{name}", queues, suffix="queue")
     app.add_route("/resources", ResourcesResource(dispatcher))
+    app.add_route("/nodes", NodesResource(dispatcher))
     # Admin: API keys
     admin = KeysResource(keys, max_body_bytes)
     app.add_route("/admin/keys", admin)

@@ -23,6 +23,9 @@ GROUPS = {
     ),
     "Security": ("--keys-file", "--insecure-no-auth", "--allow-command"),
     "Logging": ("--log-level", "--log-format"),
+    "Cluster (several nodes on one PostgreSQL)": (
+        "--database-url", "--database-url-file", "--node-name", "--cluster-output-cap", "--lease",
+    ),
 }  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from procq.actors.job import QUEUE_NAME_PATTERN
 from procq.actors.resources import node
+from procq.server import clusterflags
 from procq.server.config import ConfigError, ConfigSource
 from procq.server.flagparser import FlagParser, grouped
 from procq.server.values import parse_duration, parse_secret
@@ -207,6 +208,7 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         help="log lines as text, or as one JSON object per line with job_id, status and event fields "
         "on job lifecycle lines [PROCQ_LOG_FORMAT]",
     )
+    clusterflags.add_flags(add, env)
     args = parser.parse_args(argv)
     if env.unknown_keys(parser):
         parser.error(f"unknown settings in {env.path}: {', '.join(env.unknown_keys(parser))}")
@@ -229,6 +231,7 @@ def parse_args(argv: list[str] | None = None, secrets: dict[str, str] | None = N
         except ValueError:
             parser.error("--webhook-secret: a secret starting with whsec_ must continue in base64")
     _check_control_flags(parser, args)
+    clusterflags.check(parser, args, read_secret_file)
     try:
         args.gpus = node.parse_gpus(args.gpus)  # None: "auto", detected when the server starts
         args.resources = node.parse_counted(args.resources)

@@ -33,7 +33,7 @@ from procq.server.flags import is_loopback, parse_args
 from procq.server.httpserver import bind_error, create_server, starting_app
 
 log = logging.getLogger("procq")
-SECRET_VARIABLES = ("PROCQ_WEBHOOK_SECRET",)
+SECRET_VARIABLES = ("PROCQ_WEBHOOK_SECRET", "PROCQ_DATABASE_URL")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         lock.close()
         return 2
+    url = f"http://{args.host}:{server.effective_port}"
+    cluster = None
     try:
-        store = SqliteStore(jobs_dir)
+        if args.database_url is not None:  # cluster mode: only then is psycopg imported
+            from procq.server import cluster as joining
+
+            store, cluster = joining.join(args, settings, jobs_dir, url)
+        else:
+            store = SqliteStore(jobs_dir)
         recovered = recover(settings, store, timestamp(utc_now()), keeper)
     except (StorageError, sqlite3.Error, RuntimeError) as exc:
-        print(f"procq: cannot open the store in {jobs_dir}: {exc}", file=sys.stderr)
+        where = f"node {args.node_name} of the cluster" if args.database_url else jobs_dir
+        print(f"procq: cannot open the store for {where}: {exc}", file=sys.stderr)
+        if cluster is not None:
+            cluster.close()
         keeper.close(keep_running=True)
         server.close()
         lock.close()
@@ -135,8 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     events, metrics = EventHub(), Metrics()
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
     watchers = (events, metrics, LifecycleLog())
-    dispatcher = Dispatcher.start(
-        settings, jobs, send_webhook=send, watchers=watchers, keeper=keeper, store=store, counts=recovered.counts
+    kind, extra = (Dispatcher, {}) if cluster is None else (joining.ClusterDispatcher, {"cluster": cluster})
+    dispatcher = kind.start(
+        settings,
+        jobs,
+        send_webhook=send,
+        watchers=watchers,
+        keeper=keeper,
+        store=store,
+        counts=recovered.counts,
+        **extra,
     ).proxy()
     app = create_app(
         dispatcher,
@@ -156,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     osdeps.install_shutdown(lambda: _stopping(events, keep_running))
     try:
         total = sum(recovered.counts.values())
-        url = f"http://{args.host}:{server.effective_port}"
         message = f"serving on {url} with {total} jobs from {jobs_dir}"
+        if cluster is not None:
+            message += f" as node {cluster.name} of the cluster"
         fields = {"url": url, "jobs": total, "jobs_dir": str(jobs_dir)}
         print(logformat.line(args.log_format, message, **fields) if args.log_format == "json" else f"procq {message}")
         sys.stdout.flush()
@@ -167,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10, keep_running)
+        if cluster is not None:  # its lease ends now: the sweep need not wait for it
+            cluster.close()
         store.close()  # after every actor: the last ends they recorded are committed
         keeper.close(keep_running)
         lock.close()

@@ -58,6 +58,7 @@ PUT_BACK = "UPDATE jobs SET status = 'IN_QUEUE', node = NULL, lease = NULL, body
 class Claimed:
     job: Job  # IN_PROGRESS, attempts counted, started_at from the database's clock
     lease: int  # the fencing token every write about this run names
+    before: Job  # the job as it was queued: a Supervisor starts from it and records the attempt itself
 
 
 def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None) -> list[Claimed]:
@@ -86,7 +87,7 @@ def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = Non
                 free[name] -= units
             if queue in budget:
                 budget[queue] -= 1
-            taken.append(Claimed(schema.decode(body), lease))
+            taken.append(Claimed(schema.decode(body), lease, schema.decode(old_body)))
         if back:
             with conn.cursor() as cur:
                 cur.executemany(PUT_BACK, back)

@@ -200,6 +200,10 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
                     gpu["job_id"] = None
         return view
 
+    def nodes(self) -> list[dict[str, Any]] | None:
+        """The cluster's nodes (GET /nodes); None on a single machine."""
+        return None
+
     def ping(self) -> bool:
         """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
         return True
@@ -325,6 +329,10 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
                 raise InvalidRequest(f"jobs[{index}]: {exc}" if len(requests) > 1 else str(exc)) from exc
         now = self._now()
         jobs = [transitions.new_job(self._new_id(), request, now, self._settings, **extra) for request in requests]
+        return self._create(jobs)
+
+    def _create(self, jobs: list[Job]) -> Accepted:
+        """Commit new jobs and queue them here (cluster mode: they wait in the database instead)."""
         commit = self._store.create(jobs)
         ids = [job.id for job in jobs]
         commit.add_done_callback(functools.partial(if_failed, self._self.not_created, ids))

@@ -49,6 +49,13 @@ class JobTable:
             except Exception:  # a broken watcher must not stop the Dispatcher
                 log.exception("watcher %r failed on job %s", watcher, job.id)
 
+    def release(self, job_id: str) -> None:
+        """Stop holding a job that lives on elsewhere (cluster mode: queued again in the database, for
+        any node): not a deletion, so watchers hear nothing."""
+        held = self._jobs.pop(job_id, None)
+        if held is not None:
+            self._index.remove(held)
+
     def forget(self, job: Job) -> None:
         del self._jobs[job.id]
         self._index.remove(job)

@@ -178,6 +178,10 @@ class Scheduler:
         """Worker slots taken: jobs started and not yet ended."""
         return len(self._running)
 
+    def running_ids(self) -> list[str]:
+        """The jobs holding worker slots."""
+        return list(self._running)
+
     def next_to_start(self) -> str | None:
         """Take the best ready job among the queues that may start one now, and count it running;
         None when nothing may start (no worker slot free, or no queue with a ready job and room).

@@ -66,9 +66,11 @@ class PostgresStore:
         node: str = "local",
         pool_size: int = 4,
         max_batch_jobs: int = 5_000,
+        claims: bool = False,
     ) -> None:
         self.url = url
         self.node = node
+        self.claims = claims  # cluster mode: queued jobs are claimed from the database, never loaded
         self._jobs_dir = jobs_dir
         self._lock = threading.Lock()  # guards _closed and _leases
         self._closed = False
@@ -221,10 +223,15 @@ class PostgresStore:
         for status, count in self._rows(pgschema.COUNTS, ()):
             counts[Status(status)] = count
         mine = "SELECT body FROM jobs WHERE status = 'IN_PROGRESS' AND (node = %s OR node IS NULL) ORDER BY id"
+        # a claiming node owes the webhooks of the runs it made (and of jobs that never ran: any node may)
+        owed = pgschema.OWED.replace(" ORDER BY", " AND (node = %s OR node IS NULL) ORDER BY")
+        queued = [] if self.claims else self._rows(pgschema.WITH_STATUS, (Status.IN_QUEUE.value,))
         return Startup(
-            queued=[schema.decode(row[0]) for row in self._rows(pgschema.WITH_STATUS, (Status.IN_QUEUE.value,))],
+            queued=[schema.decode(row[0]) for row in queued],
             running=[schema.decode(row[0]) for row in self._rows(mine, (self.node,))],
-            owed=[schema.decode(row[0]) for row in self._rows(pgschema.OWED, ())],
+            owed=[schema.decode(row[0]) for row in self._rows(owed, (self.node,))]
+            if self.claims
+            else [schema.decode(row[0]) for row in self._rows(pgschema.OWED, ())],
             counts=counts,
             rewritten=len(stale),
         )

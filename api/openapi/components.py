@@ -44,6 +44,7 @@ JOB_FIELDS: dict[str, Any] = {
     "enqueued_at": TIME,
     "started_at": TIME,
     "completed_at": TIME,
+    "node": {"type": ["string", "null"], "description": "Cluster mode: the node that runs or last ran it."},
     "interrupted": {"type": ["string", "null"]},
     "cancel_requested_at": {**TIME, "description": "A cancel of the running job was asked for (and recorded)."},
     "webhook_delivery": {"oneOf": [ref("Delivery"), {"type": "null"}]},
@@ -211,6 +212,30 @@ _QUEUES: dict[str, Any] = {
         "properties": {"queues": {"type": "array", "items": ref("Queue")}},
     },
     "QueueUpdate": QUEUE_UPDATE,
+    "NodeList": {
+        "type": "object",
+        "required": ["nodes"],
+        "properties": {
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "address", "slots", "state", "running", "heartbeat_at"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "address": {"type": "string", "description": "Where its API listens."},
+                        "slots": {"type": "integer", "description": "Its worker slots (--workers)."},
+                        "resources": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "state": {"type": "string", "enum": ["up", "left", "lost"]},
+                        "running": {"type": "integer", "description": "Jobs running on it now."},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "heartbeat_at": {"type": "string", "format": "date-time"},
+                        "lease_until": {"type": "string", "format": "date-time"},
+                    },
+                },
+            }
+        },
+    },
     "Resources": {
         "type": "object",
         "description": "What the server can hand to jobs (--gpus, --resource) and who holds it now.",

@@ -1,4 +1,5 @@
-"""OpenAPI paths for controlling what runs: the named queues, and the GPUs and counted resources jobs require."""
+"""OpenAPI paths for controlling what runs: the named queues, the GPUs and counted resources jobs require,
+and the nodes of a cluster."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ PATHS: dict[str, Any] = {
         "get": operation(
             "The server's GPUs (with the job on each) and counted resources (total, in use, free)",
             {"200": json_reply("The resources.", "Resources")},
+        )
+    },
+    "/nodes": {
+        "get": operation(
+            "Cluster mode: every node's name, address, slots, running jobs and last heartbeat",
+            {
+                "200": json_reply("The nodes.", "NodeList"),
+                "404": error("This server runs on one machine (no --database-url): it has no nodes."),
+            },
         )
     },
 }

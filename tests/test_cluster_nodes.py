@@ -1,0 +1,114 @@
+"""Cluster mode end to end: three real servers (run.py --database-url, separate ports and jobs
+directories) on one real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from procq.actors.keeper import protocol
+
+from tests.helpers import ServerProcess, end_keeper, wait_until
+
+LEASE_S = 4.0
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, pg_url: str) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    try:
+        for name in ("n1", "n2", "n3"):
+            started.append(_node(tmp_path, pg_url, name))
+        yield started
+    finally:
+        for node in started:
+            if node.proc.poll() is None:
+                node.stop()
+            end_keeper(node.jobs_dir)
+
+
+def _node(tmp_path: Path, pg_url: str, name: str) -> ServerProcess:
+    return ServerProcess(
+        tmp_path / name,
+        "--node-name",
+        name,
+        "--workers",
+        "2",
+        "--lease",
+        str(LEASE_S),
+        env={"PROCQ_DATABASE_URL": pg_url},
+    )
+
+
+def test_jobs_spread_over_the_nodes_and_every_node_answers_every_jobs_status(nodes: list[ServerProcess]) -> None:
+    first = nodes[0]
+    ids = [first.submit(["sleep", "3"])["id"] for _ in range(6)]  # 6 at once need all 3 nodes of 2 slots
+    running = [first.wait_status(job_id, "IN_PROGRESS", timeout=20) for job_id in ids]
+    assert {job["node"] for job in running} == {"n1", "n2", "n3"}
+    for job_id in ids:
+        done = nodes[2].wait_status(job_id, "COMPLETED", timeout=30)
+        assert [node.status(job_id) for node in nodes] == [done, done, done]
+    listed = nodes[1].get("/jobs").json()["jobs"]
+    assert sorted(job["id"] for job in listed) == sorted(ids)
+    assert nodes[2].get("/stats").json()["counts"]["COMPLETED"] == 6
+
+
+def test_every_node_lists_the_nodes_with_their_slots_and_heartbeats(nodes: list[ServerProcess]) -> None:
+    answers = [node.get("/nodes") for node in nodes]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    listed = answers[1].json()["nodes"]
+    assert [(n["name"], n["address"], n["slots"], n["state"]) for n in listed] == [
+        (f"n{i + 1}", node.url, 2, "up") for i, node in enumerate(nodes)
+    ]
+    assert all(n["heartbeat_at"] and n["running"] == 0 for n in listed)
+
+
+def test_a_job_is_canceled_through_a_node_that_does_not_run_it(nodes: list[ServerProcess]) -> None:
+    job = nodes[0].submit(["sleep", "60"])
+    running = nodes[0].wait_status(job["id"], "IN_PROGRESS", timeout=20)
+    other = next(node for i, node in enumerate(nodes) if f"n{i + 1}" != running["node"])
+    answer = other.put(f"/jobs/{job['id']}/cancel")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "CANCELED"
+    assert not psutil.pid_exists(running["pid"]) or psutil.Process(running["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_queued_job_is_canceled_through_any_node(nodes: list[ServerProcess]) -> None:
+    job = nodes[0].submit(["true"], run_at="2999-01-01T00:00:00Z")
+    answer = nodes[2].put(f"/jobs/{job['id']}/cancel")
+    assert answer.status_code == 200, answer.text
+    assert nodes[1].status(job["id"])["status"] == "CANCELED"
+
+
+def test_a_killed_nodes_job_runs_again_on_another_node_within_the_lease_and_two_seconds(
+    nodes: list[ServerProcess],
+) -> None:
+    job = nodes[0].submit(["sleep", "60"], max_attempts=2)
+    running = nodes[0].wait_status(job["id"], "IN_PROGRESS", timeout=20)
+    victim = nodes[int(running["node"][1:]) - 1]
+    survivor = next(node for node in nodes if node is not victim)
+    keeper = json.loads((victim.jobs_dir / protocol.INFO).read_text())["pid"]
+    # the machine is gone: its server, its keeper and the job's process
+    killed_at = time.monotonic()
+    victim.proc.kill()
+    for pid in (keeper, running["pid"]):
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    again = wait_until(
+        lambda: (j := survivor.status(job["id"]))["status"] == "IN_PROGRESS" and j["node"] != running["node"] and j,
+        timeout=LEASE_S + 2,
+        interval=0.1,
+    )
+    assert time.monotonic() - killed_at <= LEASE_S + 2
+    assert again["attempts"] == 2
+    assert "node " + running["node"] in again["interrupted"]
+    victim.wait(10)
