@@ -152,12 +152,30 @@ class JobsResource:
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
             result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it
+        except FileNotFoundError as exc:
+            if job.node is None:  # a single machine: the file should be here
+                raise StorageError("open the job's result", exc) from exc
+            resp.content_type = job.mime_type
+            resp.data = self._kept_result(job)
+            return
         except osdeps.NotARegularFile as exc:
             raise NotRegularFile(job.id, "stdout.txt") from exc
         except OSError as exc:
             raise StorageError("open the job's result", exc) from exc
         resp.content_type = job.mime_type
         resp.set_stream(result, os.fstat(result.fileno()).st_size)
+
+    def _kept_result(self, job: Job) -> bytes:
+        """Cluster mode, a job another node ran: its result as that node kept it in the database."""
+        kept = ask(self._dispatcher.kept_output(job.id, "stdout.txt"))
+        if kept is None or not kept.complete:
+            beyond = "is larger than --cluster-output-cap" if kept is not None else "was not kept in the database"
+            raise falcon.HTTPServiceUnavailable(
+                title="Result only on its node",
+                description=f"Job {job.id} ran on node {job.node}, and its result {beyond}; "
+                f"ask node {job.node} (GET /nodes gives its address), or bring it back if it is down.",
+            )
+        return kept.data
 
     def on_put_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         self._job(job_id)  # 404 before anything else

@@ -21,7 +21,9 @@ def join(
 ) -> tuple[PostgresStore, ClusterNode]:
     """Open the shared store (migrating it under an advisory lock) and register this node, before
     recovery: its runs stay its own while it recovers them. Raises StorageError."""
-    store = PostgresStore(args.database_url, jobs_dir, node=args.node_name, claims=True)
+    store = PostgresStore(
+        args.database_url, jobs_dir, node=args.node_name, claims=True, output_cap=args.cluster_output_cap
+    )
     node = ClusterNode(
         store,
         args.node_name,
@@ -29,7 +31,6 @@ def join(
         settings.workers,
         settings.node.totals(),
         lease_s=args.lease,
-        output_cap=args.cluster_output_cap,
     )
     try:
         node.join()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +47,21 @@ def _node(tmp_path: Path, pg_url: str, name: str) -> ServerProcess:
     )
 
 
-def test_jobs_spread_over_the_nodes_and_every_node_answers_every_jobs_status(nodes: list[ServerProcess]) -> None:
+def test_jobs_spread_over_the_nodes_and_every_node_answers_every_jobs_status_and_result(
+    nodes: list[ServerProcess],
+) -> None:
     first = nodes[0]
-    ids = [first.submit(["sleep", "3"])["id"] for _ in range(6)]  # 6 at once need all 3 nodes of 2 slots
+    job = [sys.executable, "-c", "import os, time; time.sleep(3); print('ran as', os.getpid())"]
+    ids = [first.submit(job)["id"] for _ in range(6)]  # 6 at once need all 3 nodes of 2 slots
     running = [first.wait_status(job_id, "IN_PROGRESS", timeout=20) for job_id in ids]
     assert {job["node"] for job in running} == {"n1", "n2", "n3"}
     for job_id in ids:
         done = nodes[2].wait_status(job_id, "COMPLETED", timeout=30)
         assert [node.status(job_id) for node in nodes] == [done, done, done]
+        results = [node.get(f"/jobs/{job_id}/result") for node in nodes]
+        assert [r.status_code for r in results] == [200, 200, 200]
+        assert results[0].content.startswith(b"ran as ")
+        assert len({r.content for r in results}) == 1
     listed = nodes[1].get("/jobs").json()["jobs"]
     assert sorted(job["id"] for job in listed) == sorted(ids)
     assert nodes[2].get("/stats").json()["counts"]["COMPLETED"] == 6

@@ -8,12 +8,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from procq.actors.cluster import cancels, claim, hints, nodes, outputs, sweep
-from procq.actors.job import Job
+from procq.actors.cluster import cancels, claim, hints, nodes, sweep
 from procq.actors.store import pgschema
 from procq.actors.store.postgres import PostgresStore, connect
 
@@ -32,10 +30,9 @@ class ClusterNode:
         slots: int,
         resources: Mapping[str, int] | None = None,
         lease_s: float = 6.0,
-        output_cap: int = outputs.DEFAULT_CAP,
         poll_s: float = 0.5,
     ) -> None:
-        self.store, self.name, self.output_cap = store, name, output_cap
+        self.store, self.name = store, name
         url = store.url
         self._connect = lambda role: lambda: connect(url, f"procq {name} {role}")
         self.lease = nodes.NodeLease(
@@ -121,19 +118,6 @@ class ClusterNode:
                 self._cancelling.discard(job_id)
 
         threading.Thread(target=answer, name=f"cancel-answer-{job_id}", daemon=True).start()
-
-    def keep_outputs(self, job: Job, job_dir: str) -> None:
-        """A finished run's output and log, up to the cap, kept in the database (on a thread of its own)."""
-
-        def keep() -> None:
-            try:
-                with self.store.connection() as conn:
-                    for stream in ("stdout.txt", "stderr.txt"):
-                        outputs.keep(conn, job.id, stream, Path(job_dir) / stream, self.output_cap)
-            except Exception as exc:
-                log.warning("job %s: could not keep its output in the database: %s", job.id, exc)
-
-        threading.Thread(target=keep, name=f"keep-{job.id}", daemon=True).start()
 
     def nodes(self) -> list[dict[str, Any]]:
         with self.store.connection() as conn:

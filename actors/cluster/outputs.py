@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CAP = 8 * 1024 * 1024
+STREAMS = ("stdout.txt", "stderr.txt")  # the result and the log, as named in the job's directory
 
 KEEP = """INSERT INTO outputs (job_id, stream, data, size, complete) VALUES (%s, %s, %s, %s, %s)
     ON CONFLICT (job_id, stream) DO UPDATE SET data = excluded.data, size = excluded.size,

@@ -48,6 +48,9 @@ class ClusterDispatcher(Dispatcher):
     def nodes(self) -> list[dict[str, Any]]:
         return self._cluster.nodes()
 
+    def kept_output(self, job_id: str, stream: str) -> Any:
+        return self._store.kept_output(job_id, stream)  # type: ignore[attr-defined] - the PostgreSQL store
+
     def cancel(self, job_id: str) -> threading.Event | Recorded:
         """As the single node's, for a job anywhere: a queued one is canceled unless a node claimed it
         meanwhile; one running on another node is ended by that node, asked through the database."""
@@ -94,7 +97,6 @@ class ClusterDispatcher(Dispatcher):
             self._table.release(job.id)
             self._cluster.poke()
         else:
-            self._cluster.keep_outputs(job, os.path.join(self._settings.jobs_dir, job.id))
             self._ended(job)
         self._pump()
 

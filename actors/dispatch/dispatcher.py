@@ -204,6 +204,10 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         """The cluster's nodes (GET /nodes); None on a single machine."""
         return None
 
+    def kept_output(self, job_id: str, stream: str) -> Any:
+        """Cluster mode: a finished job's output kept in the database (actors/cluster/outputs.Kept); else None."""
+        return None
+
     def ping(self) -> bool:
         """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
         return True

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from procq.actors.cluster import outputs
 from procq.actors.store import pgschema, schema
 from procq.actors.store.writer import Change, Writer
 
@@ -30,9 +31,11 @@ class PgWriter(Writer):
         session: int,
         max_batch_jobs: int,
         lease_of: Callable[[str], int | None],
+        output_cap: int = outputs.DEFAULT_CAP,
     ) -> None:
         self._connect = connect
         self._lease_of = lease_of
+        self._output_cap = output_cap
         self.fenced = 0  # updates refused because the job's lease had moved on
         super().__init__(connect(), jobs_dir, session, max_batch_jobs)
 
@@ -69,6 +72,8 @@ class PgWriter(Writer):
                 if not updated and cur.execute(pgschema.GET, (job.id,)).fetchone() is not None:
                     self.fenced += 1
                     log.warning("store: job %s runs under another lease now; this node's change is dropped", job.id)
+                if updated and job.status.terminal:
+                    self._keep_outputs(cur, job.id)
                 change.present.append(updated)
         elif change.kind == "delete":
             rows = [(job_id,) for job_id in change.ids]
@@ -78,6 +83,17 @@ class PgWriter(Writer):
             cur.execute(pgschema.PUT_SETTING, ("probe", str(time.time())))
         elif change.kind == "synced":
             cur.executemany(pgschema.MARK_SYNCED, [(self._session, job_id) for job_id in change.ids])
+
+    def _keep_outputs(self, cur: psycopg.Cursor, job_id: str) -> None:
+        """A finished run's output and log, up to the cap, in the same transaction as its end: any node
+        that sees the job finished can serve them (a node that never ran it has no files: nothing kept)."""
+        for stream in outputs.STREAMS:
+            try:
+                outputs.keep(cur, job_id, stream, Path(self._root) / job_id / stream, self._output_cap)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("store: job %s: could not keep its %s in the database: %s", job_id, stream, exc)
 
     def _record_synced(self) -> None:
         """Idle: record which meta.json files are current, without waiting for the WAL flush (losing

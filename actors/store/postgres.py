@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from procq.actors.cluster import outputs
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
 from procq.actors.store import files, pgschema, schema
@@ -67,6 +68,7 @@ class PostgresStore:
         pool_size: int = 4,
         max_batch_jobs: int = 5_000,
         claims: bool = False,
+        output_cap: int = 8 << 20,
     ) -> None:
         self.url = url
         self.node = node
@@ -94,7 +96,7 @@ class PostgresStore:
             open=True,
         )
         self._writer = PgWriter(
-            lambda: connect(url, f"procq {node} writer"), jobs_dir, session, max_batch_jobs, self.lease_of
+            lambda: connect(url, f"procq {node} writer"), jobs_dir, session, max_batch_jobs, self.lease_of, output_cap
         )
 
     # --- leases this node holds (set by the claim, read by the writer) ---------------------------
@@ -235,6 +237,11 @@ class PostgresStore:
             counts=counts,
             rewritten=len(stale),
         )
+
+    def kept_output(self, job_id: str, stream: str) -> outputs.Kept | None:
+        """A finished job's output or log as the node that ran it kept it (up to the cap), or None."""
+        with self.connection() as conn:
+            return outputs.read(conn, job_id, stream)
 
     def trouble(self) -> str | None:
         return self._writer.trouble
