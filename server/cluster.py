@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import psycopg
+from procq.actors.cluster import queues as cluster_queues
 from procq.actors.cluster.node import ClusterNode
 from procq.actors.dispatch.clustered import ClusterDispatcher
 from procq.actors.errors import StorageError
@@ -34,6 +35,9 @@ def join(
     )
     try:
         node.join()
+        with store.connection() as conn:  # --queue at a node's start: for every node (the last started wins)
+            for name, parallelism in settings.queues:
+                cluster_queues.configure(conn, name, parallelism)
     except psycopg.Error as exc:
         store.close()
         raise StorageError("join the cluster", exc) from exc

@@ -120,3 +120,27 @@ def test_a_killed_nodes_job_runs_again_on_another_node_within_the_lease_and_two_
     assert again["attempts"] == 2
     assert "node " + running["node"] in again["interrupted"]
     victim.wait(10)
+
+
+def test_a_queue_limit_set_through_one_node_holds_on_every_node(nodes: list[ServerProcess]) -> None:
+    answer = nodes[1].put("/queues/render", json={"parallelism": 1})
+    assert answer.status_code == 200, answer.text
+    ids = [nodes[0].submit(["sleep", "1"], queue="render")["id"] for _ in range(3)]
+    most = 0
+    while not all(nodes[2].status(job_id)["status"] == "COMPLETED" for job_id in ids):
+        running = [q for q in nodes[2].get("/queues").json()["queues"] if q["name"] == "render"][0]["running"]
+        most = max(most, running)
+        time.sleep(0.05)
+    assert most == 1
+    assert [q["parallelism"] for q in nodes[0].get("/queues").json()["queues"] if q["name"] == "render"] == [1]
+
+
+def test_the_dependents_of_a_failed_job_fail_wherever_they_were_submitted(nodes: list[ServerProcess]) -> None:
+    first = nodes[0].submit([sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(1)"])
+    second = nodes[1].submit(["true"], after=[first["id"]])
+    third = nodes[2].submit(["true"], after=[second["id"]])
+    assert nodes[2].wait_status(first["id"], "FAILED", timeout=20)["exit_code"] == 1
+    for job, dependency in ((second, first), (third, second)):
+        failed = nodes[0].wait_status(job["id"], "FAILED", timeout=10)
+        assert failed["attempts"] == 0
+        assert f"dependency {dependency['id']} ended FAILED" in failed["error"]

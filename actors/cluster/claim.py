@@ -26,9 +26,14 @@ from procq.actors.store import schema
 
 _STARTED_AT = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
+# Two statements: the first locks the limited queues' rows; the second counts their running jobs with a
+# snapshot taken after the lock was granted. Counted in the locking statement itself, the count would
+# come from a snapshot taken before waiting for the lock, missing what the node ahead just claimed
+# (READ COMMITTED rechecks only the locked row), and two nodes could pass a queue's limit together.
+LOCK_LIMITS = "SELECT name FROM queues ORDER BY name FOR UPDATE"
 LIMITS = """SELECT q.name, q.parallelism, q.paused,
     (SELECT count(*) FROM jobs WHERE status = 'IN_PROGRESS' AND queue = q.name)
-    FROM queues q ORDER BY q.name FOR UPDATE OF q"""
+    FROM queues q ORDER BY q.name"""
 
 CLAIM = f"""UPDATE jobs SET status = 'IN_PROGRESS', node = %(node)s, lease = nextval('procq_lease'), synced = 0,
     body = jobs.body || jsonb_build_object(
@@ -69,6 +74,7 @@ def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = Non
     free = dict(free or {})
     with conn.transaction():
         closed, budget = [], {}
+        conn.execute(LOCK_LIMITS)
         for name, parallelism, paused, running in conn.execute(LIMITS):
             if paused or (parallelism is not None and running >= parallelism):
                 closed.append(name)

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from procq.actors.cluster import queues as cluster_queues
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
@@ -26,9 +27,8 @@ if TYPE_CHECKING:  # psycopg is imported in cluster mode only
 class ClusterDispatcher(Dispatcher):
     """Holds only the jobs this node runs or owes a webhook for; the rest are the database's.
 
-    Not yet here (README, "Cluster mode"): queues' parallelism and pause from --queue or PUT /queues
-    (the claim reads the database's `queues` table), GPU assignment of claimed jobs, failing the
-    dependents of a failed job, the keeper keeping a node's jobs across a server restart."""
+    Not yet here (README, "Cluster mode"): GPU assignment of claimed jobs, the keeper keeping a node's
+    jobs across a server restart."""
 
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,6 +47,18 @@ class ClusterDispatcher(Dispatcher):
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._cluster.nodes()
+
+    def queues(self) -> list[dict[str, Any]]:
+        with self._store.connection() as conn:  # type: ignore[attr-defined] - the PostgreSQL store
+            return cluster_queues.views(conn)
+
+    def set_queue(self, name: str, parallelism: int | None = None, paused: bool | None = None) -> dict[str, Any]:
+        """Change a queue for every node (the claim reads the `queues` table); returns its view."""
+        with self._store.connection() as conn:  # type: ignore[attr-defined]
+            cluster_queues.configure(conn, name, parallelism, paused)
+            view = next(q for q in cluster_queues.views(conn) if q["name"] == name)
+        self._cluster.poke()  # a resumed or widened queue may start jobs on any node now
+        return view
 
     def kept_output(self, job_id: str, stream: str) -> Any:
         return self._store.kept_output(job_id, stream)  # type: ignore[attr-defined] - the PostgreSQL store
@@ -88,27 +100,57 @@ class ClusterDispatcher(Dispatcher):
         """This node lost (or could not renew) its lease: its runs stop before another node may take them."""
         self._launcher.interrupt_all()
 
-    @carry_on
-    def job_ended(self, job: Job) -> None:
-        self._launcher.ended(job.id)
-        self._scheduler.ended(job.id)
-        if job.status is Status.IN_QUEUE:  # a retry or an interrupted run: any node may claim it
-            self._table.put(job)  # watchers see it queued again
-            self._table.release(job.id)
-            self._cluster.poke()
-        else:
-            self._ended(job)
-        self._pump()
-
     # --- inside ----------------------------------------------------------------------------------
 
     def _create(self, jobs: list[Job]) -> Accepted:
-        """New jobs wait in the database for whichever node claims them; every node is hinted."""
+        """New jobs wait in the database for whichever node claims them; every node is hinted. A job
+        whose dependency already failed (or is unknown) fails at once, as on a single machine."""
         commit = self._store.create(jobs)
         commit.add_done_callback(functools.partial(if_failed, self._self.not_created, [job.id for job in jobs]))
         commit.add_done_callback(lambda done: done.exception() is None and self._cluster.poke())
+        answered = []
+        for job in jobs:
+            reason = self._never_runs(job)
+            if reason is not None:
+                job = self._fail_queued(job, reason)  # committed after the creation (one writer, in order)
+                self._ended(job)
+            answered.append(job)
         self._self.pump.defer()
-        return Accepted(tuple(jobs), True, commit)
+        return Accepted(tuple(answered), True, commit)
+
+    def _enqueue(self, job: Job) -> Job | None:
+        """A job queued again (a retry, an interrupted run, an attempt that could not be recorded)
+        goes back to the database for any node, never into this node's scheduler."""
+        reason = self._never_runs(job)
+        if reason is not None:
+            return self._fail_queued(job, reason)
+        if self._store.lease_of(job.id) is not None:  # type: ignore[attr-defined] - claimed, never recorded
+            self._store.update([job])  # back to IN_QUEUE under the lease; the update drops it
+        self._table.release(job.id)
+        self._cluster.poke()
+        return None
+
+    def _never_runs(self, job: Job) -> str | None:
+        for dependency in job.after:
+            status = self._catalog.status_of(dependency)
+            if status is None:
+                return f"dependency {dependency} does not exist; the job was not run"
+            if status in (Status.FAILED, Status.CANCELED):
+                return f"dependency {dependency} ended {status.value}; the job was not run"
+        return None
+
+    def _ended(self, job: Job) -> None:
+        """As the single node's; and the jobs anywhere that wait for a job that did not complete fail,
+        a chain of any length (the claim never starts them: their dependency is not COMPLETED)."""
+        pending = [job]
+        while pending:
+            ended = pending.pop()
+            super()._ended(ended)
+            if ended.status.terminal and ended.status is not Status.COMPLETED:
+                with self._store.connection() as conn:  # type: ignore[attr-defined]
+                    waiting = cluster_queues.waiting_for(conn, ended.id)
+                reason = f"dependency {ended.id} ended {ended.status.value}; the job was not run"
+                pending.extend(self._fail_queued(dependent, reason) for dependent in waiting)
 
     def _pump(self) -> None:
         """Claim what the free worker slots (and free units of resources) can run, then as the single node."""
