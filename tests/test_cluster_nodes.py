@@ -14,8 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 from procq.actors.keeper import protocol
+from procq.server.flags import parse_args
 
 from tests.helpers import ServerProcess, end_keeper, wait_until
+from tests.tcpproxy import TcpProxy
 
 LEASE_S = 4.0
 
@@ -79,7 +81,7 @@ def test_every_node_lists_the_nodes_with_their_slots_and_heartbeats(nodes: list[
 
 def test_a_job_is_canceled_through_a_node_that_does_not_run_it(nodes: list[ServerProcess]) -> None:
     job = nodes[0].submit(["sleep", "60"])
-    running = nodes[0].wait_status(job["id"], "IN_PROGRESS", timeout=20)
+    running = _started(nodes[0], job["id"])
     other = next(node for i, node in enumerate(nodes) if f"n{i + 1}" != running["node"])
     answer = other.put(f"/jobs/{job['id']}/cancel")
     assert answer.status_code == 200, answer.text
@@ -98,7 +100,7 @@ def test_a_killed_nodes_job_runs_again_on_another_node_within_the_lease_and_two_
     nodes: list[ServerProcess],
 ) -> None:
     job = nodes[0].submit(["sleep", "60"], max_attempts=2)
-    running = nodes[0].wait_status(job["id"], "IN_PROGRESS", timeout=20)
+    running = _started(nodes[0], job["id"])
     victim = nodes[int(running["node"][1:]) - 1]
     survivor = next(node for node in nodes if node is not victim)
     keeper = json.loads((victim.jobs_dir / protocol.INFO).read_text())["pid"]
@@ -144,3 +146,63 @@ def test_the_dependents_of_a_failed_job_fail_wherever_they_were_submitted(nodes:
         failed = nodes[0].wait_status(job["id"], "FAILED", timeout=10)
         assert failed["attempts"] == 0
         assert f"dependency {dependency['id']} ended FAILED" in failed["error"]
+
+
+def test_a_partitioned_node_stops_its_job_before_another_node_runs_it(tmp_path: Path, pg_url: str) -> None:
+    proxy = TcpProxy(5432)
+    cut_off = _node(tmp_path, pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), "cut")
+    other: ServerProcess | None = None
+    try:
+        job = cut_off.submit(["sleep", "60"], max_attempts=2)
+        running = _started(cut_off, job["id"])
+        other = _node(tmp_path, pg_url, "other")
+        proxy.cut()
+        ended_at: list[float] = []
+
+        def rerun_elsewhere() -> dict | None:
+            if not ended_at and not _alive(running["pid"]):
+                ended_at.append(time.monotonic())
+            job_now = other.status(job["id"])
+            return job_now if job_now["status"] == "IN_PROGRESS" and job_now["node"] == "other" else None
+
+        again = wait_until(rerun_elsewhere, timeout=LEASE_S + 5, interval=0.05)
+        assert ended_at, "the cut-off node's job was still running when another node took it"
+        assert again["attempts"] == 2
+    finally:
+        proxy.close()
+        for node in (cut_off, other):
+            if node is not None:
+                node.proc.kill()
+                node.wait(10)
+                end_keeper(node.jobs_dir)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_cluster_flags_are_checked_at_start(tmp_path: Path) -> None:
+    secret = tmp_path / "db-url"
+    secret.write_text("postgresql://procq@127.0.0.1:5432/procq\n")
+    args = parse_args(["--database-url-file", str(secret), "--node-name", "gpu-1"])
+    assert (args.database_url, args.node_name, args.cluster_output_cap) == (
+        "postgresql://procq@127.0.0.1:5432/procq",
+        "gpu-1",
+        8 << 20,
+    )
+    assert parse_args([]).database_url is None
+    for bad in (
+        ["--node-name", "gpu-1"],
+        ["--database-url", "mysql://x"],
+        ["--database-url", "postgresql://x", "--lease", "1"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def _started(node: ServerProcess, job_id: str) -> dict:
+    """The job once its process is running (a claimed job shows IN_PROGRESS before it has a pid)."""
+    return wait_until(lambda: (job := node.status(job_id))["pid"] is not None and job, timeout=20)

@@ -45,7 +45,8 @@ class ClusterNode:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cancelling: set[str] = set()  # cancel requests being acted on (loop thread only)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _cancelling and _runs
+        self._runs: dict[str, Callable[[], None]] = {}  # job id -> how to interrupt its run
 
     def join(self) -> None:
         """Register (before recovery: the sweep must not take this node's runs meanwhile), hold the
@@ -57,11 +58,28 @@ class ClusterNode:
     def start(self, on_fenced: Callable[[str], None], tell: Any) -> None:
         """`tell`: the Dispatcher's proxy; the loop calls `tell.pump.defer()` and `tell.cancel_here.defer(id)`."""
         self._tell = tell
-        self._heartbeat = nodes.Heartbeat(self.lease, on_fenced, on_rejoined=lambda: tell.pump.defer())
+
+        def fence(why: str) -> None:  # on the heartbeat's watch thread: straight to the Supervisors
+            with self._lock:
+                interrupts = list(self._runs.values())
+            for interrupt in interrupts:
+                interrupt()
+            on_fenced(why)
+
+        self._heartbeat = nodes.Heartbeat(self.lease, fence, on_rejoined=lambda: tell.pump.defer())
         self._listener = hints.Listener(self._connect("listener"), poll_s=self._poll_s)
         self._notifier = hints.Notifier(self._connect("notifier"))
         self._thread = threading.Thread(target=self._loop, name=f"cluster-{self.name}", daemon=True)
         self._thread.start()
+
+    def running(self, job_id: str, interrupt: Callable[[], None]) -> None:
+        """A run this node started: `interrupt` ends it if the node is fenced (from any thread)."""
+        with self._lock:
+            self._runs[job_id] = interrupt
+
+    def done(self, job_id: str) -> None:
+        with self._lock:
+            self._runs.pop(job_id, None)
 
     def fenced(self) -> bool:
         return self._heartbeat is not None and self._heartbeat.fenced.is_set()

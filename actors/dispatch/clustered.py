@@ -97,8 +97,14 @@ class ClusterDispatcher(Dispatcher):
 
     @carry_on
     def fenced(self, why: str) -> None:
-        """This node lost (or could not renew) its lease: its runs stop before another node may take them."""
+        """This node lost (or could not renew) its lease: its runs stop before another node may take
+        them (the fence asked their Supervisors directly already; this covers runs started since)."""
         self._launcher.interrupt_all()
+
+    @carry_on
+    def job_ended(self, job: Job) -> None:
+        self._cluster.done(job.id)
+        super().job_ended(job)
 
     # --- inside ----------------------------------------------------------------------------------
 
@@ -163,6 +169,7 @@ class ClusterDispatcher(Dispatcher):
                 self._table.put(job)
                 self._scheduler.adopt(job)
                 self._launcher.run(job)
+                self._cluster.running(job.id, self._launcher.interrupter(job.id))
         super()._pump()
 
     def _held(self) -> bool:

@@ -81,6 +81,19 @@ class Launcher:
             pass  # it just ended on its own; job_ended is already on its way to the Dispatcher
         return finished
 
+    def interrupter(self, job_id: str) -> Callable[[], None]:
+        """A call that asks the job's Supervisor to interrupt it, safe from any thread (cluster mode's
+        fence must not wait for the Dispatcher's inbox, which a cut database may hold up)."""
+        supervisor, _ = self._running[job_id]
+
+        def interrupt() -> None:
+            try:
+                supervisor.interrupt.defer()
+            except pykka.ActorDeadError:
+                pass  # it ended meanwhile
+
+        return interrupt
+
     def interrupt_all(self) -> list[threading.Event]:
         """Ask every running job's Supervisor to interrupt it (shutdown); returns their events."""
         for supervisor, _ in self._running.values():
