@@ -35,6 +35,7 @@ def run_jobs(nodes: list[ServerProcess], jobs: int, batch: int = 100) -> float:
 
 def start(root: Path, count: int, workers: int, url: str | None, lease: float = 6.0) -> list[ServerProcess]:
     extra = ["--workers", str(workers), "--log-level", "WARNING"]
+    root.mkdir(parents=True, exist_ok=True)  # the servers' logs go beside their jobs directories
     if url is None:
         return [ServerProcess(root / "single", *extra)]
     return [
