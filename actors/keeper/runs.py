@@ -131,7 +131,7 @@ class Runs:
                     self._wake.send_bytes(b"s")
         except OSError as exc:
             return _error(f"could not start {args[0]!r}: {exc.strerror or exc}", errno=exc.errno)
-        log.info("run %s: started pid %d", run.run, pid)
+        log.debug("run %s: started pid %d", run.run, pid)  # the server logs every start and end at INFO
         return {"ok": True, "pid": pid, "pid_started_at": created, "started_at": run.started_at}
 
     def stop(self, name: str, grace_s: float, reason: str) -> dict[str, Any]:
@@ -275,7 +275,7 @@ class Runs:
             self._by_pid.pop(run.pid, None)
             self._by_run.pop(run.run, None)
             idle = not self._by_run
-        log.info("run %s: exited %d", run.run, reaped.exit_code)
+        log.debug("run %s: exited %d", run.run, reaped.exit_code)
         self._notify(record)
         try:
             records.sync(run.job_dir)
