@@ -9,7 +9,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 from procq.actors.keeper import protocol
 
 from tests.helpers import Receiver, pid_alive, py, wait_until
@@ -175,10 +174,9 @@ def test_a_crash_at_any_step_of_a_start_leaves_exactly_one_run_and_no_unnamed_pr
     runs = tmp_path / "runs.txt"
     code = "import os, sys, time; open(sys.argv[1], 'a').write(f'{os.getpid()}\\n'); time.sleep(1)"
     server = start_server(env={"PROCQ_TEST_CRASH_AT": step})
-    try:
-        server.post("/jobs", json={"args": [*py(code), str(runs)]})
-    except requests.RequestException:
-        pass  # the crash may beat the answer: the job was stored all the same
+    # delayed a second, so the submit is answered (and so committed) before the start that crashes
+    response = server.post("/jobs", json={"args": [*py(code), str(runs)], "delay_seconds": 1})
+    assert response.status_code == 201
     assert server.wait(20) == 70  # it crashed where it was told to
     job_id = next(entry.name for entry in server.jobs_dir.iterdir() if len(entry.name) == 32)
     again = start_server()

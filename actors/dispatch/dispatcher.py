@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import pykka
-from procq.actors import transitions, webhook
-from procq.actors.dispatch import admission, unstarted
+from procq.actors import webhook
+from procq.actors.dispatch import unstarted
+from procq.actors.dispatch.accepting import Accepting
 from procq.actors.dispatch.alarm import Alarm
 from procq.actors.dispatch.catalog import Catalog
 from procq.actors.dispatch.deliveries import Deliveries
@@ -21,12 +22,13 @@ from procq.actors.dispatch.idempotency import Idempotency
 from procq.actors.dispatch.index import JobTable
 from procq.actors.dispatch.launcher import Launcher
 from procq.actors.dispatch.outcomes import CommitOutcomes
-from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed, when_done
+from procq.actors.dispatch.queries import Queries
+from procq.actors.dispatch.receipts import carry_on, if_failed, when_done
 from procq.actors.dispatch.retention import Retention
 from procq.actors.dispatch.scheduler import Scheduler
-from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound
+from procq.actors.errors import JobConflict
 from procq.actors.events import Watcher
-from procq.actors.job import IdGenerator, Job, JobRequest, Status, timestamp, utc_now
+from procq.actors.job import IdGenerator, Job, Status, timestamp, utc_now
 from procq.actors.keeper.link import KeeperLink
 from procq.actors.settings import Settings
 from procq.actors.store.base import Commit, Recorded, Store
@@ -39,7 +41,7 @@ from procq.actors.webhookpool import WebhookPool
 log = logging.getLogger("procq.dispatcher")
 
 
-class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
+class Dispatcher(Accepting, Queries, CommitOutcomes, pykka.ThreadingActor):
     """Decides what runs when, and answers every question about jobs from memory.
 
     State (its thread only), each part a plain helper object: the JobTable (jobs, index, watchers),
@@ -49,6 +51,8 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
     A Supervisor exists only while its job runs or a delivery is in flight, so 10,000 queued jobs
     cost 10,000 table entries, not threads. The Dispatcher writes a job's meta.json only while the
     job has no Supervisor (creation, cancel while queued, failing a job that cannot run).
+    Its messages are grouped by who sends them: accepting.py (new jobs), queries.py (questions),
+    outcomes.py (the store's commit outcomes); this file holds the rest and the routing between them.
     """
 
     def __init__(
@@ -126,95 +130,6 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         log.critical("dispatcher stopped by %r; the server answers 503 until it is restarted", exc)
 
     # --- asked by the API ------------------------------------------------------------------------
-
-    def submit(self, request: JobRequest) -> Job:
-        """Create one job and queue it; returns at once (it runs only once it is committed). Raises
-        ShuttingDown, QueueFull or InvalidRequest. A caller that answers a client uses `accept`."""
-        return self._accept((request,), {}).jobs[0]
-
-    def accept(
-        self, requests: Sequence[JobRequest], key_sha256: str | None = None, request_sha256: str | None = None
-    ) -> Accepted:
-        """Create jobs, all or nothing, in one commit; the caller waits for it (`Accepted.wait`) before
-        answering. Under an Idempotency-Key (its hash) a replay within 24 h gets the jobs the key made
-        (created False). Raises IdempotencyConflict (same key, another body), ShuttingDown, QueueFull or
-        InvalidRequest (naming the item `jobs[i]` of a batch)."""
-        if key_sha256 is None:
-            return self._accept(requests, {})
-        replayed = self._idempotency.replay(
-            key_sha256, request_sha256 or "", self._catalog.find, self._store.with_idempotency_key, self._now()
-        )
-        if replayed is not None:
-            return Accepted(replayed, created=False)
-        accepted = self._accept(requests, {"idempotency_key_sha256": key_sha256, "request_sha256": request_sha256})
-        self._idempotency.remember(key_sha256, tuple(job.id for job in accepted.jobs))
-        return accepted
-
-    def rerun(self, job_id: str, owner: str | None = None) -> Accepted:
-        """Submit a finished job's request again as a new job naming it in `rerun_of`, owned by `owner`.
-        Raises JobNotFound, JobConflict (not finished yet) and whatever `accept` raises."""
-        job = self.get(job_id)
-        if not job.status.terminal:
-            raise JobConflict(job.id, job.status.value, "rerun", "COMPLETED, FAILED or CANCELED")
-        request = dataclasses.replace(transitions.rerun_request(job), owner=owner)
-        return self._accept((request,), {"rerun_of": job.id})
-
-    def get(self, job_id: str) -> Job:
-        """The job as it is now (a finished job of an earlier run: as the store has it). Raises JobNotFound."""
-        job = self._catalog.find(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    def list_jobs(
-        self,
-        statuses: frozenset[Status] | None,
-        tag: str | None,
-        before: str | None,
-        limit: int,
-        owner: str | None = None,
-        search: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of job objects (fresh dicts) newest first below the cursor `before` (ids sort by
-        creation, so paging while jobs are added neither skips nor repeats one), and the next cursor or
-        None; `search`: an id prefix, a tag, or words of the command. Read from the store: committed
-        states, without holding every job in memory."""
-        return self._catalog.page(statuses, tag, before, limit, owner, search)
-
-    def stats(self, owner: str | None = None) -> dict[str, Any]:
-        """Counts per status (of `owner`'s jobs only, if given) and worker slots in use, from memory
-        (GET /stats, /metrics)."""
-        return {
-            "counts": self._catalog.counts(owner),
-            "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
-            "resources": self._scheduler.resources(),
-        }
-
-    def resources(self, owner: str | None = None) -> dict[str, Any]:
-        """The node's GPUs (each with the job on it) and counted resources (total, in use, free).
-        With `owner`, jobs of other owners are shown as busy, without their ids."""
-        view = self._scheduler.resources()
-        if owner is not None:
-            for gpu in view["gpus"]:
-                if gpu["job_id"] is not None and self._table[gpu["job_id"]].owner != owner:
-                    gpu["job_id"] = None
-        return view
-
-    def ping(self) -> bool:
-        """Answers at once: shows the Dispatcher is alive and its inbox moving (GET /health)."""
-        return True
-
-    def trouble(self) -> str | None:
-        """Why the store's last commit failed, while it has not recovered (GET /health)."""
-        return self._store.trouble()
-
-    def probe(self) -> Commit | None:
-        """While the store is in trouble: a trivial commit that shows whether it has recovered."""
-        return self._store.probe() if self._store.trouble() is not None else None
-
-    def queues(self) -> list[dict[str, Any]]:
-        """Every queue's settings and counts (GET /queues)."""
-        return self._scheduler.views()
 
     def set_queue(self, name: str, parallelism: int | None = None, paused: bool | None = None) -> dict[str, Any]:
         """Change (or create) a queue: its parallelism and whether it is paused. Returns its view."""
@@ -309,31 +224,6 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
 
     # --- inside ----------------------------------------------------------------------------------
 
-    def _accept(self, requests: Sequence[JobRequest], extra: dict[str, Any]) -> Accepted:
-        queued = self._table.count(Status.IN_QUEUE)
-        for index, request in enumerate(requests):
-            try:
-                admission.admit(
-                    request,
-                    self._catalog.known,
-                    self._accepting,
-                    self._settings.max_queued,
-                    queued + index,
-                    self._settings.node,
-                )
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"jobs[{index}]: {exc}" if len(requests) > 1 else str(exc)) from exc
-        now = self._now()
-        jobs = [transitions.new_job(self._new_id(), request, now, self._settings, **extra) for request in requests]
-        commit = self._store.create(jobs)
-        ids = [job.id for job in jobs]
-        commit.add_done_callback(functools.partial(if_failed, self._self.not_created, ids))
-        for job in jobs:
-            self._table.put(job)
-            self._enqueue_or_end(job)
-        self._self.pump.defer()  # after this reply: starting Supervisors takes a while
-        return Accepted(tuple(self._table[job_id] for job_id in ids), True, commit)  # one may have failed at once
-
     def _ended(self, job: Job) -> None:
         """Record what a change means for the rest: dependents fail (a chain of any length, without
         recursion), webhooks are owed, free slots are filled."""
@@ -392,12 +282,6 @@ class Dispatcher(CommitOutcomes, pykka.ThreadingActor):
         self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
         self._idempotency.forget(job)  # its key may make a new job now
         self._deliveries.forget(job.id)
-
-
-def _set_event() -> threading.Event:
-    done = threading.Event()
-    done.set()
-    return done
 
 
 DispatcherProxy: TypeAlias = "pykka.ActorProxy[Dispatcher]"

@@ -16,16 +16,15 @@ from procq.actors.keeper import protocol
 from procq.actors.keeper.client import KeeperError
 from procq.actors.keeper.link import End, KeeperLink
 from procq.actors.mailbox import Mailbox, report
-from procq.actors.resources import detect
 from procq.actors.settings import Settings
 from procq.actors.store.base import Store
-from procq.actors.supervise import limits, threads
+from procq.actors.supervise import exits, limits
+from procq.actors.supervise.delivering import Delivering
 from procq.actors.supervise.faults import crash_point
 from procq.actors.supervise.monitor import Monitor
-from procq.actors.supervise.progress import Progress
 from procq.actors.supervise.recording import Recording
-from procq.actors.supervise.sampler import Sample
 from procq.actors.supervise.spawn import Spawn, resolve_cwd, through_keeper, with_visible_devices
+from procq.actors.supervise.watching import Watching
 from procq.actors.transitions import StopReason
 from procq.actors.webhook import SendWebhook
 
@@ -39,7 +38,7 @@ log = logging.getLogger("procq.supervisor")
 _FAILED_END_WAIT_S = 10.0  # beyond the grace: how long a failed Supervisor waits for its tree to end
 
 
-class Supervisor(Recording, pykka.ThreadingActor):
+class Supervisor(Recording, Watching, Delivering, pykka.ThreadingActor):
     """Owns one job while it has work: the only writer of jobs/<id>/ during its life.
 
     The Dispatcher starts it for one of three errands, then it stops itself:
@@ -52,7 +51,8 @@ class Supervisor(Recording, pykka.ThreadingActor):
     timeout and samples from the server's one Monitor; a webhook thread blocks on the HTTP call.
     What a job becomes is decided in transitions.py. Every change goes to the store (which keeps
     meta.json); the attempt is durable before the keeper is asked to start it, and an end is durable
-    before the Dispatcher hears of it (`_record_then`, recording.py).
+    before the Dispatcher hears of it (`_record_then`, recording.py). The Monitor's side (timeout,
+    limits, progress) is in watching.py, the webhook errand in delivering.py.
     """
 
     def __init__(
@@ -106,8 +106,8 @@ class Supervisor(Recording, pykka.ThreadingActor):
             end = self._end_run_now(reason) if self._run is not None else None
             changes: dict[str, Any] = {"error": reason}
             if end is not None and end.record is not None:
-                self._usage = self._usage.merge(_usage_of(end.record))
-                changes["exit_code"] = _exit_code(end.record)
+                self._usage = self._usage.merge(exits.usage_of(end.record))
+                changes["exit_code"] = exits.exit_code(end.record)
             # The actor is stopping: it could not hear of a commit, so it records without waiting.
             self._set(transitions.ended(self._job, Status.FAILED, self._usage, self._now(), **changes))
             self._report_end()
@@ -140,7 +140,7 @@ class Supervisor(Recording, pykka.ThreadingActor):
             child = self._spawn(with_visible_devices(job, self._settings.node), self._dir, attempt)
         except (ValueError, KeeperError, OSError) as exc:
             self._keeper.unfollow(run)
-            self._finish(Status.FAILED, error=_start_error(job, exc))
+            self._finish(Status.FAILED, error=exits.start_error(job, exc))
             return
         self._run = run
         crash_point("after-spawn")
@@ -212,8 +212,8 @@ class Supervisor(Recording, pykka.ThreadingActor):
         if end.record is None:
             self._lost(end.lost or "the run was lost")
             return
-        self._usage = self._usage.merge(_usage_of(end.record))
-        self._conclude(_exit_code(end.record), _ended_at(end.record, self._now))
+        self._usage = self._usage.merge(exits.usage_of(end.record))
+        self._conclude(exits.exit_code(end.record), exits.ended_at(end.record, self._now))
 
     def _on_end(self, end: End) -> None:
         """Called on the KeeperLink's reader thread: only hands the end to the actor's thread."""
@@ -254,7 +254,7 @@ class Supervisor(Recording, pykka.ThreadingActor):
         elif code == 0:
             self._finish(Status.COMPLETED, now, exit_code=code)
         else:
-            self._finish(Status.FAILED, now, exit_code=code, error=_exit_reason(code))
+            self._finish(Status.FAILED, now, exit_code=code, error=exits.exit_reason(code))
 
     def _finish(self, status: Status, now: datetime | None = None, **changes: Any) -> None:
         if self._monitor is not None and self._run is not None:
@@ -297,62 +297,6 @@ class Supervisor(Recording, pykka.ThreadingActor):
             return None
         return ended[0]
 
-    # --- limits and usage -----------------------------------------------------------------------------
-
-    def sampled(self, sample: Sample) -> None:
-        """From the Monitor: the tree's usage now. Ends the tree past a memory or output limit."""
-        usage = Usage(sample.cpu_user_s, sample.cpu_system_s, sample.rss_bytes, sample.gpu_memory_bytes)
-        self._usage = self._usage.merge(usage)
-        error = limits.exceeded(self._job, sample)
-        if error is not None:
-            self.limit_reached(error)
-
-    def limit_reached(self, error: str) -> None:
-        """End the tree because a limit was passed; the job ends FAILED with `error` (or is retried)."""
-        if self._job.status is Status.IN_PROGRESS and self._stop_reason is None:
-            log.info("job %s: %s", self._job.id, error)
-            self._limit_error = error
-            self._end_tree(StopReason.LIMIT)
-
-    def _watch(self, pid: int, created: float, timeout_in_s: float | None) -> None:
-        """Hand the run to the server's Monitor: its timeout, its samples (limits), its progress webhooks."""
-        job, run = self._job, self._run
-        if self._monitor is None or run is None:
-            return
-        progress = None
-        if job.webhook and {"start", "logs"} & set(job.webhook_events):
-            timeout_s = self._settings.webhook.timeout_s
-            progress = Progress(
-                job.id, job.attempts, job.webhook, job.webhook_events, self._send, timeout_s, self._pool
-            )
-        node = self._settings.node
-        gpu_memory = detect.gpu_memory_by_pid if node.manages_gpus and node.vendor == "nvidia" else None
-        sample = job.max_memory_bytes is not None or job.max_output_bytes is not None or gpu_memory is not None
-        outputs = (self._dir.stdout, self._dir.stderr)
-        error = limits.timed_out(job) if job.timeout_seconds is not None else ""
-        self._monitor.watch(run, self._self, pid, created, outputs, sample, progress, timeout_in_s, error, gpu_memory)
-
-    # --- delivering the webhook ------------------------------------------------------------------
-
-    def deliver(self) -> None:
-        """Make one attempt at the completion webhook, off the actor thread; returns at once."""
-        job = self._job
-        args = (self._send, job.webhook, webhook.payload(job), self._settings.webhook.timeout_s, self._self)
-        self._pool.run(threads.deliver, *args)
-
-    def delivery_finished(self, error: str | None) -> None:
-        """From the webhook thread: record the attempt, then hand the job back to the Dispatcher (even
-        if the record failed: the attempt is then made again after a restart, never lost)."""
-        job = transitions.delivery_attempted(self._job, error, self._settings.webhook, self._now())
-        after = job.webhook_delivery
-        assert after is not None
-        log.info("job %s: webhook %s after %d attempt(s) %s", job.id, after.state, after.attempts, error or "")
-        self._record_then(job, self._delivery_recorded, if_lost=self._delivery_recorded)
-
-    def _delivery_recorded(self) -> None:
-        self._dispatcher.delivery_ended.defer(self._job)
-        self.stop()
-
     # --- helpers ---------------------------------------------------------------------------------
 
     def _stamp(self) -> str:
@@ -363,32 +307,3 @@ class Supervisor(Recording, pykka.ThreadingActor):
 
 
 SupervisorProxy: TypeAlias = "pykka.ActorProxy[Supervisor]"
-
-
-def _start_error(job: Job, exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"could not start {job.args[0]!r}: {exc.strerror or exc}"
-    return str(exc)
-
-
-def _exit_code(record: dict[str, Any]) -> int:
-    return int(record["exit_code"])
-
-
-def _ended_at(record: dict[str, Any], now: Callable[[], datetime]) -> datetime:
-    try:
-        return parse_timestamp(str(record["ended_at"]))
-    except (KeyError, ValueError):
-        return now()
-
-
-def _usage_of(record: dict[str, Any]) -> Usage:
-    """The run's usage as the keeper saw it when reaping it (its own, not the spawner's image)."""
-    usage = record.get("usage") or {}
-    return Usage(usage.get("cpu_user_s") or 0.0, usage.get("cpu_system_s") or 0.0, usage.get("peak_rss_bytes") or 0)
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"the command was ended by signal {-code}"
-    return f"the command exited with code {code}"
