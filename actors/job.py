@@ -156,16 +156,19 @@ class Job:
     assigned: dict[str, Any] | None = None  # what its current or last run was given: {"gpus": ["1"], ...}
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # field names looked up once (dataclasses.fields and asdict cost more than the rest of this
+        # together, and this runs several times per job); Run and Delivery hold only scalars
+        data = {name: getattr(self, name) for name in _JOB_NAMES}
         data["args"] = list(self.args)
         data["tags"] = list(self.tags)
         data["status"] = self.status.value
-        if self.webhook_delivery is not None:
-            delivery = dataclasses.asdict(self.webhook_delivery)
-            data["webhook_delivery"] = {**delivery, "state": self.webhook_delivery.state.value}
+        delivery = self.webhook_delivery
+        if delivery is not None:
+            data["webhook_delivery"] = {name: getattr(delivery, name) for name in _DELIVERY_NAMES}
+            data["webhook_delivery"]["state"] = delivery.state.value
         data.update(after=list(self.after), webhook_events=list(self.webhook_events), env=dict(self.env))
         data["requires"] = dict(self.requires)
-        data["runs"] = [dataclasses.asdict(run) for run in self.runs]
+        data["runs"] = [{name: getattr(run, name) for name in _RUN_NAMES} for run in self.runs]
         return data
 
     @classmethod
@@ -196,6 +199,9 @@ class Job:
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+_JOB_NAMES = tuple(f.name for f in dataclasses.fields(Job))
+_RUN_NAMES = tuple(f.name for f in dataclasses.fields(Run))
+_DELIVERY_NAMES = tuple(f.name for f in dataclasses.fields(Delivery))
 _RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(Run))
 
 

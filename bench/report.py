@@ -82,6 +82,7 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
     chaos = _section(old)
     findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
     keeper = _section(old, "<!-- keeper:begin -->", "<!-- keeper:end -->")  # bench/keeper.py writes it
+    keeper_server = _section(old, "<!-- keeper-server:begin -->", "<!-- keeper-server:end -->")  # keeper_server.py
     text = [
         "# procq benchmark results",
         "",
@@ -100,6 +101,8 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
         text += [findings, ""]
     if keeper:
         text += [keeper, ""]
+    if keeper_server:
+        text += [keeper_server, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import subprocess
 import sys
@@ -66,6 +68,25 @@ class BenchServer:
                     pass
                 time.sleep(0.01)
         raise RuntimeError(f"procq not ready within {timeout_s} s; its log:\n{self.log()[-4000:]}")
+
+    def keeper(self) -> psutil.Process | None:
+        """The keeper process of this server's jobs directory (it spawns every job), if one runs."""
+        for info in self.jobs_dir.glob(".keeper-*.json"):
+            try:
+                return psutil.Process(int(json.loads(info.read_bytes())["pid"]))
+            except (OSError, ValueError, KeyError, psutil.Error):
+                continue
+        return None
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the server and its keeper (not by the jobs they ran)."""
+        total = 0.0
+        for proc in (self.ps, self.keeper()):
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
 
     def rss_bytes(self) -> int:
         return self.ps.memory_info().rss

@@ -8,9 +8,12 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_GATHER_S = 0.02  # how long the log writer lets lines gather before writing them
 FIELDS = ("job_id", "status", "event")  # set by actors/lifecycle.py on job lifecycle lines
 
 
@@ -24,6 +27,63 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT with the date and time formatted once per second, not once per line (the
+    lifecycle lines of a busy server are many per second)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+class _Writer:
+    """The one thread that formats and writes log records: it takes every record queued meanwhile
+    and writes them with one write and one flush (not one of each per line)."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None], formatter: logging.Formatter) -> None:
+        self._records = records
+        self._formatter = formatter
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = sys.stderr
+        while True:
+            batch = [self._records.get()]
+            time.sleep(_GATHER_S)  # let a burst of lines gather: one wake-up and one write for all of them
+            while len(batch) < 10_000:
+                try:
+                    batch.append(self._records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is None:
+                    continue
+                try:
+                    lines.append(self._formatter.format(record) + "\n")
+                except Exception:  # a bad record must not end the logging of the others
+                    lines.append(f"(unformattable log record {record.msg!r})\n")
+            try:
+                stream.write("".join(lines))
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed: nowhere to log to
+            if None in batch:
+                return
+
+    def stop(self) -> None:
+        self._records.put(None)
+        self._thread.join(timeout=5)
 
 
 class _HandOff(logging.handlers.QueueHandler):
@@ -47,10 +107,7 @@ def line(style: str, message: str, **fields: object) -> str:
 def configure(level: str, style: str) -> None:
     """Log to stderr at `level`, as 'text' or 'json'. Formatting and writing happen on one writer
     thread; the queue is flushed when the process exits."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if style == "json" else logging.Formatter(TEXT_FORMAT))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
-    listener.start()
-    atexit.register(listener.stop)
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _Writer(records, JsonFormatter() if style == "json" else TextFormatter())
+    atexit.register(writer.stop)
     logging.basicConfig(level=level, handlers=[_HandOff(records)], force=True)

@@ -3,8 +3,10 @@ and the jobs directory is exactly as it was (nothing created that could not be r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 import falcon.inspect
 import pytest
 import requests
+from procq.actors.store.sqlite import DB_NAME
 from procq.api.app import create_app
 
 from tests.helpers import ServerProcess
@@ -53,7 +56,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 
 
 def _snapshot(jobs_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(jobs_dir)): p.read_bytes() for p in sorted(jobs_dir.rglob("*")) if p.is_file()}
+    """Every file's bytes but the store's own files (reads and idle bookkeeping write there), and
+    what the store holds: every row of its tables, read like any client of the database would."""
+    files = sorted(p for p in jobs_dir.rglob("*") if p.is_file() and not p.name.startswith(DB_NAME))
+    snapshot = {str(p.relative_to(jobs_dir)): p.read_bytes() for p in files}
+    with contextlib.closing(sqlite3.connect(f"file:{jobs_dir / DB_NAME}?mode=ro", uri=True)) as db:
+        # every column of a job but `synced`, the store's own note of which meta.json files are current
+        jobs = db.execute("SELECT id, status, queue, owner, idem, enqueued_at, completed_at, owed, body FROM jobs")
+        tags = db.execute("SELECT tag, job_id FROM tags")
+        snapshot["store"] = repr(sorted(jobs.fetchall()) + sorted(tags.fetchall())).encode()
+    return snapshot
 
 
 def _check(server: ServerProcess, case: Case) -> str | None:

@@ -185,7 +185,8 @@ def _read_events(conn: Connection, on_exit: Callable[[dict[str, Any]], None], on
                     on_exit(message["record"])
                 except Exception:  # one bad handler must not stop the stream for every other run
                     log.exception("handling an exit record failed")
-    except (EOFError, OSError):
+    # A connection closed by another thread mid-read can also raise TypeError (its handle is gone).
+    except (EOFError, OSError, TypeError):
         pass
     on_lost()
 

@@ -1,7 +1,8 @@
 """The keeper's runs: spawning job processes, the one reaper, ending trees, and exit records.
 
-Threads: the reaper (one, for every child); a few recorders (exit records are fsynced, and several
-fsyncs in flight share the file system's journal commits, so the reaper never waits on a disk); a
+Threads: the reaper (one, for every child); a recorder (writes exit records and tells the server,
+so the reaper never waits on a disk); two syncers (make the records durable afterwards: two fsyncs
+in flight share the file system's journal commits, and the recorder never waits on one); a
 short-lived stopper per tree being ended; the connection threads that call spawn/stop/list. One lock
 guards the tables; nothing slow runs under it but the spawn itself (so the reaper never sees a child
 it does not know yet).
@@ -23,7 +24,7 @@ from procq.actors.keeper import protocol, records
 
 log = logging.getLogger("procq.keeper")
 
-RECORDERS = 4  # threads writing exit records; fsyncs in flight together cost about one
+SYNCERS = 2  # threads making exit records durable; fsyncs in flight together cost about one
 
 Notify = Callable[[dict[str, Any]], None]
 
@@ -76,8 +77,11 @@ class Runs:
         self._spawned = threading.Event()
         self._wake_reader, self._wake = Pipe(duplex=False)  # Windows: wakes the handle wait on a spawn
         self._to_record: queue.SimpleQueue[Run] = queue.SimpleQueue()
-        for n in range(RECORDERS):
-            threading.Thread(target=self._record_forever, daemon=True, name=f"recorder-{n}").start()
+        self._to_sync: queue.SimpleQueue[tuple[Run, bool]] = queue.SimpleQueue()
+        self._unsynced = 0  # records told but not yet durable: the keeper is not idle until they are
+        threading.Thread(target=self._record_forever, daemon=True, name="recorder").start()
+        for n in range(SYNCERS):
+            threading.Thread(target=self._sync_forever, daemon=True, name=f"syncer-{n}").start()
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -131,7 +135,7 @@ class Runs:
                     self._wake.send_bytes(b"s")
         except OSError as exc:
             return _error(f"could not start {args[0]!r}: {exc.strerror or exc}", errno=exc.errno)
-        log.info("run %s: started pid %d", run.run, pid)
+        log.debug("run %s: started pid %d", run.run, pid)  # the server logs every start and end at INFO
         return {"ok": True, "pid": pid, "pid_started_at": created, "started_at": run.started_at}
 
     def stop(self, name: str, grace_s: float, reason: str) -> dict[str, Any]:
@@ -154,7 +158,7 @@ class Runs:
 
     def idle(self) -> bool:
         with self._lock:
-            return not self._by_run
+            return not self._by_run and not self._unsynced
 
     def end_strays(self) -> None:
         """End orphans still handed to us (before the keeper exits, so none outlives it unnamed)."""
@@ -274,15 +278,26 @@ class Runs:
         with self._lock:
             self._by_pid.pop(run.pid, None)
             self._by_run.pop(run.run, None)
-            idle = not self._by_run
-        log.info("run %s: exited %d", run.run, reaped.exit_code)
+            self._unsynced += 1
+        log.debug("run %s: exited %d", run.run, reaped.exit_code)
         self._notify(record)
-        try:
-            records.sync(run.job_dir)
-        except OSError as exc:
-            log.error("run %s: could not make its exit record durable: %s", run.run, exc)
-        if idle:
-            self._on_idle()
+        self._to_sync.put((run, "unrecorded" not in record))
+
+    def _sync_forever(self) -> None:
+        while True:
+            run, written = self._to_sync.get()
+            try:
+                if written:
+                    records.sync(run.job_dir)
+            except OSError as exc:
+                log.error("run %s: could not make its exit record durable: %s", run.run, exc)
+            except Exception:  # a syncer must live on
+                log.exception("run %s: making its exit record durable failed", run.run)
+            with self._lock:
+                self._unsynced -= 1
+                idle = not self._by_run and not self._unsynced
+            if idle:
+                self._on_idle()
 
 
 def _error(message: str, **extra: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from procq.actors.store.base import Commit
 log = logging.getLogger("procq.store")
 
 _IDLE_S = 0.05  # with nothing to commit for this long, the writer records which meta.json files are current
+_MARK_AT = 5_000  # or within a commit once this many files are current but unmarked (a server never idle)
 
 
 @dataclass(slots=True)
@@ -54,7 +55,10 @@ class Writer:
         self._session = session
         self._max_batch = max_batch_jobs
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
-        self._written: list[str] = []  # ids whose meta.json matches their committed row
+        # ids whose meta.json was written from their latest committed row: marked so in the store when
+        # idle (not in every commit: that cost an UPDATE per file written); an id whose later write
+        # failed is taken out, so its row stays unsynced and the next start rewrites the file
+        self._written: dict[str, None] = {}
         self.trouble: str | None = None  # why the last batch failed, until one succeeds
         self.transactions = 0  # committed (tests and the bench count batches with it)
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -140,8 +144,9 @@ class Writer:
     def _commit(self, changes: list[Change]) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
+        mark = len(self._written) >= _MARK_AT
         try:
-            if self._written:  # first: a change in this batch may make one of them stale again
+            if mark:  # first: a change in this batch may make one of them stale again
                 db.executemany(schema.MARK_SYNCED, [(self._session, job_id) for job_id in self._written])
             for change in changes:
                 _apply(db, change, self._session)
@@ -150,7 +155,8 @@ class Writer:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
-        self._written.clear()
+        if mark:
+            self._written.clear()
         self.transactions += 1
 
     def _publish(self, changes: list[Change]) -> None:
@@ -162,7 +168,7 @@ class Writer:
                 for job, staging in zip(change.jobs, change.staged, strict=True):
                     try:
                         files.publish(staging, os.path.join(self._root, job.id))
-                        self._written.append(job.id)
+                        self._written[job.id] = None
                     except OSError as exc:  # committed all the same: the next start writes it again
                         trouble = f"could not move the new job directory of {job.id} into place: {exc}"
             elif change.kind == "update":
@@ -173,11 +179,13 @@ class Writer:
                 latest.update(dict.fromkeys(change.ids))
         for job_id, body in latest.items():  # a job changed several times in the batch is written once
             if body is None:
+                self._written.pop(job_id, None)
                 continue
             try:
                 files.write_meta(os.path.join(self._root, job_id), body)
-                self._written.append(job_id)
+                self._written[job_id] = None
             except OSError as exc:
+                self._written.pop(job_id, None)
                 trouble = f"could not write meta.json of job {job_id}: {exc}"
         if trouble is not None:
             log.error("store: %s", trouble)
