@@ -8,8 +8,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from procq.actors.job import DeliveryState, Job, Status, parse_timestamp
 
 RATE_WINDOW_S = 60.0
 HISTORY_STEP_S = 10  # GET /stats history: one count per 10 s ...

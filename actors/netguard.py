@@ -8,8 +8,9 @@ import socket
 from urllib.parse import urlsplit
 
 import urllib3
-from procq.actors import deadline
 from urllib3.util import connection as _connection
+
+from procq.actors import deadline
 
 # Cloud metadata services outside the link-local range (AWS over IPv6, Alibaba, Oracle): always refused.
 METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192"))

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import requests
+
 from procq.actors import deadline
 from procq.actors.job import Job
 from procq.actors.netguard import checked_pools, target_refusal

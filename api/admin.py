@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import falcon
+
 from procq.actors.errors import KeyNotFound
 from procq.api.keys import KEY_ID, KeyStore, check_name, check_scopes, lockout_risk
 from procq.api.parse import read_json

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 import pykka
+
 from procq.actors.errors import (
     CommandNotAllowed,
     IdempotencyConflict,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import falcon
+
 from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
 from procq.api.ask import ask

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import falcon
+
 from procq.actors.events import EventHub, Subscription
 from procq.api import sse
 

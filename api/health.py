@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import falcon
 import pykka
+
 from procq.actors.errors import StorageError
 
 if TYPE_CHECKING:

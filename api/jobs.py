@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import falcon
+
 from procq.actors import osdeps
 from procq.actors.dispatch.receipts import Accepted
 from procq.actors.errors import InvalidRequest, JobConflict, JobNotFound, NotRegularFile, StorageError

@@ -7,6 +7,7 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 import falcon
+
 from procq.actors.job import Status, is_job_id
 from procq.api.ask import ask
 from procq.api.auth import owner_filter

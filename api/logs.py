@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import falcon
 import pykka
+
 from procq.actors import osdeps
 from procq.actors.errors import JobNotFound, NotRegularFile, ProcqError, StorageError
 from procq.actors.events import EventHub

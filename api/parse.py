@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import falcon
 import jsonschema
+
 from procq.actors import netguard, osdeps
 from procq.actors.job import QUEUE_NAME_PATTERN, JobRequest, timestamp
 from procq.actors.supervise.spawn import resolve_cwd

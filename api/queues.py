@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import falcon
+
 from procq.api.ask import ask
 from procq.api.parse import check_queue_name, parse_queue_update, read_json
 

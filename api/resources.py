@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import falcon
+
 from procq.api.ask import ask
 from procq.api.auth import owner_filter
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from procq.actors.metrics import Metrics
 from procq.api.ask import ask
 from procq.api.auth import owner_filter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy

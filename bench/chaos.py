@@ -26,12 +26,12 @@ if __package__ in (None, ""):  # run as `python bench/chaos.py`: make the projec
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
-from procq.actors.job import Job
 
 from bench.client import TERMINAL, Client, epoch
 from bench.limit import true_command
 from bench.report import percentile, write_chaos
 from bench.server import BenchServer
+from procq.actors.job import Job
 
 # Mostly instant jobs, some that are running when a kill lands (a crash must not lose them either).
 SLOW = [sys.executable, "-c", "import time; time.sleep(0.05)"]

@@ -13,12 +13,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
+
+from bench.report import percentile
 from procq.actors.cluster import claim, hints, nodes, sweep
 from procq.actors.job import IdGenerator, Job, timestamp, utc_now
 from procq.actors.store.postgres import PostgresStore, connect
 from procq.actors.store.sqlite import SqliteStore
-
-from bench.report import percentile
 from tests.pgdb import url_with_schema
 
 FINISH = "UPDATE jobs SET status = 'COMPLETED', lease = NULL WHERE id = %s AND lease = %s"

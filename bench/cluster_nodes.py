@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from procq.actors.keeper import protocol
 
+from procq.actors.keeper import protocol
 from tests.helpers import ServerProcess, end_keeper
 from tests.pgdb import BASE_URL, url_with_schema
 

@@ -19,11 +19,11 @@ if __package__ in (None, ""):  # run as `python bench/keeper.py`: make the proje
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
-from procq.actors.keeper import protocol
-from procq.actors.keeper.client import KeeperClient
 
 from bench.limit import spawn_cost, true_command
 from bench.report import RESULTS, _section
+from procq.actors.keeper import protocol
+from procq.actors.keeper.client import KeeperClient
 
 BEGIN, END = "<!-- keeper:begin -->", "<!-- keeper:end -->"
 

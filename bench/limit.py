@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import psutil
-from procq.actors import osdeps
 
 from bench.report import Row
+from procq.actors import osdeps
 
 PY_PASS = [sys.executable, "-c", "pass"]
 

@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from procq.actors.store.sqlite import DB_NAME
-
 from bench.client import Client
 from bench.report import Row, ms, percentile
 from bench.server import BenchServer
 from bench.store import fill
+from procq.actors.store.sqlite import DB_NAME
 
 # Queued jobs sleep, so the 2 workers stay busy and the rest stay queued while we measure.
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]

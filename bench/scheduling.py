@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
+
 from procq.actors.dispatch.scheduler import Scheduler  # noqa: E402
 from procq.actors.job import IdGenerator, Job, timestamp, utc_now  # noqa: E402
 from procq.actors.resources.node import Gpu, Node  # noqa: E402

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import psutil
+
+from bench.report import percentile
 from procq.actors.job import IdGenerator, Job, Status, timestamp, utc_now
 from procq.actors.store import schema
 from procq.actors.store.sqlite import DB_NAME, SqliteStore
-
-from bench.report import percentile
 
 
 def group_commit(work: Path, threads: int, seconds: float = 2.0) -> tuple[float, float]:

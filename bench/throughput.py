@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procq.actors.job import IdGenerator, Job
-from procq.actors.store.sqlite import SqliteStore
-
 from bench.client import TERMINAL, Client, epoch
 from bench.limit import spawn_cost, true_command
 from bench.peers import find_tsp, tsp_throughput
 from bench.report import Row, ms, percentile
 from bench.server import BenchServer
+from procq.actors.job import IdGenerator, Job
+from procq.actors.store.sqlite import SqliteStore
 
 
 def submit_all(server: BenchServer, args: list[str], n: int, threads: int = 4) -> list[str]:

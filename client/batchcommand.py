@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
 from procq.client.client import Client
 from procq.client.errors import ProcqError
 from procq.client.terminal import err, fail, print_json

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+
 from procq.client import render
 from procq.client.batchcommand import batch
 from procq.client.client import DEFAULT_URL, Client

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
 from procq.client.batch import Batching
 from procq.client.errors import ConnectionFailed, error_for
 from procq.client.follow import STREAM_ERRORS, Following
 from procq.client.job import ApiKey, Job
 from procq.client.sse import iter_events
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError
-from urllib3.util.retry import Retry
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 """Where Client and the CLI look for the server unless told otherwise (the server's own default)."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import requests
+
 from procq.client.errors import ConnectionFailed, JobNotFound, NotFound, Unavailable, WaitTimeout
 from procq.client.job import Job
 from procq.client.sse import iter_events

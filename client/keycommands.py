@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from procq.client import render
 from procq.client.client import Client
 from procq.client.terminal import err, out, print_json

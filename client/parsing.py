@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import click
+
 from procq.client.client import Client
 from procq.client.errors import JobNotFound, ProcqError
 

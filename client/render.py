@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from procq.client.job import ApiKey, Job
 from rich.table import Table
 from rich.text import Text
+
+from procq.client.job import ApiKey, Job
 
 # Colour and a symbol for each state, always next to the state's name: colour alone says nothing to a
 # colour-blind reader or in a log file.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
+
 from procq.client.client import Client
 from procq.client.terminal import out, print_json
-from rich.table import Table
 
 
 @click.command()

@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
 from procq.client import render
 from procq.client.client import Client
 from procq.client.errors import ProcqError
 from procq.client.job import Job
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 # People read stderr while stdout carries what scripts consume (an id, a result, JSON).
 # Into a pipe or a file nothing is wrapped at 80 columns: what a script greps must be whole.

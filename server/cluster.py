@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import psycopg
+
 from procq.actors.cluster import queues as cluster_queues
 from procq.actors.cluster.node import ClusterNode
 from procq.actors.dispatch.clustered import ClusterDispatcher

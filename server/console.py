@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from procq.client import cli as client_cli
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pykka
+
 from procq.actors import osdeps, webhook
 from procq.actors.dispatch.dispatcher import Dispatcher, DispatcherProxy
 from procq.actors.dispatch.recovery import recover, sweep_deleted, sweep_leftovers

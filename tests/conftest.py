@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pykka
 import pytest
-from procq.actors.settings import Settings, WebhookPolicy
 
+from procq.actors.settings import Settings, WebhookPolicy
 from tests.browser import browser, page  # noqa: F401 - the dashboard tests' fixtures
 from tests.helpers import Receiver, ServerProcess, end_keeper
 from tests.pgdb import pg_url  # noqa: F401 - a fixture: a fresh PostgreSQL schema

@@ -175,6 +175,7 @@ def end_keeper(jobs_dir: Path, timeout: float = 20.0) -> None:
     """End the keeper of `jobs_dir` and its runs, whatever a test did (tests SIGKILL servers, which
     leaves the keeper and its jobs running by design)."""
     import psutil
+
     from procq.actors.keeper import protocol
     from procq.actors.keeper.client import KeeperClient, KeeperError
 

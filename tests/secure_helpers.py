@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
 from procq.api.keys import KeyStore
 
 SCOPES = ("jobs:submit", "jobs:read", "jobs:cancel", "admin")

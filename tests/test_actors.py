@@ -9,13 +9,13 @@ from typing import Any
 
 import pykka
 import pytest
+
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.errors import JobConflict, JobNotFound, StorageError
 from procq.actors.job import JobRequest, Status
 from procq.actors.jobdir import JobDir
 from procq.actors.settings import Settings
 from procq.actors.webhookpool import WebhookPool
-
 from tests.helpers import Receiver, pid_alive, py, wait_until
 
 ASK = 10

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from procq.actors.errors import CommandNotAllowed, VariableNotAllowed
 from procq.api.commands import CommandPolicy
-
 from tests.helpers import py
 
 # Each makes some program load or run other code; a deny-list missed them all once.

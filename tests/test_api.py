@@ -6,10 +6,10 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
+
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.settings import Settings
 from procq.api.app import create_app
-
 from tests.helpers import py, wait_until
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from procq.api.apidoc import render
-
 from tests.helpers import ROOT, ServerProcess
 
 DOC = ROOT / "docs" / "api.md"

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from procq.actors import osdeps
 from procq.actors.errors import KeyFileError
 from procq.api.app import create_app
 from procq.api.keys import KeyStore, hash_key
-
 from tests.helpers import ROOT, py
 from tests.secure_helpers import (
     SCOPES,

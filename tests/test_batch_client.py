@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+
 from procq.client import Client
 from procq.client.errors import BadRequest
-
 from tests.helpers import ROOT, ServerProcess, py
 
 

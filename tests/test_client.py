@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from procq.client import (
     BadRequest,
     Client,
@@ -19,7 +20,6 @@ from procq.client import (
     Unauthorized,
     WaitTimeout,
 )
-
 from tests.features import create_admin_key, require_submit_field
 from tests.helpers import ServerProcess, py
 from tests.proxies import CuttingProxy, LossyProxy

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from procq.actors.job import IdGenerator, Job, Status
 
 psycopg = pytest.importorskip("psycopg")

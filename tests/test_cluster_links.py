@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procq.actors.job import IdGenerator, Job, Status
 
+from procq.actors.job import IdGenerator, Job, Status
 from tests.tcpproxy import TcpProxy
 
 psycopg = pytest.importorskip("psycopg")

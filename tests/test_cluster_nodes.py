@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from procq.actors.keeper import protocol
 from procq.server.flags import parse_args
-
 from tests.helpers import ServerProcess, end_keeper, wait_until
 from tests.tcpproxy import TcpProxy
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from procq.api.openapi import components as control_openapi
 
+from procq.api.openapi import components as control_openapi
 from tests.helpers import ROOT, Receiver, py, wait_until
 from tests.secure_helpers import bearer, make_key
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import requests
-from procq.api.crosssite import content_type_refusal, is_loopback_host, origin_refusal
 
+from procq.api.crosssite import content_type_refusal, is_loopback_host, origin_refusal
 from tests.browser import needs_browser  # browser: the shared Chromium fixture, from conftest.py
 from tests.helpers import ROOT, ServerProcess, py
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pykka
 import pytest
 import requests
+
 from procq.actors import transitions
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.recovery import sweep_deleted
 from procq.actors.job import IdGenerator, Job, JobRequest, Status, Usage
 from procq.actors.settings import Settings
 from procq.actors.store.sqlite import DB_NAME, SqliteStore
-
 from tests.helpers import ServerProcess, py, wait_until
 
 ASK = 10

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from procq.api.logs import utf8_prefix
 
+from procq.api.logs import utf8_prefix
 from tests.helpers import py, wait_until
 from tests.sse import open_stream
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from procq.actors.resources import detect
 from procq.actors.resources.node import Gpu
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import falcon.testing
 import pytest
+
 from procq.actors.errors import VariableNotAllowed
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
-
 from tests.helpers import ROOT, py, wait_until
 from tests.secure_helpers import bearer, is_json_error, make_key
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+
 from procq.actors.job import Delivery, IdGenerator, Job, Status, is_job_id
 from procq.actors.transitions import interrupted
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from procq.actors.dispatch.recovery import sweep_leftovers
 from procq.actors.job import Job, Status
 from procq.actors.jobdir import JobDir

@@ -16,10 +16,10 @@ from typing import Any
 
 import psutil
 import pytest
+
 from procq.actors import osdeps
 from procq.actors.keeper import protocol, records
 from procq.actors.keeper.client import KeeperClient, KeeperError
-
 from tests.helpers import ROOT, pid_alive, wait_until
 
 JOB_A, JOB_B = "0" * 31 + "a", "0" * 31 + "b"

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procq.actors.supervise.spawn import resolve_cwd
 
+from procq.actors.supervise.spawn import resolve_cwd
 from tests.helpers import py
 
 

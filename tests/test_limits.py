@@ -11,10 +11,10 @@ from pathlib import Path
 import psutil
 import pykka
 import pytest
+
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.job import Job, JobRequest, Status, parse_timestamp
 from procq.actors.settings import Settings
-
 from tests.helpers import pid_alive, py, wait_until
 
 ASK = 10

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from procq.actors.dispatch.retention import remove_jobs
 from procq.actors.job import Job, Status
-
 from tests.helpers import py, wait_until
 
 QUICK = py("pass")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from procq.actors import netguard
 
 # (address, refused without --webhook-deny-private, refused with it)

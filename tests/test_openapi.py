@@ -9,11 +9,11 @@ import falcon.inspect
 import jsonschema
 import referencing
 import requests
+from referencing.jsonschema import DRAFT202012
+
 from procq.api import schema
 from procq.api.app import create_app
 from procq.api.openapi import build_openapi as document
-from referencing.jsonschema import DRAFT202012
-
 from tests.helpers import py
 
 JSON = {"Content-Type": "application/json"}

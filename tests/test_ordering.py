@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pykka
 import pytest
+
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.recovery import load_jobs
 from procq.actors.job import JobRequest, Status, parse_timestamp
 from procq.actors.settings import Settings
-
 from tests.helpers import py, wait_until
 
 ASK = 10

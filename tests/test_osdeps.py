@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from procq.actors import osdeps
 
+from procq.actors import osdeps
 from tests.helpers import ROOT, pid_alive, wait_until
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from procq.actors.dispatch.scheduler import Scheduler
 from procq.actors.job import Job, Usage
 from procq.actors.resources.allocator import Allocator, Assignment, Reservations, first_startable
@@ -16,7 +17,6 @@ from procq.actors.resources.node import Gpu, Node, parse_counted, parse_gpus
 from procq.actors.resources.waitlist import Waitlist
 from procq.actors.supervise.sampler import ProcessTree
 from procq.server.flags import parse_args
-
 from tests.helpers import py
 
 

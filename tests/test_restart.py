@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from procq.actors.keeper import protocol
 
+from procq.actors.keeper import protocol
 from tests.helpers import Receiver, pid_alive, py, wait_until
 
 COUNT_THEN_7 = (

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procq.actors import osdeps
 
+from procq.actors import osdeps
 from tests.helpers import ROOT, wait_until
 
 
@@ -156,7 +156,6 @@ def test_run_as_is_refused_on_windows_and_for_non_root_as_pure_logic() -> None:
 
 def test_the_keeper_starts_a_run_as_the_user_named_in_the_spawn_request(user: osdeps.RunAs, tmp_path: Path) -> None:
     from procq.actors.keeper.client import KeeperClient, KeeperError
-
     from tests.test_keeper import _end_keeper
 
     jobs = tmp_path / "jobs"

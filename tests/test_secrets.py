@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procq.actors import osdeps
 
+from procq.actors import osdeps
 from tests.helpers import py
 from tests.test_webhook_security import SECRET, VerifyingReceiver, delivery
 

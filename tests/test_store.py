@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from procq.actors.errors import StorageError
 from procq.actors.job import Delivery, IdGenerator, Job, Status
 from procq.actors.store import schema
@@ -58,6 +59,7 @@ class Engine:
             with sqlite3.connect(self._jobs_dir / DB_NAME) as db:
                 return db.execute(sql, params).fetchall()
         import psycopg
+
         from procq.actors.store.pgschema import pg
 
         with psycopg.connect(self._url, autocommit=True) as conn:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from procq.actors.errors import StorageError
 from procq.actors.job import IdGenerator, Job, Status
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from procq.actors import backoff, osdeps, transitions
 from procq.actors.job import Delivery, DeliveryState, Job, JobRequest, Status, Usage, timestamp
 from procq.actors.settings import Settings, WebhookPolicy

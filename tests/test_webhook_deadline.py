@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 import pytest
-from procq.actors import webhook
 
+from procq.actors import webhook
 from tests.helpers import py, wait_until
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import urllib3
+
 from procq.actors import netguard, webhook
 from procq.server import values
-
 from tests.helpers import ROOT, py, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a secret of 24 bytes!!!!").decode()

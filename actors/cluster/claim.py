@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from procq.actors.job import Job
 from procq.actors.store import schema
 

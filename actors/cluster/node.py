@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
+
 from procq.actors.cluster import cancels, claim, hints, nodes, sweep
 from procq.actors.store import pgschema
 from procq.actors.store.postgres import PostgresStore, connect

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
 from procq.actors.dispatch.index import JobTable
 from procq.actors.job import Job, Status
 from procq.actors.store.base import Store

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import pykka
+
 from procq.actors import webhook
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.accepting import Accepting

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pykka
+
 from procq.actors.job import Job
 from procq.actors.keeper.link import KeeperLink
 from procq.actors.mailbox import Mailbox

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psutil
+
 from procq.actors import backoff
 
 WINDOWS = os.name == "nt"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
+
 from procq.actors.osdeps.common import _CTIME_TOLERANCE_S, WINDOWS, _quietly, log
 from procq.actors.osdeps.processes import (
     CREATE_NEW_PROCESS_GROUP,

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import psutil
+
 from procq.actors.osdeps.common import _CTIME_TOLERANCE_S, WINDOWS, _quietly, log
 
 # Defined here so the module imports on POSIX, where subprocess lacks them.

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+
 from procq.actors import osdeps
 from procq.actors.job import Job, is_job_id
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+
 from procq.actors.cluster import outputs
 from procq.actors.store import pgschema, schema
 from procq.actors.store.writer import Change, Writer

@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.types.json import set_json_loads
+
 from procq.actors.cluster import outputs
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
@@ -21,7 +23,6 @@ from procq.actors.store import files, pgschema, schema
 from procq.actors.store.base import Commit, Startup
 from procq.actors.store.pgwriter import PgWriter
 from procq.actors.store.writer import Change
-from psycopg.types.json import set_json_loads
 
 log = logging.getLogger("procq.store")
 

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
+
 from procq.actors.job import Job, Status
 
 VERSION = 1

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import psutil
+
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
 from procq.actors.store import files, schema

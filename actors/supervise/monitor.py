@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
+
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.supervise.progress import Progress, Reporter
 from procq.actors.supervise.sampler import GpuMemory, ProcessTree

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pykka
+
 from procq.actors import transitions, webhook, webhookpool
 from procq.actors.job import Job, Status, Usage, parse_timestamp, timestamp, utc_now
 from procq.actors.jobdir import JobDir

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import falcon
+
 from procq.api.openapi import components, jobs, queues, security, watching
 
 GROUPS = (jobs.PATHS, watching.PATHS, queues.PATHS, security.PATHS)
