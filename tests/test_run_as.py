@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,6 +49,24 @@ def _python_for(run_as: osdeps.RunAs) -> str:
         if path.is_file() and all(p.stat().st_mode & 0o001 for p in (path, *path.parents)):
             return str(path)
     pytest.skip("no Python on this machine that other users may run")
+
+
+@contextlib.contextmanager
+def _reachable_by_others(*paths: Path) -> Iterator[None]:
+    """Let other users pass through the folders above `paths` for a while: a checkout may sit in a
+    private temporary folder (mode 0700), which the throwaway user could not enter to read run.py."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for folder in path.resolve().parents:
+            mode = folder.stat().st_mode
+            if folder not in changed and not mode & 0o001:
+                changed[folder] = mode
+                folder.chmod(stat.S_IMODE(mode) | 0o001)
+    try:
+        yield
+    finally:
+        for folder, mode in changed.items():
+            folder.chmod(stat.S_IMODE(mode))
 
 
 def _refusal(
@@ -138,7 +158,8 @@ def test_a_server_not_started_as_root_refuses_run_as_in_one_line(user: osdeps.Ru
     )
     python = [_python_for(user), "-c", launcher]
     flags = ("--jobs-dir", "/nonexistent/jobs", "--run-as", "root")
-    code, lines = _refusal(*flags, python=python, user=user.uid, group=user.gid, extra_groups=[])
+    with _reachable_by_others(ROOT, Path(sys.prefix)):
+        code, lines = _refusal(*flags, python=python, user=user.uid, group=user.gid, extra_groups=[])
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("procq: --run-as needs the server started as root") and "root" in lines[0]
 
