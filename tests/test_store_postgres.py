@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,14 @@ def test_nodes_starting_together_migrate_the_database_once(pg_url: str, tmp_path
 
 
 def test_a_dropped_writer_connection_fails_one_batch_and_the_next_commits(pg_url: str, jobs_dir: Path) -> None:
-    store = PostgresStore(pg_url, jobs_dir)
+    node = f"dropped-{uuid.uuid4().hex[:8]}"  # the server is shared: end only this store's writer
+    store = PostgresStore(pg_url, jobs_dir, node=node)
     try:
         store.create([_job()]).result(timeout=5)
         with psycopg.connect(pg_url, autocommit=True) as admin:
             killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'procq local writer'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (f"procq {node} writer",),
             ).fetchall()
         assert killed == [(True,)]
         lost = _job()
