@@ -122,11 +122,14 @@ def test_one_reaper_serves_many_children(jobs_dir: Path, keeper: tuple[KeeperCli
     keeper_proc = psutil.Process(client.pid)
     threads_idle = keeper_proc.num_threads()
     ids = [f"{n:032x}" for n in range(1, 41)]
+    gate = jobs_dir / "gate"  # every child waits for it: all 40 run at once, however slow the spawns
     for n, job_id in enumerate(ids):
         _job_dir(jobs_dir, job_id)
-        client.spawn(job_id, 1, _py(f"import time; time.sleep(1.0); raise SystemExit({n % 5})"), dict(os.environ))
+        code = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nraise SystemExit({n % 5})"
+        client.spawn(job_id, 1, _py(code), dict(os.environ))
     assert len(client.runs()) == 40
     assert keeper_proc.num_threads() == threads_idle  # no thread per child
+    gate.touch()
     for n, job_id in enumerate(ids):
         assert exits.wait(f"{job_id}.1")["exit_code"] == n % 5
     assert client.runs() == []
@@ -305,3 +308,46 @@ def test_a_keeper_killed_mid_run_ends_the_tree_and_reports_the_run_lost(jobs_dir
     assert not pid_alive(started["pid"])
     assert found(None, {}, run, False) is Found.LOST
     assert found({"attempt": 1}, {run: {}}, run, True) is Found.ENDED
+
+
+def _marked(run: str) -> list[int]:
+    """Live processes carrying this run marker."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(osdeps.RUN_MARKER) == run and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def test_a_spawn_intent_is_durable_before_the_process_and_a_keeper_lost_after_it_counts_the_attempt(
+    jobs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from procq.actors.keeper import intents
+    from procq.actors.keeper.link import Found, found
+
+    run = f"{JOB_A}.1"
+    job_dir = _job_dir(jobs_dir, JOB_A)
+    monkeypatch.setenv("PROCQ_TEST_CRASH_AT", "keeper-after-intent")  # the keeper started here inherits it
+    crashing = KeeperClient.ensure(jobs_dir)
+    with pytest.raises(KeeperError, match="went away"):
+        crashing.spawn(JOB_A, 1, _py("import time; time.sleep(60)"), dict(os.environ))
+    crashing.close()
+    wait_until(lambda: not pid_alive(crashing.pid))
+    assert intents.read(job_dir, 1) == {"run": run, "attempt": 1, "keeper_pid": crashing.pid}
+    assert intents.read(job_dir, 2) is None
+    assert _marked(run) == []  # it crashed before the spawn
+    # The restart rule: the intent says the keeper may have started it, so the attempt counts;
+    # without one, the attempt never reached a keeper and does not.
+    assert found(None, {}, run, False, intended=True) is Found.LOST
+    assert found(None, {}, run, False, intended=False) is Found.NOT_STARTED
+    monkeypatch.delenv("PROCQ_TEST_CRASH_AT")
+    client = KeeperClient.ensure(jobs_dir)  # a new keeper: a late request for that run is refused
+    try:
+        with pytest.raises(KeeperError, match="may have started already"):
+            client.spawn(JOB_A, 1, _py("pass"), dict(os.environ))
+        assert client.runs() == [] and _marked(run) == []
+    finally:
+        client.close()

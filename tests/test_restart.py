@@ -185,3 +185,31 @@ def test_a_crash_at_any_step_of_a_start_leaves_exactly_one_run_and_no_unnamed_pr
     assert len(runs.read_text().split()) == 1
     assert _marked(job_id) == []
     assert again.stop() == 0
+
+
+def test_a_server_and_keeper_both_killed_between_the_record_and_the_spawn_do_not_count_the_attempt(
+    start_server, tmp_path: Path
+) -> None:
+    # What the 10,000-job chaos found: the attempt was recorded, then both processes died before the
+    # spawn. No spawn intent was written, so the attempt never reached a process: run it again as 1.
+    runs = tmp_path / "runs.txt"
+    code = "import os, sys; open(sys.argv[1], 'a').write(f'{os.getpid()}\\n')"
+    warm = start_server()  # starts the keeper
+    warm_job = warm.submit(py("pass"))
+    warm.wait_status(warm_job["id"], "COMPLETED")
+    warm.kill()
+    server = start_server(env={"PROCQ_TEST_CRASH_AT": "after-record"})
+    response = server.post("/jobs", json={"args": [*py(code), str(runs)], "delay_seconds": 1})
+    assert response.status_code == 201
+    assert server.wait(20) == 70  # recorded, not spawned
+    keeper = psutil.Process(_keeper_pid(server.jobs_dir))
+    keeper.kill()
+    keeper.wait(10)
+    job_id = response.json()["id"]
+    assert not (server.jobs_dir / job_id / "spawn.json").exists()
+    again = start_server()
+    done = again.wait_status(job_id, "COMPLETED", timeout=30)
+    assert done["attempts"] == 1 and not done.get("interrupted")
+    assert len(runs.read_text().split()) == 1
+    assert json.loads((again.jobs_dir / job_id / "spawn.json").read_text())["attempt"] == 1
+    assert again.stop() == 0

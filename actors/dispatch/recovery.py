@@ -15,7 +15,7 @@ from procq.actors.dispatch import retention
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status, parse_timestamp
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
-from procq.actors.keeper import link, protocol, records
+from procq.actors.keeper import intents, link, protocol, records
 from procq.actors.keeper.link import Found, KeeperLink
 from procq.actors.settings import Settings
 from procq.actors.store import files
@@ -54,9 +54,8 @@ def recover(settings: Settings, store: Store, now: str, keeper: KeeperLink | Non
         if keeper is None:  # embedded use: a link of our own, just to ask; the Dispatcher makes its own
             keeper = KeeperLink(settings.jobs_dir, settings.grace_s)
         keeper_runs = keeper.running()
-        keeper_since = keeper.keeper_started_at()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            settle = lambda job: _settle(job, settings, keeper_runs, keeper_since, now)  # noqa: E731
+            settle = lambda job: _settle(job, settings, keeper_runs, now)  # noqa: E731
             settled = list(pool.map(settle, startup.running))
     changed = [after for before, after in zip(startup.running, settled, strict=True) if after != before]
     for before, after in zip(startup.running, settled, strict=True):
@@ -80,7 +79,7 @@ def load_jobs(settings: Settings, now: str, keeper: KeeperLink | None = None) ->
         store.close()
 
 
-def _settle(job: Job, settings: Settings, keeper_runs: dict[str, Any], keeper_since: str | None, now: str) -> Job:
+def _settle(job: Job, settings: Settings, keeper_runs: dict[str, Any], now: str) -> Job:
     """Apply the restart rule to one job found IN_PROGRESS; returns it settled (the caller records it)."""
     job_dir = settings.jobs_dir / job.id
     run = protocol.run_id(job.id, job.attempts)
@@ -88,8 +87,8 @@ def _settle(job: Job, settings: Settings, keeper_runs: dict[str, Any], keeper_si
     alive = False
     if record is None and run not in keeper_runs:
         alive = _alive(job, run)
-    older = keeper_since is not None and job.started_at is not None and keeper_since < job.started_at
-    outcome = link.found(record, keeper_runs, run, alive, older)
+    intended = record is None and intents.read(job_dir, job.attempts) is not None
+    outcome = link.found(record, keeper_runs, run, alive, intended)
     if outcome is Found.ENDED:
         assert record is not None
         settled = dataclasses.replace(job, pid=record["pid"], pid_started_at=record["pid_started_at"])

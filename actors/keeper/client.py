@@ -138,11 +138,17 @@ class KeeperClient:
 
 def start(jobs_dir: Path) -> int:
     """Start a keeper for `jobs_dir`, detached from this process; returns its pid. It inherits no
-    PROCQ_* setting and no open file but its log."""
-    env = {name: value for name, value in os.environ.items() if not name.upper().startswith("PROCQ_")}
+    PROCQ_* setting (but the PROCQ_TEST_* hooks, which do nothing unless a test sets them) and no
+    open file but its log."""
+    env = {name: value for name, value in os.environ.items() if not _withheld(name)}
     args = [sys.executable, "-m", "procq.actors.keeper", "--jobs-dir", str(jobs_dir)]
     with open(jobs_dir / protocol.LOG, "ab") as log_file:
         return osdeps.start_detached(args, jobs_dir, env, log_file)
+
+
+def _withheld(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("PROCQ_") and not upper.startswith("PROCQ_TEST_")
 
 
 def _open(jobs_dir: Path, version: int) -> Connection:

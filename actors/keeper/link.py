@@ -9,7 +9,6 @@ start time and run marker, so a rerun never overlaps the lost one).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -53,15 +52,6 @@ class KeeperLink:
     @property
     def keeper_pid(self) -> int:
         return self._connected().pid
-
-    def keeper_started_at(self) -> str | None:
-        """When the running keeper started (ISO 8601 UTC), from its info file; None if unknown."""
-        try:
-            info = json.loads(osdeps.read_bytes(self._jobs_dir / protocol.INFO))
-        except (OSError, ValueError):
-            return None
-        started = info.get("started_at") if isinstance(info, dict) else None
-        return started if isinstance(started, str) and info.get("pid") == self.keeper_pid else None
 
     def _connect(self) -> KeeperClient:
         client = KeeperClient.ensure(self._jobs_dir)
@@ -183,10 +173,10 @@ class Found(Enum):
     """What a server starting up finds of a job it had left IN_PROGRESS."""
 
     ENDED = "ended"  # an exit record of this attempt exists: conclude from it
-    RUNNING = "running"  # the keeper still runs it: follow it again
+    RUNNING = "running"  # a keeper still runs it: follow it again
     ORPHANED = "orphaned"  # no keeper runs it but its process lives: end the tree, then run again
-    LOST = "lost"  # nothing alive and no record: run again
-    NOT_STARTED = "not started"  # recorded, but the keeper that was there all along never started it
+    LOST = "lost"  # nothing alive and no record, but the keeper may have started it: it counts
+    NOT_STARTED = "not started"  # recorded, but no keeper ever got to start it (no spawn intent)
 
 
 def found(
@@ -194,16 +184,16 @@ def found(
     keeper_runs: dict[str, Any],
     run: str,
     process_alive: bool,
-    keeper_older: bool = False,
+    intended: bool = True,
 ) -> Found:
     """The restart rule, in order: a record wins (the end was observed); then a keeper that runs it;
     then a live process (matched by pid and start time, or by its run marker) that nobody keeps; then
-    a keeper older than the attempt that does not know it (it forgets a run only after recording its
-    end, so the server died between recording the attempt and asking for it); else nothing."""
+    no spawn intent (intents.py: the keeper writes it durably before the spawn, so without it no
+    process ever existed: the server died between recording the attempt and its start); else lost."""
     if record is not None:
         return Found.ENDED
     if run in keeper_runs:
         return Found.RUNNING
     if process_alive:
         return Found.ORPHANED
-    return Found.NOT_STARTED if keeper_older else Found.LOST
+    return Found.LOST if intended else Found.NOT_STARTED

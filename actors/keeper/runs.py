@@ -11,6 +11,7 @@ it does not know yet).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from procq.actors import osdeps
-from procq.actors.keeper import protocol, records
+from procq.actors.keeper import intents, protocol, records
+from procq.actors.supervise.faults import crash_point
 
 log = logging.getLogger("procq.keeper")
 
@@ -71,6 +73,7 @@ class Runs:
         self._notify = notify
         self._on_idle = on_idle
         self._lock = threading.Lock()
+        self._intent_lock = threading.Lock()
         self._by_pid: dict[int, Run] = {}
         self._by_run: dict[str, Run] = {}
         self._strays: dict[int, str | None] = {}  # orphans handed to us (subreaper) -> their run marker
@@ -103,6 +106,10 @@ class Runs:
             return _error(str(exc))
         if records.read(job_dir, attempt) is not None:
             return _error(f"run {request['run']} has already run (its exit record exists); it is not started twice")
+        refused = self._intend(request["run"], job_dir, attempt)
+        if refused is not None:
+            return refused
+        crash_point("keeper-after-intent")
         try:
             stdout = open(job_dir / "stdout.txt", "wb")  # noqa: SIM115 - the child holds its own copy
         except OSError as exc:
@@ -137,6 +144,21 @@ class Runs:
             return _error(f"could not start {args[0]!r}: {exc.strerror or exc}", errno=exc.errno)
         log.debug("run %s: started pid %d", run.run, pid)  # the server logs every start and end at INFO
         return {"ok": True, "pid": pid, "pid_started_at": created, "started_at": run.started_at}
+
+    def _intend(self, name: str, job_dir: Path, attempt: int) -> dict[str, Any] | None:
+        """Write the run's spawn intent durably, before its process can exist; an error reply if the
+        run is running, or may have started already (a late request of a server that died)."""
+        with self._intent_lock:  # one check-then-write at a time: two requests cannot both pass
+            with self._lock:
+                if name in self._by_run:
+                    return _error(f"run {name} is already running; it is not started twice")
+            if intents.read(job_dir, attempt) is not None:
+                return _error(f"run {name} may have started already (its spawn intent exists); it is not started twice")
+            try:
+                intents.write(job_dir, {"run": name, "attempt": attempt, "keeper_pid": os.getpid()})
+            except OSError as exc:
+                return _error(f"could not record the start of run {name}: {exc}")
+        return None
 
     def stop(self, name: str, grace_s: float, reason: str) -> dict[str, Any]:
         """End the run's whole tree (in the background); its exit record follows as for any end."""

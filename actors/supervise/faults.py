@@ -1,9 +1,11 @@
-"""A test-only fault hook: crash the server at one named step of starting a job.
+"""A test-only fault hook: crash the server, or its keeper, at one named step of starting a job.
 
-PROCQ_TEST_CRASH_AT=<step> makes the server process exit at once (no cleanup, like a SIGKILL) the
-first time a job reaches that step; unset (always, outside tests) it does nothing. Steps:
-"before-record", "after-record", "after-spawn". Tests use it to show that a crash at any step of a
-start leaves exactly one run and no process that no record names.
+PROCQ_TEST_CRASH_AT=<step> makes the process exit at once (no cleanup, like a SIGKILL) the first
+time a job reaches that step; unset (always, outside tests) it does nothing. Server steps:
+"before-record", "after-record", "after-spawn"; keeper step: "keeper-after-intent" (its spawn
+intent is durable, the process not started). A server passes the variable on to the keeper it
+starts. Tests use it to show that a crash at any step of a start leaves exactly one run and no
+process that no record names.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 
 VARIABLE = "PROCQ_TEST_CRASH_AT"
-STEPS = ("before-record", "after-record", "after-spawn")
+STEPS = ("before-record", "after-record", "after-spawn", "keeper-after-intent")
 _AT = os.environ.get(VARIABLE)
 
 
