@@ -172,29 +172,30 @@ class Receiver:
 
 
 def end_keeper(jobs_dir: Path, timeout: float = 20.0) -> None:
-    """End the keeper of `jobs_dir` and its runs, whatever a test did (tests SIGKILL servers, which
-    leaves the keeper and its jobs running by design)."""
+    """End the keepers of `jobs_dir` (of every protocol version) and their runs, whatever a test did
+    (tests SIGKILL servers, which leaves the keeper and its jobs running by design)."""
     import psutil
 
     from procq.actors.keeper import protocol
     from procq.actors.keeper.client import KeeperClient, KeeperError
 
-    try:
-        info = json.loads((jobs_dir / protocol.INFO).read_text())
-    except (OSError, ValueError):
-        return
-    try:
-        client = KeeperClient.connect(jobs_dir)
-        for run in client.runs():
-            client.stop(run["run"], 0, "test over")
-        client.drain()
-        client.close()
-    except KeeperError:
-        pass
-    try:
-        proc = psutil.Process(info["pid"])
-        proc.wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        proc.kill()
+    for version in protocol.running_versions(jobs_dir):
+        try:
+            info = json.loads((jobs_dir / protocol.info(version)).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            client = KeeperClient.connect_minimal(jobs_dir, version)
+            for run in client.runs():
+                client.stop(run["run"], 0, "test over")
+            client.drain()
+            client.close()
+        except KeeperError:
+            pass
+        try:
+            proc = psutil.Process(info["pid"])
+            proc.wait(timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            proc.kill()

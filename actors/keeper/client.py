@@ -50,6 +50,14 @@ class KeeperClient:
         return cls(jobs_dir, conn, hello, version)
 
     @classmethod
+    def connect_minimal(cls, jobs_dir: Path, version: int) -> KeeperClient:
+        """Connect to the keeper of another protocol `version` in the stable minimal protocol (list,
+        stop, drain: protocol.MINIMAL_OPS); KeeperError if none runs or it refuses us."""
+        conn = _open(jobs_dir, version)
+        hello = _hello(conn, version, "minimal")
+        return cls(jobs_dir, conn, hello, version)
+
+    @classmethod
     def ensure(cls, jobs_dir: Path, timeout_s: float = 15.0) -> KeeperClient:
         """Connect to the keeper of `jobs_dir`, starting one first if none runs (two never run: the
         keeper holds a lock, and a second one exits at once)."""

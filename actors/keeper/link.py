@@ -20,6 +20,7 @@ from typing import Any
 from procq.actors import osdeps
 from procq.actors.keeper import protocol, records
 from procq.actors.keeper.client import KeeperClient, KeeperError
+from procq.actors.keeper.retiring import Retiring
 
 log = logging.getLogger("procq.keeper.link")
 
@@ -47,14 +48,27 @@ class KeeperLink:
         self._connect_lock = threading.Lock()  # one (re)connection at a time
         self._client: KeeperClient | None = None
         self._closed = False
-        self._connect()
+        self._lost_ends: dict[str, End] = {}  # ends of retiring keepers' runs not (yet) followed
+        # Re-adopt a running keeper of a version this code speaks (the newest), else start our own;
+        # then drain every other: its runs end there, followed by `_retiring`, new ones run on ours.
+        spoken = [v for v in protocol.running_versions(jobs_dir) if v in protocol.SPOKEN]
+        self._version = max(spoken, default=protocol.VERSION)
+        self._retiring = Retiring(jobs_dir, self._exited, self._retired_lost)
+        self._retiring.drain_others(keep={self._connect().version})
 
     @property
     def keeper_pid(self) -> int:
         return self._connected().pid
 
     def _connect(self) -> KeeperClient:
-        client = KeeperClient.ensure(self._jobs_dir)
+        client = None
+        if self._version != protocol.VERSION:
+            try:
+                client = KeeperClient.connect(self._jobs_dir, self._version)
+            except KeeperError:  # gone: from now on, a keeper of this code's version
+                self._version = protocol.VERSION
+        if client is None:
+            client = KeeperClient.ensure(self._jobs_dir)
         client.attach()
         client.follow(self._exited, functools.partial(self._lost, client))
         self._client = client
@@ -72,7 +86,11 @@ class KeeperLink:
         """Call `on_end` once when `run` ends. Register before spawning; when re-adopting, register
         first, then look for its exit record, so an end between the two is not missed."""
         with self._lock:
-            self._following[run] = (on_end, None, None)
+            lost = self._lost_ends.pop(run, None)
+            if lost is None:
+                self._following[run] = (on_end, None, None)
+        if lost is not None:  # its retiring keeper went away before anyone followed the run
+            on_end(lost)
 
     def spawn(
         self,
@@ -98,6 +116,8 @@ class KeeperLink:
     def stop(self, run: str, reason: str, grace_s: float | None = None) -> bool:
         """End the run's tree through the keeper; its end arrives as usual. False if not running."""
         grace = self._grace_s if grace_s is None else grace_s
+        if self._retiring.owns(run):  # it runs on a keeper of another version, which still ends trees
+            return self._retiring.stop(run, grace, reason)
         return self._connected().stop(run, grace, reason)
 
     def settle(self, run: str, job_dir: Path, attempt: int) -> None:
@@ -116,14 +136,15 @@ class KeeperLink:
             self._following.pop(run, None)
 
     def running(self) -> dict[str, dict[str, Any]]:
-        """The runs the keeper has now, by run marker."""
-        return {run["run"]: run for run in self._connected().runs()}
+        """The runs the keepers have now (ours, and those of other versions draining), by run marker."""
+        return {**self._retiring.runs(), **{run["run"]: run for run in self._connected().runs()}}
 
     def close(self, keep_running: bool) -> None:
         """Detach: with `keep_running` the keeper goes on with its runs and exits once idle; else it
         exits now if idle (the server has stopped every run itself)."""
         with self._connect_lock:
             client, self._client, self._closed = self._client, None, True
+        self._retiring.close()  # they are draining already: they finish their runs and exit
         if client is None:
             return
         with self._lock:
@@ -149,12 +170,29 @@ class KeeperLink:
                 return  # closed on purpose, or already replaced
             self._client = None
         client.close()
-        with self._lock:
-            lost, self._following = self._following, {}
+        with self._lock:  # the runs of retiring keepers are not lost with ours
+            lost = {run: one for run, one in self._following.items() if not self._retiring.owns(run)}
+            for run in lost:
+                del self._following[run]
         if lost:
             log.error("keeper: lost with %d running job(s); ending their process trees", len(lost))
         for run, (on_end, pid, created) in lost.items():
             threading.Thread(target=_end_lost, args=(self._jobs_dir, run, on_end, pid, created, self._grace_s)).start()
+
+    def _retired_lost(self, listed: dict[str, Any]) -> None:
+        """A retiring keeper went away before the run's record: end its tree by identity, then report
+        it lost (to its follower, or to the one that follows it later)."""
+        run, pid, created = listed["run"], listed.get("pid"), listed.get("pid_started_at")
+        args = (self._jobs_dir, run, self._deliver_lost, pid, created, self._grace_s)
+        threading.Thread(target=_end_lost, args=args, daemon=True, name="retired-lost").start()
+
+    def _deliver_lost(self, end: End) -> None:
+        with self._lock:
+            found = self._following.pop(end.run, None)
+            if found is None:
+                self._lost_ends[end.run] = end
+        if found is not None:
+            found[0](end)
 
 
 def _end_lost(jobs_dir: Path, run: str, on_end: OnEnd, pid: int | None, created: float | None, grace: float) -> None:

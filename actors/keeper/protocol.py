@@ -11,6 +11,16 @@ and "error" (a sentence saying what to do) when ok is False.
 - drain {} -> {ok}: refuse new spawns, exit once the running ones have ended (upgrades, --on-stop keep)
 - attach {} -> {ok}: a server is attached again; cancels an exit-when-idle
 An "events" connection receives {event: "exited", record: {...}} for every run that ends.
+
+The stable minimal protocol: what every keeper version answers FOREVER, so any later (or earlier)
+server can drain it and see its jobs through to the end (retiring.py). Never change these:
+- where a keeper of version N is: its info file jobs/.keeper-<N>.json ({pid, version, ...}, removed
+  when it exits), its channel osdeps.channel(jobs_dir, "keeper-<N>"), the key in jobs/.keeper.key;
+  its lock jobs/.keeper-<N>.lock (so keepers of two versions can run side by side, never two of one);
+- hello {op: "hello", role: "minimal"} (any "version") -> {ok: True, version, pid, draining};
+- list, stop and drain as above (MINIMAL_OPS; only these are answered on a minimal connection);
+- the exit record jobs/<id>/exit.json {run, attempt, pid, pid_started_at, ended_at, exit_code,
+  signal, usage}, written before the run leaves `list`, and the run marker PROCQ_RUN=<id>.<attempt>.
 """
 
 from __future__ import annotations
@@ -22,8 +32,22 @@ from pathlib import Path
 
 from procq.actors import osdeps
 
-VERSION = 1  # bump when a message changes meaning; the channel's name carries it
-SPOKEN = (1,)  # versions this code speaks, as a client and as a keeper
+TEST_VERSION = "PROCQ_TEST_KEEPER_PROTOCOL"  # tests only: "N" or "N:A,B" (speak N, understand A and B)
+MINIMAL_OPS = ("hello", "list", "stop", "drain")  # answered by every keeper version, forever
+
+
+def _versions(override: str | None) -> tuple[int, tuple[int, ...]]:
+    """(this code's version, the versions it speaks), normally (1, (1,)); a test may pretend to be
+    another release of procq (an older or a newer one) with PROCQ_TEST_KEEPER_PROTOCOL."""
+    if not override:
+        return 1, (1,)
+    version, _, spoken = override.partition(":")
+    return int(version), tuple(int(v) for v in spoken.split(",")) if spoken else (int(version),)
+
+
+# VERSION: bump when a message changes meaning; the channel's name carries it. SPOKEN: the versions
+# this code speaks as a client (a running keeper of one of them is re-adopted, not drained).
+VERSION, SPOKEN = _versions(os.environ.get(TEST_VERSION))
 LOCK = f".keeper-{VERSION}.lock"  # held by the running keeper for its whole life: two never run
 INFO = f".keeper-{VERSION}.json"  # pid, start time, version: what `procq` shows, what tests check
 KEY = ".keeper.key"  # the channel's auth key, readable by this user only
@@ -34,6 +58,22 @@ _RUN = re.compile(r"([0-9a-f]{32})\.([1-9][0-9]{0,8})")
 def address(jobs_dir: Path, version: int = VERSION) -> tuple[str, str]:
     """(address, family) of the keeper speaking `version` for `jobs_dir`."""
     return osdeps.channel(jobs_dir, f"keeper-{version}")
+
+
+def info(version: int) -> str:
+    """The info file of the keeper speaking `version` (stable: see the module's docstring)."""
+    return f".keeper-{version}.json"
+
+
+def running_versions(jobs_dir: Path) -> list[int]:
+    """The versions of the keepers that left an info file in `jobs_dir` (a killed one may leave a stale
+    file: the caller finds out when it connects)."""
+    found = []
+    for path in jobs_dir.glob(".keeper-*.json"):
+        number = path.name[len(".keeper-") : -len(".json")]
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
 
 
 def run_id(job_id: str, attempt: int) -> str:
@@ -68,9 +108,9 @@ def load_key(jobs_dir: Path, create: bool) -> bytes:
 
 def refusal(version: object) -> str | None:
     """Why a hello with `version` is refused, or None."""
-    if version in SPOKEN:
+    if version == VERSION:
         return None
     return (
-        f"this procq keeper speaks protocol {', '.join(map(str, SPOKEN))} and the client asked for {version!r}; "
+        f"this procq keeper speaks protocol {VERSION} and the client asked for {version!r}; "
         "let it finish its jobs (drain) and start a keeper of the new version"
     )

@@ -86,16 +86,17 @@ class Keeper:
     def _serve_connection(self, conn: Connection) -> None:
         try:
             hello = conn.recv()
-            why = _hello_refusal(hello)
+            minimal = isinstance(hello, dict) and hello.get("op") == "hello" and hello.get("role") == "minimal"
+            why = None if minimal else _hello_refusal(hello)
             if why is not None:
-                conn.send({"ok": False, "error": why, "versions": list(protocol.SPOKEN)})
+                conn.send({"ok": False, "error": why, "versions": [protocol.VERSION]})
                 return
             conn.send({"ok": True, "version": protocol.VERSION, "pid": os.getpid(), "draining": self._draining})
             if hello.get("role") == "events":
                 self._follow(conn)
                 return
             while True:
-                conn.send(self._handle(conn.recv()))
+                conn.send(self._handle(conn.recv(), minimal))
         except (EOFError, OSError):
             pass  # the server went away; its runs go on
         except Exception:
@@ -103,10 +104,14 @@ class Keeper:
         finally:
             conn.close()
 
-    def _handle(self, request: Any) -> dict[str, Any]:
+    def _handle(self, request: Any, minimal: bool = False) -> dict[str, Any]:
+        """Answer one request; on a minimal connection (a server of another version) only the stable
+        MINIMAL_OPS, which every keeper version answers the same forever."""
         if not isinstance(request, dict):
             return {"ok": False, "error": "a request is a dict with an 'op'"}
         op = request.get("op")
+        if minimal and op not in protocol.MINIMAL_OPS:
+            return {"ok": False, "error": f"{op!r} is not in the minimal protocol ({', '.join(protocol.MINIMAL_OPS)})"}
         if op == "spawn":
             if self._draining:
                 return {"ok": False, "error": "this keeper is draining: it takes no new runs and exits when idle"}
