@@ -23,6 +23,7 @@ from procq.actors.keeper.client import KeeperClient, KeeperError
 from tests.helpers import ROOT, pid_alive, wait_until
 
 JOB_A, JOB_B = "0" * 31 + "a", "0" * 31 + "b"
+JOB_I = "1" * 31 + "e"
 POSIX = not osdeps.WINDOWS
 posix_only = pytest.mark.skipif(not POSIX, reason="POSIX signals and file modes")
 
@@ -328,12 +329,12 @@ def test_a_spawn_intent_is_durable_before_the_process_and_a_keeper_lost_after_it
     from procq.actors.keeper import intents
     from procq.actors.keeper.link import Found, found
 
-    run = f"{JOB_A}.1"
-    job_dir = _job_dir(jobs_dir, JOB_A)
+    run = f"{JOB_I}.1"  # an id of its own: the marker scan must not see other tests' runs
+    job_dir = _job_dir(jobs_dir, JOB_I)
     monkeypatch.setenv("PROCQ_TEST_CRASH_AT", "keeper-after-intent")  # the keeper started here inherits it
     crashing = KeeperClient.ensure(jobs_dir)
     with pytest.raises(KeeperError, match="went away"):
-        crashing.spawn(JOB_A, 1, _py("import time; time.sleep(60)"), dict(os.environ))
+        crashing.spawn(JOB_I, 1, _py("import time; time.sleep(60)"), dict(os.environ))
     crashing.close()
     wait_until(lambda: not pid_alive(crashing.pid))
     assert intents.read(job_dir, 1) == {"run": run, "attempt": 1, "keeper_pid": crashing.pid}
@@ -347,7 +348,7 @@ def test_a_spawn_intent_is_durable_before_the_process_and_a_keeper_lost_after_it
     client = KeeperClient.ensure(jobs_dir)  # a new keeper: a late request for that run is refused
     try:
         with pytest.raises(KeeperError, match="may have started already"):
-            client.spawn(JOB_A, 1, _py("pass"), dict(os.environ))
+            client.spawn(JOB_I, 1, _py("pass"), dict(os.environ))
         assert client.runs() == [] and _marked(run) == []
     finally:
         client.close()
