@@ -142,3 +142,30 @@ def test_the_minimal_protocol_is_answered_whatever_the_version_and_nothing_else_
     finally:
         ours.close()
         end_keeper(jobs)
+
+
+def test_an_older_keeper_killed_while_draining_ends_its_tree_and_the_job_runs_again_on_the_new_one(
+    start_server, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    code = (
+        "import os, sys, time\n"
+        "first = not os.path.exists(sys.argv[1])\n"
+        "with open(sys.argv[1], 'a') as runs: runs.write(f'{os.getpid()}\\n')\n"
+        "time.sleep(60 if first else 0)\n"
+    )
+    old = start_server(env=OLDER)
+    job = old.submit([*py(code), str(runs)])
+    running = old.wait_status(job["id"], "IN_PROGRESS")
+    wait_until(runs.exists)
+    old_keeper = _keeper(old.jobs_dir, 0)
+    old.kill()
+    new = start_server()
+    assert new.wait_status(job["id"], "IN_PROGRESS")["attempts"] == 1
+    old_keeper.kill()
+    old_keeper.wait(10)
+    done = new.wait_status(job["id"], "COMPLETED", timeout=30)
+    assert done["attempts"] == 2 and "keeper" in done["interrupted"]
+    assert not pid_alive(running["pid"])  # the lost run's tree was ended before the rerun
+    assert len(runs.read_text().split()) == 2
+    assert new.stop() == 0
