@@ -169,3 +169,19 @@ def test_an_older_keeper_killed_while_draining_ends_its_tree_and_the_job_runs_ag
     assert not pid_alive(running["pid"])  # the lost run's tree was ended before the rerun
     assert len(runs.read_text().split()) == 2
     assert new.stop() == 0
+
+
+def test_keepers_of_two_versions_never_share_a_channel_lock_or_info_file_windows_included(tmp_path: Path) -> None:
+    from procq.actors import osdeps
+
+    for windows in (False, True):
+        one, two = (osdeps.channel(tmp_path, f"keeper-{v}", windows=windows)[0] for v in (1, 2))
+        assert one != two
+    assert osdeps.channel(tmp_path, "keeper-2", windows=True)[0].startswith(r"\\.\pipe\procq-keeper-2-")
+    assert protocol.info(1) != protocol.info(2)
+    for name in (".keeper-0.json", ".keeper-12.json", ".keeper-x.json", ".keeper.key"):
+        (tmp_path / name).write_text("{}")
+    assert protocol.running_versions(tmp_path) == [0, 12]
+    assert protocol._versions(None) == (1, (1,))
+    assert protocol._versions("0") == (0, (0,))
+    assert protocol._versions("2:1,2") == (2, (1, 2))
