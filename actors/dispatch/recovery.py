@@ -41,7 +41,9 @@ def recover(settings: Settings, store: Store, now: str, keeper: KeeperLink | Non
     a keeper still running it, leaves it IN_PROGRESS for a Supervisor to conclude or re-adopt; a
     process nobody keeps (matched by pid and start time, or by its run marker) has its tree ended and
     the job is queued again, or FAILED past the restart limit, with the reason, or CANCELED if its
-    cancel had been asked for; so is a run of which nothing is left. An exit code is never made up.
+    cancel had been asked for; so is a run of which nothing is left but its spawn intent. An attempt
+    with no spawn intent never reached a process: queued again, not counted. An exit code is never
+    made up.
     What changed is committed before the server starts. `keeper`: the server's link (one is made if
     None and a job needs it). Blocks. Raises StorageError if the store cannot be read.
     """
@@ -87,8 +89,9 @@ def _settle(job: Job, settings: Settings, keeper_runs: dict[str, Any], now: str)
     alive = False
     if record is None and run not in keeper_runs:
         alive = _alive(job, run)
-    intended = record is None and intents.read(job_dir, job.attempts) is not None
-    outcome = link.found(record, keeper_runs, run, alive, intended)
+    # read only when it decides: no record, no keeper runs it, no process is alive
+    intended = record is None and run not in keeper_runs and not alive and intents.read(job_dir, job.attempts)
+    outcome = link.found(record, keeper_runs, run, alive, bool(intended))
     if outcome is Found.ENDED:
         assert record is not None
         settled = dataclasses.replace(job, pid=record["pid"], pid_started_at=record["pid_started_at"])

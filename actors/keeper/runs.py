@@ -1,5 +1,8 @@
 """The keeper's runs: spawning job processes, the one reaper, ending trees, and exit records.
 
+Before each spawn the run's intent is made durable (intents.py), so a restarting server can tell an
+attempt that never reached a process from one that may have run.
+
 Threads: the reaper (one, for every child); a recorder (writes exit records and tells the server,
 so the reaper never waits on a disk); two syncers (make the records durable afterwards: two fsyncs
 in flight share the file system's journal commits, and the recorder never waits on one); a
