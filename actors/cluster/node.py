@@ -48,12 +48,14 @@ class ClusterNode:
         self._cancelling: set[str] = set()  # cancel requests being acted on (loop thread only)
         self._lock = threading.Lock()  # guards _cancelling and _runs
         self._runs: dict[str, Callable[[], None]] = {}  # job id -> how to interrupt its run
+        self.secret = ""  # the cluster's node secret, read at join
 
     def join(self) -> None:
         """Register (before recovery: the sweep must not take this node's runs meanwhile), hold the
         leases of the runs the database says this node has, and keep the lease renewed. Raises psycopg.Error."""
         self.lease.register()
         with self.store.connection() as conn:
+            self.secret = nodes.shared_secret(conn)
             self.store.hold(dict(conn.execute(pgschema.LEASES_OF, (self.name,)).fetchall()))
 
     def start(self, on_fenced: Callable[[str], None], tell: Any) -> None:
@@ -141,6 +143,10 @@ class ClusterNode:
     def nodes(self) -> list[dict[str, Any]]:
         with self.store.connection() as conn:
             return nodes.view(conn)
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        with self.store.connection() as conn:
+            return nodes.peer(conn, name)
 
     def _loop(self) -> None:
         assert self._listener is not None

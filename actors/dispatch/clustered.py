@@ -48,6 +48,9 @@ class ClusterDispatcher(Dispatcher):
     def nodes(self) -> list[dict[str, Any]]:
         return self._cluster.nodes()
 
+    def peer(self, name: str) -> dict[str, Any] | None:
+        return self._cluster.peer(name)
+
     def queues(self) -> list[dict[str, Any]]:
         with self._store.connection() as conn:  # type: ignore[attr-defined] - the PostgreSQL store
             return cluster_queues.views(conn)
