@@ -99,6 +99,16 @@ class ClusterDispatcher(Dispatcher):
         self._cluster.answer_when(job_id, ended)
 
     @carry_on
+    def deliver_owed(self, jobs: list[Job]) -> None:
+        """This node adopted the webhooks of jobs whose node is gone (actors/cluster/owed.py): deliver them."""
+        for job in jobs:
+            if job.id in self._deliveries:  # already on its way from here
+                continue
+            self._table.put(job)
+            self._deliveries.owe(job)
+        self._pump()
+
+    @carry_on
     def fenced(self, why: str) -> None:
         """This node lost (or could not renew) its lease: its runs stop before another node may take
         them (the fence asked their Supervisors directly already; this covers runs started since)."""
