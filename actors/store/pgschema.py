@@ -103,6 +103,8 @@ UPDATE_JOB = (
 MARK_SYNCED = pg(schema.MARK_SYNCED)
 DELETE_JOB = pg(schema.DELETE_JOB)
 DELETE_TAGS = pg(schema.DELETE_TAGS)
+DELETE_OUTPUTS = "DELETE FROM outputs WHERE job_id = %s"
+DELETE_CANCEL = "DELETE FROM cancels WHERE job_id = %s"
 GET = pg(schema.GET)
 GET_MANY = "SELECT body FROM jobs WHERE id = ANY(%s)"
 BY_KEY = pg(schema.BY_KEY)

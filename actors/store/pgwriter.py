@@ -80,6 +80,8 @@ class PgWriter(Writer):
             rows = [(job_id,) for job_id in change.ids]
             cur.executemany(pgschema.DELETE_TAGS, rows)
             cur.executemany(pgschema.DELETE_JOB, rows)
+            cur.executemany(pgschema.DELETE_OUTPUTS, rows)  # the job's kept output and cancel request go with it
+            cur.executemany(pgschema.DELETE_CANCEL, rows)
         elif change.kind == "probe":
             cur.execute(pgschema.PUT_SETTING, ("probe", str(time.time())))
         elif change.kind == "synced":
