@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from procq.api import sse
 from procq.api.ask import ask
 
 if TYPE_CHECKING:
+    from procq.actors.cluster.outputs import Kept
     from procq.actors.dispatch.dispatcher import DispatcherProxy
 
 log = logging.getLogger("procq.api.relay")
@@ -47,6 +48,9 @@ class ThisNode:
 
     name: str
     secret: str  # shared by the cluster's nodes (actors/cluster/nodes.py)
+    # a finished job's output as its node kept it in the database (the store's, read from any thread:
+    # megabytes need not pass through the Dispatcher's inbox)
+    kept_output: Callable[[str, str], Kept | None] = lambda job_id, stream: None
 
 
 def is_relayed(req: falcon.Request, node: ThisNode | None) -> bool:
@@ -100,7 +104,7 @@ class Relay:
         """The whole output its node kept in the database for a finished job, or None."""
         if not job.status.terminal:
             return None
-        kept = ask(self._dispatcher.kept_output(job.id, f"{stream}.txt"))
+        kept = self.node.kept_output(job.id, f"{stream}.txt")
         return kept.data if kept is not None and kept.complete else None
 
     def forward(self, req: falcon.Request, resp: falcon.Response, job: Job, path: str, params: dict[str, Any]) -> None:

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         keys=keys,
         commands=commands,
         loopback_only=is_loopback(args.host),
-        node=None if cluster is None else ThisNode(cluster.name, cluster.secret),
+        node=None if cluster is None else ThisNode(cluster.name, cluster.secret, store.kept_output),
     )
     server.application = app  # read per request by waitress's tasks
     keep_running = args.on_stop == "keep"
