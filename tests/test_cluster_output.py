@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,13 +78,18 @@ def _logs(node: ServerProcess, job_id: str, stream: str, offset: int = 0) -> tup
     return answer.status_code, answer.content, answer.headers.get("X-Next-Offset", "")
 
 
-def _followed(node: ServerProcess, job_id: str, stream: str) -> tuple[str, dict]:
+def _followed(
+    node: ServerProcess, job_id: str, stream: str, then: Callable[[], object] = lambda: None
+) -> tuple[str, dict]:
+    """The text of every log event and the end event's job; `then` is called after the first event."""
     reader = open_stream(f"{node.url}/jobs/{job_id}/logs?stream={stream}&follow=true")
     text = ""
     try:
         while (event := reader.next()) is not None:
             if event["event"] == "end":
                 return text, event["data"]
+            if not text:
+                then()
             text += event["data"]
     finally:
         reader.close()
@@ -108,8 +113,7 @@ def test_every_node_serves_the_same_bytes_of_a_running_and_a_finished_jobs_logs(
 
     # a follower on a node that does not run it sees the whole output as it comes, then the end
     follower = next(node for node in cluster if node is not owner)
-    go.touch()
-    text, end = _followed(follower, job["id"], "stdout")
+    text, end = _followed(follower, job["id"], "stdout", then=go.touch)  # relayed while it runs
     assert end["status"] == "COMPLETED"
     on_disk = (owner.jobs_dir / job["id"] / "stdout.txt").read_bytes()
     assert text.encode() == on_disk and on_disk.endswith(b"done\n")
