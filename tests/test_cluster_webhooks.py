@@ -98,3 +98,20 @@ def test_a_job_the_sweep_fails_for_a_lost_node_has_its_webhook_delivered_by_a_li
     wait_until(lambda: survivor.status(job["id"])["webhook_delivery"]["state"] == "delivered", timeout=10)
     time.sleep(2.5)
     assert len(receiver.deliveries) == 1
+
+
+def test_the_webhook_of_a_job_canceled_while_queued_is_delivered_once_by_a_live_node_when_its_node_died(
+    pair: list[ServerProcess], receiver: Receiver
+) -> None:
+    receiver.fail_next = 10_000
+    first, second = pair
+    job = second.submit(["true"], webhook=receiver.url, run_at="2999-01-01T00:00:00Z")
+    assert first.put(f"/jobs/{job['id']}/cancel").status_code == 200  # canceled through n1: n1 owes the webhook
+    wait_until(lambda: receiver.attempts >= 2, timeout=15)
+    _kill_machine(first)
+    receiver.fail_next = 0
+    (hook,) = receiver.wait_for(1, timeout=LEASE_S + 10)
+    assert (hook["id"], hook["status"]) == (job["id"], "CANCELED")
+    wait_until(lambda: second.status(job["id"])["webhook_delivery"]["state"] == "delivered", timeout=10)
+    time.sleep(2.5)
+    assert len(receiver.deliveries) == 1

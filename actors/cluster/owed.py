@@ -5,8 +5,7 @@ it once; a node that dies before it has delivered is gone in turn, and the next 
 debt again: at least once across crashes, as the contract says.
 
 A job that never ran (canceled while queued, failed by its dependency) owes its webhook to the node
-that ended it, but its row names no node: it is not adopted here (the next start of any node
-delivers it, as before).
+that ended it: its row names that node (actors/store/pgschema.UPDATE_JOB), so it is adopted the same way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Retention in a cluster: which finished jobs' rows a node deletes, and the directories a node holds of
 jobs gone from the database.
 
-The rule: a finished job's row is deleted by the node that ran it (which holds its files), by any node
-for a job that never ran, and by any node once the node that ran it is gone (left or lost: its output
+The rule: a finished job's row is deleted by the node its row names (the node that ran it, which holds
+its files, or for a job that never ran the node that ended it), by any node for a row that names none,
+and by any node once the node it names is gone (left or lost: its output
 is in the database; if it comes back, its start removes the directories of jobs deleted meanwhile).
 Other nodes may hold a directory of the job too (the node that accepted it, one that recorded a change
 to it): each node's retention sweep removes its own directories of jobs no longer in the database.

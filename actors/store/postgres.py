@@ -97,7 +97,13 @@ class PostgresStore:
             open=True,
         )
         self._writer = PgWriter(
-            lambda: connect(url, f"procq {node} writer"), jobs_dir, session, max_batch_jobs, self.lease_of, output_cap
+            lambda: connect(url, f"procq {node} writer"),
+            jobs_dir,
+            session,
+            max_batch_jobs,
+            self.lease_of,
+            output_cap,
+            node if claims else None,
         )
 
     # --- leases this node holds (set by the claim, read by the writer) ---------------------------
