@@ -3,8 +3,8 @@ jobs gone from the database.
 
 The rule: a finished job's row is deleted by the node its row names (the node that ran it, which holds
 its files, or for a job that never ran the node that ended it), by any node for a row that names none,
-and by any node once the node it names is gone (left or lost: its output
-is in the database; if it comes back, its start removes the directories of jobs deleted meanwhile).
+and by any node once the node it names is gone (left or lost: its output is in the database; if it
+comes back, its start removes the directories of jobs deleted meanwhile).
 Other nodes may hold a directory of the job too (the node that accepted it, one that recorded a change
 to it): each node's retention sweep removes its own directories of jobs no longer in the database.
 """
