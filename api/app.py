@@ -39,6 +39,7 @@ from procq.api.keys import KeyStore, keys_path
 from procq.api.logs import LogsResource
 from procq.api.openapi import OpenAPIResource
 from procq.api.queues import QueuesResource
+from procq.api.relay import Relay, ThisNode
 from procq.api.resources import NodesResource, ResourcesResource
 from procq.api.sse import StreamSlots
 from procq.api.stats import MetricsResource, StatsResource
@@ -64,20 +65,23 @@ def create_app(
     keys: KeyStore | None = None,
     commands: CommandPolicy | None = None,
     loopback_only: bool = False,
+    node: ThisNode | None = None,
 ) -> falcon.App:
     """The WSGI app. `dispatcher` is a DispatcherProxy; `cancel_wait_s` bounds how long PUT cancel
     waits for a job's process tree to end. `events` and `metrics` are the Dispatcher's watchers
     (fresh, unconnected ones if not given); `max_streams` bounds open SSE streams. With `keys`, API
     keys are checked (api/auth.py) once one exists, and /admin/keys manages them; `commands` limits
-    what jobs may run. `loopback_only` (the server listens only on loopback) refuses foreign Host headers."""
+    what jobs may run. `loopback_only` (the server listens only on loopback) refuses foreign Host headers.
+    `node`: cluster mode, this node (another node's jobs' result and logs are relayed, api/relay.py)."""
     keys = keys or KeyStore(keys_path(jobs_dir, None))  # the server's default place: off until a key exists
     events = events or EventHub()
     metrics = metrics or Metrics()
     slots = StreamSlots(max_streams)  # shared by log followers and /events subscribers
-    app = falcon.App(middleware=[CrossSiteMiddleware(loopback_only), AuthMiddleware(keys, dispatcher)])
+    app = falcon.App(middleware=[CrossSiteMiddleware(loopback_only), AuthMiddleware(keys, dispatcher, node)])
+    relay = Relay(dispatcher, node, slots) if node is not None else None
 
     # Jobs: submit, list, status, result, cancel, rerun, delete (api/jobs.py; the listing is api/listing.py)
-    jobs = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root)
+    jobs = JobsResource(dispatcher, jobs_dir, max_body_bytes, cancel_wait_s, commands, cwd_root, relay)
     app.add_route("/jobs", jobs)
     app.add_route("/jobs/batch", jobs, suffix="batch")
     app.add_route("/jobs/{job_id}", jobs, suffix="job")
@@ -86,7 +90,7 @@ def create_app(
     app.add_route("/jobs/{job_id}/cancel", jobs, suffix="cancel")
     app.add_route("/jobs/{job_id}/rerun", jobs, suffix="rerun")
     # Watching: a job's output, state changes, the server's numbers and health
-    app.add_route("/jobs/{job_id}/logs", LogsResource(dispatcher, jobs_dir, events, slots))
+    app.add_route("/jobs/{job_id}/logs", LogsResource(dispatcher, jobs_dir, events, slots, relay))
     app.add_route("/events", EventsResource(events, slots))
     app.add_route("/stats", StatsResource(dispatcher, metrics))
     app.add_route("/metrics", MetricsResource(dispatcher, metrics))

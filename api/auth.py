@@ -13,6 +13,7 @@ from procq.actors.errors import JobNotFound
 from procq.actors.job import is_job_id
 from procq.api.ask import ask
 from procq.api.keys import ApiKey, KeyStore
+from procq.api.relay import ThisNode, is_relayed
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -61,14 +62,17 @@ class AuthMiddleware:
     """Once a key exists: 401 without a valid `Authorization: Bearer <key>`, 403 when the key lacks
     the route's scope, 404 for a job another key owns (unless admin). Runs on waitress threads."""
 
-    def __init__(self, keys: KeyStore, dispatcher: DispatcherProxy) -> None:
+    def __init__(self, keys: KeyStore, dispatcher: DispatcherProxy, node: ThisNode | None = None) -> None:
         self._keys = keys
         self._dispatcher = dispatcher
+        self._node = node  # cluster mode: another node may relay a job's result and logs here
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         # Before routing, so an unknown path answers 401 too and does not reveal what exists.
         req.context.api_key = None
         if PUBLIC_PATHS.fullmatch(req.path) or not self._keys.required:
+            return
+        if is_relayed(req, self._node):  # the relaying node checked the caller's key and its job
             return
         scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

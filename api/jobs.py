@@ -23,6 +23,7 @@ from procq.api.auth import owner_filter, owner_of_request
 from procq.api.commands import CommandPolicy
 from procq.api.listing import list_page
 from procq.api.parse import parse_submit, read_json
+from procq.api.relay import Relay
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -44,8 +45,10 @@ class JobsResource:
         cancel_wait_s: float,
         commands: CommandPolicy | None = None,
         cwd_root: Path | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._relay = relay  # cluster mode: jobs another node ran
         self._cwd_root = cwd_root
         self._jobs_dir = jobs_dir
         self._max_body_bytes = max_body_bytes
@@ -150,6 +153,14 @@ class JobsResource:
         job = self._job(job_id)
         if job.status is not Status.COMPLETED:
             raise JobConflict(job.id, job.status.value, "fetching the result", "COMPLETED")
+        if self._relay is not None and self._relay.holder(req, job) is not None:
+            kept = self._relay.kept(job, "stdout")  # the same bytes as the file its node holds
+            if kept is None:  # beyond the cap: from that node, while it is up
+                self._relay.forward(req, resp, job, f"/jobs/{job.id}/result", {})
+                return
+            resp.content_type = job.mime_type
+            resp.data = kept
+            return
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
             result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import falcon
 import pykka
@@ -20,6 +21,7 @@ from procq.actors.job import Job, is_job_id
 from procq.api import sse, strictjson
 from procq.api.ask import ask
 from procq.api.parse import parse_query
+from procq.api.relay import Relay
 
 if TYPE_CHECKING:
     from procq.actors.dispatch.dispatcher import DispatcherProxy
@@ -35,17 +37,28 @@ class LogsResource:
     polls the file (open, read a chunk, close: Windows must be able to rotate or delete it) and
     learns of the job's end from the EventHub, so a follower never asks the Dispatcher while it waits."""
 
-    def __init__(self, dispatcher: DispatcherProxy, jobs_dir: Path, hub: EventHub, slots: sse.StreamSlots) -> None:
+    def __init__(
+        self,
+        dispatcher: DispatcherProxy,
+        jobs_dir: Path,
+        hub: EventHub,
+        slots: sse.StreamSlots,
+        relay: Relay | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._jobs_dir = jobs_dir
         self._hub = hub
         self._slots = slots
+        self._relay = relay  # cluster mode: another node's jobs
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         query = parse_query(req, "stream", "offset", "follow")
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
         path = self._jobs_dir / job_id / f"{query['stream']}.txt"
+        read = functools.partial(_read, path)
+        if self._relay is not None and self._elsewhere(req, resp, job_id, query):
+            return
         if not (query["follow"] or sse.wants_stream(req)):
             self._get(job_id)  # 404 for an unknown job
             handle, size = _open(path, job_id)
@@ -67,16 +80,45 @@ class LogsResource:
         if job.status.terminal:
             end.set()
         gone = sse.client_gone(req)
-        sse.start(resp, self._slots, lambda: self._follow(job, path, offset, end, gone), gone=gone)
+        sse.start(resp, self._slots, lambda: self._follow(job, read, offset, end, gone), gone=gone)
+
+    def _elsewhere(self, req: falcon.Request, resp: falcon.Response, job_id: str, query: dict[str, Any]) -> bool:
+        """Cluster mode: answer for a job whose files another node holds (True), from the copy kept in
+        the database once it finished, else through that node (api/relay.py)."""
+        assert self._relay is not None
+        job = self._get(job_id)
+        if self._relay.holder(req, job) is None:
+            return False
+        kept = self._relay.kept(job, query["stream"])
+        if kept is None:
+            self._relay.forward(req, resp, job, f"/jobs/{job_id}/logs", query)
+            return True
+        if not (query["follow"] or sse.wants_stream(req)):
+            start = min(query["offset"], len(kept))
+            resp.content_type = falcon.MEDIA_TEXT
+            resp.set_header("X-Next-Offset", str(len(kept)))
+            resp.data = kept[start:]
+            return True
+        ended = threading.Event()
+        ended.set()
+        offset = _last_event_id(req, query["offset"])
+        read = functools.partial(_slice, kept)
+        sse.start(resp, self._slots, lambda: self._follow(job, read, offset, ended, lambda: False))
+        return True
 
     def _follow(
-        self, job: Job, path: Path, offset: int, end: threading.Event, gone: Callable[[], bool]
+        self,
+        job: Job,
+        read: Callable[[int, int], bytes],
+        offset: int,
+        end: threading.Event,
+        gone: Callable[[], bool],
     ) -> Iterator[bytes]:
         yield b"retry: 1000\n\n"  # sent at once: the client knows it is connected
         quiet_since = time.monotonic()
         while True:
             ended = end.is_set()  # checked before reading: output written before the end is then read
-            chunk = _read(path, offset, CHUNK_BYTES)
+            chunk = read(offset, CHUNK_BYTES)
             last = ended and len(chunk) < CHUNK_BYTES
             cut = len(chunk) if last else utf8_prefix(chunk)
             if cut:
@@ -146,6 +188,10 @@ def _open(path: Path, job_id: str) -> tuple[BinaryIO | None, int]:
     except OSError as exc:
         raise StorageError("open the job's log", exc) from exc
     return handle, os.fstat(handle.fileno()).st_size
+
+
+def _slice(data: bytes, offset: int, limit: int) -> bytes:
+    return data[offset : offset + limit]
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:

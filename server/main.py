@@ -28,6 +28,7 @@ from procq.actors.store.sqlite import SqliteStore
 from procq.api.app import create_app
 from procq.api.commands import CommandPolicy
 from procq.api.keys import KeyStore, keys_path
+from procq.api.relay import ThisNode
 from procq.server import keys as keys_command
 from procq.server import logformat
 from procq.server.flags import is_loopback, parse_args
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         keys=keys,
         commands=commands,
         loopback_only=is_loopback(args.host),
+        node=None if cluster is None else ThisNode(cluster.name, cluster.secret, store.kept_output),
     )
     server.application = app  # read per request by waitress's tasks
     keep_running = args.on_stop == "keep"

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from procq.actors.cluster import cancels, claim, hints, nodes, sweep
+from procq.actors.cluster import cancels, claim, hints, nodes, owed, sweep
 from procq.actors.store import pgschema
 from procq.actors.store.postgres import PostgresStore, connect
 
@@ -48,16 +48,19 @@ class ClusterNode:
         self._cancelling: set[str] = set()  # cancel requests being acted on (loop thread only)
         self._lock = threading.Lock()  # guards _cancelling and _runs
         self._runs: dict[str, Callable[[], None]] = {}  # job id -> how to interrupt its run
+        self.secret = ""  # the cluster's node secret, read at join
 
     def join(self) -> None:
         """Register (before recovery: the sweep must not take this node's runs meanwhile), hold the
         leases of the runs the database says this node has, and keep the lease renewed. Raises psycopg.Error."""
         self.lease.register()
         with self.store.connection() as conn:
+            self.secret = nodes.shared_secret(conn)
             self.store.hold(dict(conn.execute(pgschema.LEASES_OF, (self.name,)).fetchall()))
 
     def start(self, on_fenced: Callable[[str], None], tell: Any) -> None:
-        """`tell`: the Dispatcher's proxy; the loop calls `tell.pump.defer()` and `tell.cancel_here.defer(id)`."""
+        """`tell`: the Dispatcher's proxy; the loop calls `tell.pump.defer()`, `tell.cancel_here.defer(id)`
+        and `tell.deliver_owed.defer(jobs)`."""
         self._tell = tell
 
         def fence(why: str) -> None:  # on the heartbeat's watch thread: straight to the Supervisors
@@ -142,6 +145,10 @@ class ClusterNode:
         with self.store.connection() as conn:
             return nodes.view(conn)
 
+    def peer(self, name: str) -> dict[str, Any] | None:
+        with self.store.connection() as conn:
+            return nodes.peer(conn, name)
+
     def _loop(self) -> None:
         assert self._listener is not None
         swept_at = 0.0
@@ -156,10 +163,20 @@ class ClusterNode:
                         swept_at = now
                         if sweep.sweep(conn):
                             self.poke()
+                        self._adopt_owed(conn)
             except Exception as exc:  # the database is away: the heartbeat decides about fencing
                 log.debug("node %s: cluster loop: %s", self.name, exc)
                 clock.wait(0.2)
             self._listener.wait()
+
+    def _adopt_owed(self, conn: psycopg.Connection) -> None:
+        """Deliver the webhooks gone nodes owed (never while this node's own lease is in doubt)."""
+        if self.fenced() or not self.lease.valid():
+            return
+        adopted = owed.adopt(conn, self.name)
+        if adopted:
+            log.warning("node %s: delivers %d webhook(s) that gone nodes owed", self.name, len(adopted))
+            self._tell.deliver_owed.defer(adopted)
 
     def _take_cancels(self, conn: psycopg.Connection) -> None:
         for job_id, lease in cancels.pending(conn, self.name):

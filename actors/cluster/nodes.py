@@ -11,6 +11,7 @@ the jobs, whatever the clocks of the machines say.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,14 @@ LEAVE = "UPDATE nodes SET state = 'left', lease_until = now() WHERE name = %s AN
 VIEW = """SELECT n.name, n.address, n.slots, n.resources, n.state, n.started_at, n.heartbeat_at, n.lease_until,
         (SELECT count(*) FROM jobs WHERE status = 'IN_PROGRESS' AND node = n.name)
     FROM nodes n ORDER BY n.name"""
+
+# A node that lets its lease run out is "lost" to others even before a sweep has marked it so
+PEER = """SELECT address, CASE WHEN state = 'up' AND lease_until < now() THEN 'lost' ELSE state END
+    FROM nodes WHERE name = %s"""
+# The secret a node names itself with when it relays a request to another (api/relay.py): made by the
+# first node that starts, the same for every node after
+MAKE_SECRET = "INSERT INTO settings (name, value) VALUES ('node_secret', %s) ON CONFLICT (name) DO NOTHING"
+SECRET = "SELECT value FROM settings WHERE name = 'node_secret'"
 
 
 class NodeLease:
@@ -190,3 +199,15 @@ def view(conn: Any) -> list[dict[str, Any]]:
         }
         for name, address, slots, resources, state, started, beat, until, running in conn.execute(VIEW)
     ]
+
+
+def peer(conn: Any, name: str) -> dict[str, Any] | None:
+    """Node `name`'s announced address and state (up, left or lost), or None if it never joined."""
+    row = conn.execute(PEER, (name,)).fetchone()
+    return None if row is None else {"address": row[0], "state": row[1]}
+
+
+def shared_secret(conn: Any) -> str:
+    """The cluster's node secret (made by the first node to ask)."""
+    conn.execute(MAKE_SECRET, (secrets.token_urlsafe(32),))
+    return conn.execute(SECRET).fetchone()[0]

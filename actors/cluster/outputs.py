@@ -35,5 +35,5 @@ def keep(conn: Any, job_id: str, stream: str, path: Path, cap: int = DEFAULT_CAP
 
 
 def read(conn: Any, job_id: str, stream: str) -> Kept | None:
-    row = conn.execute(READ, (job_id, stream)).fetchone()
+    row = conn.execute(READ, (job_id, stream), binary=True).fetchone()  # bytea as it is, not as hex text
     return Kept(bytes(row[0]), row[1], row[2]) if row else None

@@ -19,6 +19,7 @@ VIEWS = """WITH names AS (
         (SELECT count(*) FROM jobs WHERE status = 'IN_QUEUE' AND queue = n.name),
         (SELECT count(*) FROM jobs WHERE status = 'IN_PROGRESS' AND queue = n.name)
     FROM names n LEFT JOIN queues q ON q.name = n.name ORDER BY n.name"""
+QUEUED = "SELECT count(*) FROM jobs WHERE status = 'IN_QUEUE'"  # read from the partial index of queued rows
 SLOTS = "SELECT coalesce(sum(slots), 0) FROM nodes WHERE state = 'up'"
 WAITING_FOR = """SELECT body FROM jobs WHERE status = 'IN_QUEUE' AND has_after AND body->'after' ? %s ORDER BY id"""
 
@@ -35,6 +36,11 @@ def views(conn: Any) -> list[dict[str, Any]]:
         {"name": name, "parallelism": parallelism or slots, "paused": paused, "queued": queued, "running": running}
         for name, parallelism, paused, queued, running in conn.execute(VIEWS, {"default": DEFAULT_QUEUE})
     ]
+
+
+def queued(conn: Any) -> int:
+    """The whole cluster's queued jobs (--max-queued bounds them)."""
+    return conn.execute(QUEUED).fetchone()[0]
 
 
 def waiting_for(conn: Any, job_id: str) -> list[Job]:

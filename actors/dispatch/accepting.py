@@ -77,7 +77,7 @@ class Accepting:
         return self._accept((request,), {"rerun_of": job.id})
 
     def _accept(self, requests: Sequence[JobRequest], extra: dict[str, Any]) -> Accepted:
-        queued = self._table.count(Status.IN_QUEUE)
+        queued = self._queued() if self._settings.max_queued is not None else 0
         for index, request in enumerate(requests):
             try:
                 admission.admit(
@@ -93,6 +93,10 @@ class Accepting:
         now = self._now()
         jobs = [transitions.new_job(self._new_id(), request, now, self._settings, **extra) for request in requests]
         return self._create(jobs)
+
+    def _queued(self) -> int:
+        """The jobs waiting to start, which --max-queued bounds."""
+        return self._table.count(Status.IN_QUEUE)
 
     def _create(self, jobs: list[Job]) -> Accepted:
         """Commit new jobs and queue them here (cluster mode: they wait in the database instead)."""

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from procq.actors.cluster import queues as cluster_queues
@@ -33,9 +34,11 @@ class ClusterDispatcher(Dispatcher):
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cluster = cluster
+        self._creating: list[tuple[Future[int], int]] = []  # commits of new jobs not yet done, with their size
 
     def on_start(self) -> None:
         super().on_start()
+        self._retention.leftovers = self._store.leftovers  # type: ignore[attr-defined] - the PostgreSQL store
         self._cluster.start(self._self.fenced.defer, self._self)
 
     # --- asked by the API ------------------------------------------------------------------------
@@ -47,6 +50,9 @@ class ClusterDispatcher(Dispatcher):
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._cluster.nodes()
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        return self._cluster.peer(name)
 
     def queues(self) -> list[dict[str, Any]]:
         with self._store.connection() as conn:  # type: ignore[attr-defined] - the PostgreSQL store
@@ -96,6 +102,16 @@ class ClusterDispatcher(Dispatcher):
         self._cluster.answer_when(job_id, ended)
 
     @carry_on
+    def deliver_owed(self, jobs: list[Job]) -> None:
+        """This node adopted the webhooks of jobs whose node is gone (actors/cluster/owed.py): deliver them."""
+        for job in jobs:
+            if job.id in self._deliveries:  # already on its way from here
+                continue
+            self._table.put(job)
+            self._deliveries.owe(job)
+        self._pump()
+
+    @carry_on
     def fenced(self, why: str) -> None:
         """This node lost (or could not renew) its lease: its runs stop before another node may take
         them (the fence asked their Supervisors directly already; this covers runs started since)."""
@@ -112,6 +128,7 @@ class ClusterDispatcher(Dispatcher):
         """New jobs wait in the database for whichever node claims them; every node is hinted. A job
         whose dependency already failed (or is unknown) fails at once, as on a single machine."""
         commit = self._store.create(jobs)
+        self._creating.append((commit, len(jobs)))
         commit.add_done_callback(functools.partial(if_failed, self._self.not_created, [job.id for job in jobs]))
         commit.add_done_callback(lambda done: done.exception() is None and self._cluster.poke())
         answered = []
@@ -123,6 +140,13 @@ class ClusterDispatcher(Dispatcher):
             answered.append(job)
         self._self.pump.defer()
         return Accepted(tuple(answered), True, commit)
+
+    def _queued(self) -> int:
+        """The whole cluster's queued jobs (the database's count) and this node's not committed yet.
+        Nodes admitting jobs at the same moment may each pass the last free places (by a few at most)."""
+        self._creating = [(commit, size) for commit, size in self._creating if not commit.done()]
+        with self._store.connection() as conn:  # type: ignore[attr-defined] - the PostgreSQL store
+            return cluster_queues.queued(conn) + sum(size for _, size in self._creating)
 
     def _enqueue(self, job: Job) -> Job | None:
         """A job queued again (a retry, an interrupted run, an attempt that could not be recorded)

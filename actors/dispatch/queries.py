@@ -71,6 +71,10 @@ class Queries:
         """The cluster's nodes (GET /nodes); None on a single machine."""
         return None
 
+    def peer(self, name: str) -> dict[str, Any] | None:
+        """Cluster mode: node `name`'s address and state (to relay a request to it); else None."""
+        return None
+
     def kept_output(self, job_id: str, stream: str) -> Any:
         """Cluster mode: a finished job's output kept in the database (actors/cluster/outputs.Kept); else None."""
         return None

@@ -43,6 +43,8 @@ class Retention:
         self._retention_s = settings.retention_s
         self._dispatcher = dispatcher
         self._postponed: list[Job] = []  # deleted jobs whose directory could not be removed yet
+        # cluster mode: this node's directories of jobs another node deleted (asked on the helper thread)
+        self.leftovers: Callable[[], list[Job]] | None = None
         self._timer: threading.Timer | None = None
 
     def start(self) -> None:
@@ -63,15 +65,21 @@ class Retention:
     def swept(self, expired: list[Job]) -> None:
         """The expired jobs are forgotten: remove their directories and those postponed, re-arm."""
         retry, self._postponed = self._postponed, []
-        self.remove(expired + retry)
+        self.remove(expired + retry, leftovers=self.leftovers)
         self._arm(0.1 if len(expired) >= BATCH else sweep_interval(self._retention_s))
 
-    def remove(self, jobs: list[Job], done: threading.Event | None = None) -> threading.Event:
-        """Remove the directories of jobs already forgotten, on a helper thread. Returns an event (or
-        sets `done`) once they are gone (or their removal postponed)."""
+    def remove(
+        self,
+        jobs: list[Job],
+        done: threading.Event | None = None,
+        leftovers: Callable[[], list[Job]] | None = None,
+    ) -> threading.Event:
+        """Remove the directories of jobs already forgotten (and those `leftovers` finds), on a helper
+        thread. Returns an event (or sets `done`) once they are gone (or their removal postponed)."""
         done = done or threading.Event()
         on_removed = functools.partial(_removed, self._dispatcher, jobs, done)
-        threading.Thread(target=remove_jobs, args=(self._jobs_dir, jobs, on_removed), daemon=True).start()
+        args = (self._jobs_dir, jobs, on_removed)
+        threading.Thread(target=remove_jobs, args=args, kwargs={"leftovers": leftovers}, daemon=True).start()
         return done
 
     def postponed(self, jobs: list[Job]) -> None:
@@ -116,15 +124,23 @@ def remove_jobs(
     jobs: list[Job],
     report: Callable[[list[str]], None],
     sleep: Callable[[float], None] = time.sleep,
+    leftovers: Callable[[], list[Job]] | None = None,
 ) -> None:
     """Helper thread: remove each job's directory, then call `report(postponed_ids)` with the ids
     whose directory could not be moved away yet (Windows: a file still open), to retry later.
+    `leftovers` (cluster mode) finds more directories to remove, of jobs gone from the database.
 
     A directory is first renamed into jobs/.trash/ (atomic: the job vanishes whole, and a restart
     never finds half a job), then the trash is emptied. Never follows a symlink, never leaves jobs_dir.
     """
     trash = jobs_dir / TRASH
     postponed: list[str] = []
+    if leftovers is not None:
+        try:
+            named = {job.id for job in jobs}
+            jobs = jobs + [job for job in leftovers() if job.id not in named]
+        except Exception as exc:  # the database is away: the next sweep looks again
+            log.warning("could not look for directories of jobs deleted elsewhere: %s", exc)
     for job in jobs:
         if job.pid is not None and job.pid_started_at is not None:
             # A grandchild that outlived the job would keep its files open, and Windows refuses to

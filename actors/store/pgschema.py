@@ -95,14 +95,21 @@ def pg(sql: str) -> str:
 INSERT_JOB = pg(schema.INSERT_JOB)
 INSERT_TAG = pg(schema.INSERT_TAG) + " ON CONFLICT DO NOTHING"
 # a node's change lands only while the row still carries the lease the node holds (fencing)
-# (a job leaving IN_PROGRESS drops its lease, so any node may change it next; the last %s is the new status)
+# (a job leaving IN_PROGRESS drops its lease, so any node may change it next; the %s after the job's
+# columns is the new status). A row no node claimed yet gets the writing node's name: a job that ends
+# without running (canceled while queued, failed by its dependency) owes its webhook to that node,
+# and another adopts the debt if it is gone (actors/cluster/owed.py).
 UPDATE_JOB = (
-    pg(schema.UPDATE_JOB).replace(" WHERE id", ", lease = CASE WHEN %s = 'IN_PROGRESS' THEN lease END WHERE id")
+    pg(schema.UPDATE_JOB).replace(
+        " WHERE id", ", lease = CASE WHEN %s = 'IN_PROGRESS' THEN lease END, node = coalesce(node, %s) WHERE id"
+    )
     + " AND lease IS NOT DISTINCT FROM %s"
 )
 MARK_SYNCED = pg(schema.MARK_SYNCED)
 DELETE_JOB = pg(schema.DELETE_JOB)
 DELETE_TAGS = pg(schema.DELETE_TAGS)
+DELETE_OUTPUTS = "DELETE FROM outputs WHERE job_id = %s"
+DELETE_CANCEL = "DELETE FROM cancels WHERE job_id = %s"
 GET = pg(schema.GET)
 GET_MANY = "SELECT body FROM jobs WHERE id = ANY(%s)"
 BY_KEY = pg(schema.BY_KEY)

@@ -33,8 +33,10 @@ class PgWriter(Writer):
         max_batch_jobs: int,
         lease_of: Callable[[str], int | None],
         output_cap: int = outputs.DEFAULT_CAP,
+        node: str | None = None,
     ) -> None:
         self._connect = connect
+        self._node = node  # named on a row no node claimed yet (pgschema.UPDATE_JOB)
         self._lease_of = lease_of
         self._output_cap = output_cap
         self.fenced = 0  # updates refused because the job's lease had moved on
@@ -68,7 +70,8 @@ class PgWriter(Writer):
             change.present = []
             for job, body in zip(change.jobs, change.bodies, strict=True):
                 row = schema.update_row(job, body)
-                cur.execute(pgschema.UPDATE_JOB, (*row[:-1], job.status.value, row[-1], self._lease_of(job.id)))
+                params = (*row[:-1], job.status.value, self._node, row[-1], self._lease_of(job.id))
+                cur.execute(pgschema.UPDATE_JOB, params)
                 updated = cur.rowcount > 0
                 if not updated and cur.execute(pgschema.GET, (job.id,)).fetchone() is not None:
                     self.fenced += 1
@@ -80,6 +83,8 @@ class PgWriter(Writer):
             rows = [(job_id,) for job_id in change.ids]
             cur.executemany(pgschema.DELETE_TAGS, rows)
             cur.executemany(pgschema.DELETE_JOB, rows)
+            cur.executemany(pgschema.DELETE_OUTPUTS, rows)  # the job's kept output and cancel request go with it
+            cur.executemany(pgschema.DELETE_CANCEL, rows)
         elif change.kind == "probe":
             cur.execute(pgschema.PUT_SETTING, ("probe", str(time.time())))
         elif change.kind == "synced":

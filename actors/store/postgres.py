@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 from psycopg.types.json import set_json_loads
 
-from procq.actors.cluster import outputs
+from procq.actors.cluster import outputs, retention
 from procq.actors.errors import StorageError
 from procq.actors.job import Job, Status
 from procq.actors.store import files, pgschema, schema
@@ -97,7 +97,13 @@ class PostgresStore:
             open=True,
         )
         self._writer = PgWriter(
-            lambda: connect(url, f"procq {node} writer"), jobs_dir, session, max_batch_jobs, self.lease_of, output_cap
+            lambda: connect(url, f"procq {node} writer"),
+            jobs_dir,
+            session,
+            max_batch_jobs,
+            self.lease_of,
+            output_cap,
+            node if claims else None,
         )
 
     # --- leases this node holds (set by the claim, read by the writer) ---------------------------
@@ -208,7 +214,16 @@ class PostgresStore:
         return counts
 
     def expired(self, completed_before: str, limit: int) -> list[Job]:
-        return [schema.decode(row[0]) for row in self._rows(pgschema.EXPIRED, (completed_before, limit))]
+        """As SQLite's; a claiming node only those whose rows it may delete (actors/cluster/retention.py)."""
+        if not self.claims:
+            return [schema.decode(row[0]) for row in self._rows(pgschema.EXPIRED, (completed_before, limit))]
+        with self.connection() as conn:
+            return [schema.decode(body) for body in retention.expired(conn, self.node, completed_before, limit)]
+
+    def leftovers(self) -> list[Job]:
+        """This node's directories of jobs gone from the database (deleted through another node)."""
+        with self.connection() as conn:
+            return retention.leftovers(conn, self._jobs_dir)
 
     def startup(self) -> Startup:
         """As SQLite's, for this node: meta.json files it holds that lag behind the database are

@@ -92,6 +92,10 @@ PATHS: dict[str, Any] = {
                     "The job is not COMPLETED (the description names its state), or its stdout.txt is not a "
                     "regular file (the job replaced it with a symlink): never followed."
                 ),
+                "503": error(
+                    "Cluster mode: the result is larger than --cluster-output-cap and the node that ran the job "
+                    "is down or unreachable (the description names it)."
+                ),
             }
             | UNKNOWN_JOB,
         ),

@@ -40,7 +40,13 @@ PATHS: dict[str, Any] = {
                 "400": error("A query parameter or Last-Event-ID is invalid."),
                 "409": error("The log is not a regular file (the job replaced it with a symlink): never followed."),
             }
-            | _NO_SLOT
+            | {
+                "503": error(
+                    "Every event-stream slot is taken (--max-streams); or, in cluster mode, the job's output is "
+                    "only on a node that is down or unreachable (a running job's, or a finished one's beyond "
+                    "--cluster-output-cap): the description names the node."
+                )
+            }
             | UNKNOWN_JOB,
             parameters=[
                 *query("stream", "offset", "follow"),
