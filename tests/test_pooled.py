@@ -161,3 +161,26 @@ def test_a_busy_actor_yields_its_thread_so_others_are_not_starved() -> None:
     # `other` ran after at most one batch of `busy`, not after its whole backlog
     assert order.index("other") < BATCH and len(order) == 10 * BATCH + 1
     assert Logged.pool.threads() == 1
+
+
+def test_an_actor_whose_on_start_fails_is_stopped_and_fails_the_asks_sent_meanwhile() -> None:
+    release = threading.Event()
+
+    class Broken(Recorder):
+        def on_start(self) -> None:
+            assert release.wait(WAIT_S)
+            raise RuntimeError("on_start bug")
+
+    ref = Broken.start()
+    pending = ref.proxy().record("never")  # queued behind on_start
+    release.set()
+    with pytest.raises(pykka.ActorDeadError):
+        pending.get(timeout=WAIT_S)
+    assert not ref.is_alive()
+
+
+def test_stop_all_stops_pooled_actors_and_waits_for_their_on_stop() -> None:
+    events = [threading.Event() for _ in range(20)]
+    refs = [Recorder.start(stopped=event) for event in events]
+    pykka.ActorRegistry.stop_all(block=True, timeout=WAIT_S)
+    assert all(event.is_set() for event in events) and not any(ref.is_alive() for ref in refs)
