@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -36,47 +35,75 @@ BATCH = 16  # messages one actor handles per turn before the next ready actor ge
 
 
 class ActorPool:
-    """`size` daemon threads (started as they are needed, then kept) that take turns of pooled actors
-    from one ready queue. Thread-safe; holds no actor state."""
+    """`size` daemon threads, started together on first use, that run turns of pooled actors. A turn
+    goes straight to an idle thread (the one idle last: it is the likeliest still in the CPU's caches),
+    or waits in a FIFO backlog that busy threads take from. Thread-safe; holds no actor state."""
 
     def __init__(self, size: int, name: str = "actors") -> None:
         if size < 1:
             raise ValueError(f"an actor pool needs at least one thread, not {size}")
         self.size = size
         self._name = name
-        self._ready: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
+        self._idle: list[_Worker] = []
+        self._backlog: collections.deque[Callable[[], None]] = collections.deque()
+        self._started = False
 
     def schedule(self, turn: Callable[[], None]) -> None:
         """Queue one actor's turn; a pool thread runs it when free. Returns at once."""
-        self._ready.put(turn)
+        if not self._started:
+            self._start()
         with self._lock:
-            if self._idle > 0 or self._threads >= self.size:
+            if not self._idle:
+                self._backlog.append(turn)
                 return
-            self._threads += 1
-            number = self._threads
-        # Daemon: an actor still on the pool cannot keep the process alive; the server stops its
-        # actors (ActorRegistry.stop_all) before it exits, which waits for their turns.
-        threading.Thread(target=self._work, daemon=True, name=f"{self._name}-{number}").start()
+            worker = self._idle.pop()
+            worker.turn = turn
+        worker.wake.release()
 
     def threads(self) -> int:
-        """How many threads the pool has started (never more than `size`)."""
-        with self._lock:
-            return self._threads
+        """How many threads the pool has: none before its first turn, then `size`."""
+        return self.size if self._started else 0
 
-    def _work(self) -> None:
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            # All at once, and kept. Daemon: an actor still on the pool cannot keep the process
+            # alive; the server stops its actors (ActorRegistry.stop_all) before it exits, which
+            # waits for their turns.
+            for number in range(1, self.size + 1):
+                worker = _Worker()
+                self._idle.append(worker)
+                threading.Thread(target=self._work, args=(worker,), daemon=True, name=f"{self._name}-{number}").start()
+            self._started = True
+
+    def _work(self, worker: _Worker) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
-            turn = self._ready.get()
-            with self._lock:
-                self._idle -= 1
-            try:
-                turn()
-            except BaseException:  # a turn handles its own failures; this thread must survive anything
-                log.exception("a pooled actor's turn failed")
+            worker.wake.acquire()  # released by `schedule`, with a turn handed over
+            turn = worker.turn
+            while turn is not None:
+                try:
+                    turn()
+                except BaseException:  # a turn handles its own failures; this thread must survive anything
+                    log.exception("a pooled actor's turn failed")
+                with self._lock:
+                    if self._backlog:
+                        turn = self._backlog.popleft()
+                    else:
+                        turn = worker.turn = None
+                        self._idle.append(worker)
+
+
+class _Worker:
+    """One pool thread's hand-over slot: `schedule` sets `turn`, then releases `wake`."""
+
+    __slots__ = ("wake", "turn")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held until there is a turn for this thread
+        self.turn: Callable[[], None] | None = None
 
 
 SHARED = ActorPool(4, "supervisors")  # the default pool: see PooledActor.pool
