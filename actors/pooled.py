@@ -106,7 +106,10 @@ class _Worker:
         self.turn: Callable[[], None] | None = None
 
 
-SHARED = ActorPool(4, "supervisors")  # the default pool: see PooledActor.pool
+# The default pool (PooledActor.pool), for every Supervisor. Four: their handlers are short, and the
+# only waits, the keeper's spawn and stop round trips, queue on its one control connection anyway, so more
+# threads would only wait on its lock; a few keep other Supervisors' ends and records moving meanwhile.
+SHARED = ActorPool(4, "supervisors")
 
 
 class PooledActor(pykka.Actor):
