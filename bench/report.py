@@ -83,6 +83,7 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
     findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
     keeper = _section(old, "<!-- keeper:begin -->", "<!-- keeper:end -->")  # bench/keeper.py writes it
     keeper_server = _section(old, "<!-- keeper-server:begin -->", "<!-- keeper-server:end -->")  # keeper_server.py
+    pooled = _section(old, "<!-- pooled:begin -->", "<!-- pooled:end -->")  # bench/pooled.py
     text = [
         "# procq benchmark results",
         "",
@@ -103,6 +104,8 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
         text += [keeper, ""]
     if keeper_server:
         text += [keeper_server, ""]
+    if pooled:
+        text += [pooled, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import pykka
 import pytest
+from pykka.messages import ProxyCall
 
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.errors import JobConflict, JobNotFound, StorageError
 from procq.actors.job import JobRequest, Status
 from procq.actors.jobdir import JobDir
 from procq.actors.settings import Settings
+from procq.actors.supervise.supervisor import Supervisor
 from procq.actors.webhookpool import WebhookPool
 from tests.helpers import Receiver, pid_alive, py, wait_until
 
@@ -180,6 +182,19 @@ def test_a_bug_while_starting_a_job_fails_that_job_and_frees_its_slot(settings: 
     for job_id in (first, second):  # the second one ran too: the slot was given back
         job = _wait_status(dispatcher, job_id, Status.FAILED)
         assert "internal error in procq" in job.error and "spawner bug" in job.error
+
+
+def test_a_bug_while_a_job_runs_ends_its_tree_then_fails_it_and_frees_its_slot(settings: Settings) -> None:
+    dispatcher = _start(Settings(jobs_dir=settings.jobs_dir, workers=1))
+    running = _submit(dispatcher, ["sleep", "60"])
+    pid = _wait_status(dispatcher, running, Status.IN_PROGRESS).pid
+    [supervisor] = pykka.ActorRegistry.get_by_class(Supervisor)
+    supervisor.tell(ProxyCall(attr_path=("run_ended",), args=("not an End",), kwargs={}))  # a bug in a handler
+    job = _wait_status(dispatcher, running, Status.FAILED)
+    assert "internal error in procq" in job.error and not pid_alive(pid)
+    assert job.exit_code is not None  # the failed Supervisor waited (off its pool) for the run's end
+    after = _submit(dispatcher, ["true"])  # the slot was given back
+    assert _wait_status(dispatcher, after, Status.COMPLETED)
 
 
 def test_a_bug_while_delivering_a_webhook_is_recorded_and_frees_the_delivery_slot(settings: Settings) -> None:

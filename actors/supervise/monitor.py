@@ -4,7 +4,8 @@
   has gone past its own.
 - The sampler thread walks every run that has a memory or output limit, or progress webhooks, once
   per interval: it measures the run's tree and output files and tells its Supervisor (which decides
-  about limits), and drives the progress webhooks of the runs that asked for them.
+  about limits), and drives the progress webhooks of the runs that asked for them, up to the last part
+  of a run that is over (sent once its throttle allows).
 Supervisors register a run when it starts (or is re-adopted) and forget it when it ends. Everything
 reaches a Supervisor as a deferred message; nothing here decides what a job becomes.
 """
@@ -58,6 +59,7 @@ class Monitor:
         self._deadlines: list[tuple[float, int, str]] = []  # (monotonic deadline, seq, run)
         self._timeouts: dict[str, tuple[Mailbox[Supervisor], str]] = {}
         self._watched: dict[str, _Watched] = {}
+        self._finishing: list[Reporter] = []  # runs over whose last progress part the sampler still sends
         self._seq = itertools.count()
         self._closed = False
         threading.Thread(target=self._time_forever, daemon=True, name="timeouts").start()
@@ -95,9 +97,10 @@ class Monitor:
         with self._lock:
             self._timeouts.pop(run, None)  # its heap entry goes stale
             watched = self._watched.pop(run, None)
-        if watched is not None and watched.reporter is not None:
-            reporter = watched.reporter  # finishing waits for the sender briefly: not on the caller's thread
-            threading.Thread(target=reporter.finished, daemon=True, name="progress-end").start()
+            if watched is not None and watched.reporter is not None:
+                # The last part waits out the throttle: on the sampler thread, not on a thread per run.
+                self._finishing.append(watched.reporter)
+                self._wake.notify_all()  # the sampler may be waiting a whole interval
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -130,9 +133,13 @@ class Monitor:
         while True:
             with self._lock:
                 if self._closed:
-                    return
+                    ending, self._finishing = self._finishing, []
+                    break
                 now = time.monotonic()
                 due = [(run, w) for run, w in self._watched.items() if w.due <= now]
+                ending = [reporter for reporter in self._finishing if reporter.finish_due() <= now]
+                self._finishing = [reporter for reporter in self._finishing if reporter.finish_due() > now]
+            self._finish(ending)
             for run, watched in due:
                 watched.due = now + self._interval_s
                 try:
@@ -141,7 +148,19 @@ class Monitor:
                     self.forget(run)
                 except Exception:  # one run's sample must not stop the walk for every other
                     log.exception("run %s: sampling failed", run)
-            time.sleep(min(self._interval_s, 0.1) if self._watched else self._interval_s)
+            with self._lock:
+                if not self._closed:
+                    busy = self._watched or self._finishing
+                    self._wake.wait(min(self._interval_s, 0.1) if busy else self._interval_s)
+        self._finish(ending)  # closed: what is left goes now (each waits out its throttle)
+
+    @staticmethod
+    def _finish(reporters: list[Reporter]) -> None:
+        for reporter in reporters:
+            try:
+                reporter.finished()
+            except Exception:  # one run's last part must not stop the others'
+                log.exception("a progress webhook's last part failed")
 
     @staticmethod
     def _sample(watched: _Watched) -> Any:

@@ -54,8 +54,13 @@ class Reporter:
         if self._follower is not None:
             self._follower.tick(self._sender, final=False)
 
+    def finish_due(self) -> float:
+        """When (time.monotonic) `finished` can send the last part without waiting for the throttle."""
+        return self._follower.next_due() if self._follower is not None else 0.0
+
     def finished(self) -> None:
-        """The run is over: send the rest of its log, then let the sender thread end. Blocks briefly."""
+        """The run is over: send the rest of its log, then let the sender thread end. Blocks up to the
+        throttle (LOGS_EVERY_S) if called before `finish_due`."""
         if self._follower is not None:
             self._follower.tick(self._sender, final=True)
         self._sender.close()
@@ -116,6 +121,9 @@ class _LogFollower:
         self._sent_to = 0
         self._last_sent = 0.0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def next_due(self) -> float:
+        return self._last_sent + LOGS_EVERY_S
 
     def tick(self, sender: _Sender, final: bool) -> None:
         if final:  # the run is over: what is left goes after the throttle, queued behind what is in flight;

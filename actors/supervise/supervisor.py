@@ -17,6 +17,7 @@ from procq.actors.keeper import protocol
 from procq.actors.keeper.client import KeeperError
 from procq.actors.keeper.link import End, KeeperLink
 from procq.actors.mailbox import Mailbox, report
+from procq.actors.pooled import PooledActor
 from procq.actors.settings import Settings
 from procq.actors.store.base import Store
 from procq.actors.supervise import exits, limits
@@ -39,7 +40,7 @@ log = logging.getLogger("procq.supervisor")
 _FAILED_END_WAIT_S = 10.0  # beyond the grace: how long a failed Supervisor waits for its tree to end
 
 
-class Supervisor(Recording, Watching, Delivering, pykka.ThreadingActor):
+class Supervisor(Recording, Watching, Delivering, PooledActor):
     """Owns one job while it has work: the only writer of jobs/<id>/ during its life.
 
     The Dispatcher starts it for one of three errands, then it stops itself:
@@ -48,8 +49,12 @@ class Supervisor(Recording, Watching, Delivering, pykka.ThreadingActor):
       the run's whole process tree.
     - `adopt()`: follow a run a previous server started, found still running (or ended) at start.
     - `deliver()`: one attempt at the completion webhook; the Dispatcher schedules any retry.
-    The actor thread never blocks on the run: its end arrives from the KeeperLink's one reader, its
-    timeout and samples from the server's one Monitor; a webhook thread blocks on the HTTP call.
+    It has no thread of its own: its messages run on the Supervisors' shared pool (actors/pooled.py),
+    so a server's threads do not grow with its running jobs. No handler blocks on the run: its end
+    arrives from the KeeperLink's one reader, its timeout and samples from the server's one Monitor;
+    a webhook thread blocks on the HTTP call. The only waits on a pool thread are the keeper's
+    spawn and stop round trips (one control connection serializes them anyway; bounded by its reply
+    timeout), and a failed Supervisor waits for its run's end on a helper thread (`on_failure`).
     What a job becomes is decided in transitions.py. Every change goes to the store (which keeps
     meta.json); the attempt is durable before the keeper is asked to start it, and an end is durable
     before the Dispatcher hears of it (`_record_then`, recording.py). The Monitor's side (timeout,
@@ -104,17 +109,28 @@ class Supervisor(Recording, Watching, Delivering, pykka.ThreadingActor):
         log.error("job %s: supervisor failed: %r", self._job.id, exc)
         reason = f"internal error in procq: {exc!r}"
         if not self._job.status.terminal:
-            end = self._end_run_now(reason) if self._run is not None else None
-            changes: dict[str, Any] = {"error": reason}
-            if end is not None and end.record is not None:
-                self._usage = self._usage.merge(exits.usage_of(end.record))
-                changes["exit_code"] = exits.exit_code(end.record)
-            # The actor is stopping: it could not hear of a commit, so it records without waiting.
-            self._set(transitions.ended(self._job, Status.FAILED, self._usage, self._now(), **changes))
-            self._report_end()
+            if self._run is None:
+                self._record_failure(reason, None)
+                return
+            # Waiting for the tree (up to the grace and more) must not hold a pool thread. The actor
+            # has stopped: it handles no more messages, so this thread is the only one left using it.
+            args = (reason,)
+            threading.Thread(target=self._fail_after_end, args=args, daemon=True, name="failed-supervisor").start()
         elif transitions.owes_delivery(self._job):
             self._set(transitions.delivery_abandoned(self._job, reason))
             self._dispatcher.delivery_ended.defer(self._job)
+
+    def _fail_after_end(self, reason: str) -> None:
+        self._record_failure(reason, self._end_run_now(reason))
+
+    def _record_failure(self, reason: str, end: End | None) -> None:
+        changes: dict[str, Any] = {"error": reason}
+        if end is not None and end.record is not None:
+            self._usage = self._usage.merge(exits.usage_of(end.record))
+            changes["exit_code"] = exits.exit_code(end.record)
+        # The actor has stopped: it could not hear of a commit, so it records without waiting.
+        self._set(transitions.ended(self._job, Status.FAILED, self._usage, self._now(), **changes))
+        self._report_end()
 
     # --- running the job -------------------------------------------------------------------------
 
