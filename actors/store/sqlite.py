@@ -186,8 +186,8 @@ class SqliteStore:
         if fresh:  # a WAL left without its database would be replayed into the new one
             for suffix in ("-wal", "-shm"):
                 Path(f"{self._path}{suffix}").unlink(missing_ok=True)
+        db = self._connect()  # fails on a missing folder or no permission: not a damaged database
         try:
-            db = self._connect()
             _prepare(db)
         except sqlite3.DatabaseError as exc:
             db.close()
