@@ -54,8 +54,6 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace, read_secret
         parser.error("--database-url must be a PostgreSQL URL: postgresql://user@host:port/database")
     if args.database_url is None and args.node_name is not None:
         parser.error("--node-name needs --database-url (a single machine is not a cluster)")
-    if args.database_url is not None and args.on_stop == "keep":
-        parser.error("--on-stop keep is not available in cluster mode yet: a node's jobs would outlive its lease")
     args.node_name = args.node_name or socket.gethostname()
     if args.cluster_output_cap < 0:
         parser.error("--cluster-output-cap must be 0 or more")

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url is not None:  # cluster mode: only then is psycopg imported
             from procq.server import cluster as joining
 
-            store, cluster = joining.join(args, settings, jobs_dir, url)
+            store, cluster = joining.join(args, settings, jobs_dir, url, keeper)
         else:
             store = SqliteStore(jobs_dir)
         recovered = recover(settings, store, timestamp(utc_now()), keeper)
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10, keep_running)
-        if cluster is not None:  # its lease ends now: the sweep need not wait for it
-            cluster.close()
+        if cluster is not None:  # its lease ends now (the sweep need not wait), or is left to the keeper
+            cluster.close(keep_running)
         store.close()  # after every actor: the last ends they recorded are committed
         keeper.close(keep_running)
         lock.close()

@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # psycopg is imported in cluster mode only
 class ClusterDispatcher(Dispatcher):
     """Holds only the jobs this node runs or owes a webhook for; the rest are the database's.
 
-    Not yet here (README, "Cluster mode"): GPU assignment of claimed jobs, the keeper keeping a node's
-    jobs across a server restart."""
+    Not yet here (README, "Cluster mode"): GPU assignment of claimed jobs."""
 
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -36,6 +35,9 @@ class ClusterDispatcher(Dispatcher):
 
     def on_start(self) -> None:
         super().on_start()
+        for job_id in self._scheduler.running_ids():  # runs re-adopted at start are fenced as claimed ones
+            if job_id in self._launcher:
+                self._cluster.running(job_id, self._launcher.fencer(job_id, self._cluster.fence_grace_s))
         self._cluster.start(self._self.fenced.defer, self._self)
 
     # --- asked by the API ------------------------------------------------------------------------
@@ -99,7 +101,7 @@ class ClusterDispatcher(Dispatcher):
     def fenced(self, why: str) -> None:
         """This node lost (or could not renew) its lease: its runs stop before another node may take
         them (the fence asked their Supervisors directly already; this covers runs started since)."""
-        self._launcher.interrupt_all()
+        self._launcher.fence_all(self._cluster.fence_grace_s)
 
     @carry_on
     def job_ended(self, job: Job) -> None:
@@ -169,7 +171,7 @@ class ClusterDispatcher(Dispatcher):
                 self._table.put(job)
                 self._scheduler.adopt(job)
                 self._launcher.run(job)
-                self._cluster.running(job.id, self._launcher.interrupter(job.id))
+                self._cluster.running(job.id, self._launcher.fencer(job.id, self._cluster.fence_grace_s))
         super()._pump()
 
     def _held(self) -> bool:

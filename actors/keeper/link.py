@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -48,6 +49,7 @@ class KeeperLink:
         self._connect_lock = threading.Lock()  # one (re)connection at a time
         self._client: KeeperClient | None = None
         self._closed = False
+        self._fence: tuple[float, float] | None = None  # (monotonic deadline, grace): sent to every keeper
         self._connect()
 
     @property
@@ -67,6 +69,8 @@ class KeeperLink:
         client = KeeperClient.ensure(self._jobs_dir)
         client.attach()
         client.follow(self._exited, functools.partial(self._lost, client))
+        if self._fence is not None:  # a keeper started after the last renewal is fenced like the last one
+            client.fence(self._fence[0] - time.monotonic(), self._fence[1])
         self._client = client
         return client
 
@@ -98,6 +102,16 @@ class KeeperLink:
         started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
         self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
         return started
+
+    def fence(self, deadline: float, grace_s: float) -> None:
+        """Cluster mode: the node's lease surely holds until `deadline` (time.monotonic); past it the
+        keeper ends every run (with `grace_s`) unless fenced again. Never raises: the server fences its
+        own runs at the same moment while it lives."""
+        self._fence = (deadline, grace_s)
+        try:
+            self._connected().fence(deadline - time.monotonic(), grace_s)
+        except KeeperError as exc:
+            log.warning("keeper: could not pass on the lease deadline: %s", exc)
 
     def adopted(self, run: str, pid: int, pid_started_at: float) -> None:
         """Remember the identity of a followed run's root, to end its tree should the keeper die."""
