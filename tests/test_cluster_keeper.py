@@ -126,3 +126,11 @@ def test_on_stop_keep_and_a_restart_within_the_lease_keep_the_job_on_its_node(
     assert pids.read_text().split() == [str(running["pid"])]
     assert (again.jobs_dir / job["id"] / "stdout.txt").read_bytes() == b"done\n"
     assert json.loads((again.jobs_dir / job["id"] / records.EXIT_RECORD).read_text())["stopped"] is None
+
+
+def test_a_fenced_run_gets_grace_but_at_most_half_the_fencing_margin() -> None:
+    from procq.actors.cluster.node import fence_grace
+
+    assert fence_grace(30.0, 6.0) == 1.0  # margin min(2, 6 / 3) = 2 s: SIGKILL 1 s after SIGTERM
+    assert fence_grace(30.0, 3.0) == 0.5
+    assert fence_grace(0.2, 6.0) == 0.2  # a shorter --grace holds

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from procq.actors.cluster import queues as cluster_queues
+from procq.actors.cluster.claimer import Claimer
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
@@ -21,6 +22,7 @@ from procq.actors.job import Job, Status, timestamp
 from procq.actors.store.base import Recorded
 
 if TYPE_CHECKING:  # psycopg is imported in cluster mode only
+    from procq.actors.cluster.claim import Claimed
     from procq.actors.cluster.node import ClusterNode
 
 
@@ -32,13 +34,20 @@ class ClusterDispatcher(Dispatcher):
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cluster = cluster
+        self._claiming = False  # a claim is on the claimer's thread: at most one at a time
+        self._pump_again = False  # asked to pump meanwhile: claim again once it is answered
 
     def on_start(self) -> None:
+        self._claimer = Claimer(self._cluster.claim, self.actor_ref.proxy().claimed.defer, self._put_back)
         super().on_start()
         for job_id in self._scheduler.running_ids():  # runs re-adopted at start are fenced as claimed ones
             if job_id in self._launcher:
                 self._cluster.running(job_id, self._launcher.fencer(job_id, self._cluster.fence_grace_s))
         self._cluster.start(self._self.fenced.defer, self._self)
+
+    def on_stop(self) -> None:
+        self._claimer.stop()  # a claim still in flight is put back in the queue (it cannot be delivered)
+        super().on_stop()
 
     # --- asked by the API ------------------------------------------------------------------------
 
@@ -96,6 +105,27 @@ class ClusterDispatcher(Dispatcher):
             ended = threading.Event()
             ended.set()
         self._cluster.answer_when(job_id, ended)
+
+    @carry_on
+    def claimed(self, claims: list[Claimed]) -> None:
+        """The claimer's answer: start what was claimed (or put it back if this node stopped taking
+        jobs meanwhile), and claim again while jobs came or a pump was asked for meanwhile."""
+        self._claiming = False
+        free = self._settings.workers - self._scheduler.busy()
+        startable = self._accepting and not self._held() and not self._cluster.fenced()
+        taken = claims[: max(0, free)] if startable else []
+        self._put_back(claims[len(taken) :])
+        for claimed in taken:
+            # the run starts from the queued job: the Supervisor records the attempt the claim counted
+            job = dataclasses.replace(claimed.before, node=self._cluster.name)
+            os.makedirs(os.path.join(self._settings.jobs_dir, job.id), exist_ok=True)
+            self._table.put(job)
+            self._scheduler.adopt(job)
+            self._launcher.run(job)
+            self._cluster.running(job.id, self._launcher.fencer(job.id, self._cluster.fence_grace_s))
+        if taken or self._pump_again:
+            self._pump_again = False
+            self._pump()
 
     @carry_on
     def fenced(self, why: str) -> None:
@@ -161,18 +191,22 @@ class ClusterDispatcher(Dispatcher):
                 pending.extend(self._fail_queued(dependent, reason) for dependent in waiting)
 
     def _pump(self) -> None:
-        """Claim what the free worker slots (and free units of resources) can run, then as the single node."""
+        """Ask the claimer for what the free worker slots (and free units of resources) can run, then
+        as the single node. The claim's answer comes as a message (`claimed`)."""
         free = self._settings.workers - self._scheduler.busy()
         if self._accepting and free > 0 and not self._held():
-            for claimed in self._cluster.claim(free, self._free_units()):
-                # the run starts from the queued job: the Supervisor records the attempt the claim counted
-                job = dataclasses.replace(claimed.before, node=self._cluster.name)
-                os.makedirs(os.path.join(self._settings.jobs_dir, job.id), exist_ok=True)
-                self._table.put(job)
-                self._scheduler.adopt(job)
-                self._launcher.run(job)
-                self._cluster.running(job.id, self._launcher.fencer(job.id, self._cluster.fence_grace_s))
+            if self._claiming:
+                self._pump_again = True
+            else:
+                self._claiming = True
+                self._claimer.ask(free, self._free_units())
         super()._pump()
+
+    def _put_back(self, claims: list[Claimed]) -> None:
+        """Claimed jobs this node will not start: queued again under their lease (from any thread)."""
+        if claims:
+            self._store.update([claimed.before for claimed in claims])
+            self._cluster.poke()
 
     def _held(self) -> bool:
         return time.monotonic() < self._held_until
