@@ -3,6 +3,8 @@ the database on the claimer's thread, not the Dispatcher's)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,3 +58,50 @@ def test_a_node_cut_off_from_the_database_answers_about_its_own_jobs_and_its_hea
         assert len(answers) >= 5 and set(answers) == {("ok", 200)}, answers
     finally:
         proxy.close()
+
+
+# Prints the GPU variable it sees, then waits for its gate file.
+GPU_JOB = """
+import json, os, sys, time
+print(json.dumps(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
+end = time.time() + 60
+while not os.path.exists(sys.argv[1]) and time.time() < end:
+    time.sleep(0.02)
+"""
+
+
+def test_claimed_jobs_get_concrete_gpus_on_the_node_that_fits_them(
+    tmp_path: Path, pg_url: str, started: list[ServerProcess]
+) -> None:
+    two = _node(tmp_path, pg_url, "two", "--gpus", "0,1", "--workers", "4")
+    one = _node(tmp_path, pg_url, "one", "--gpus", "0", "--workers", "4")
+    started += [two, one]
+    gates = tmp_path / "gates"
+    gates.mkdir()
+
+    def submit(name: str, gpus: int) -> str:
+        job = two.submit([sys.executable, "-c", GPU_JOB, str(gates / name)], requires={"gpus": gpus})
+        return job["id"]
+
+    def running(job_id: str) -> dict:
+        return wait_until(lambda: (j := one.status(job_id))["pid"] is not None and j, timeout=20)
+
+    try:
+        big = running(submit("big", 2))  # only node "two" has two GPUs
+        assert (big["node"], big["assigned"]) == ("two", {"gpus": ["0", "1"]})
+        small = running(submit("small", 1))  # node "two" has none free now: node "one" takes it
+        assert (small["node"], small["assigned"]) == ("one", {"gpus": ["0"]})
+        waiting = submit("waiting", 1)  # no node has a free GPU: it waits
+        time.sleep(1.5)  # a few claim polls
+        assert one.status(waiting)["status"] == "IN_QUEUE"
+        (gates / "big").touch()
+        third = running(waiting)
+        assert (third["node"], third["assigned"]) == ("two", {"gpus": ["0"]})
+    finally:
+        for name in ("big", "small", "waiting"):
+            (gates / name).touch()
+    for job in (big, small, third):
+        done = two.wait_status(job["id"], "COMPLETED", timeout=20)
+        assert done["assigned"] == job["assigned"]
+        seen = json.loads(one.get(f"/jobs/{job['id']}/result").text)
+        assert seen == ",".join(job["assigned"]["gpus"])

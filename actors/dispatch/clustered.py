@@ -9,7 +9,6 @@ import functools
 import os
 import threading
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from procq.actors.cluster import queues as cluster_queues
@@ -29,7 +28,7 @@ if TYPE_CHECKING:  # psycopg is imported in cluster mode only
 class ClusterDispatcher(Dispatcher):
     """Holds only the jobs this node runs or owes a webhook for; the rest are the database's.
 
-    Not yet here (README, "Cluster mode"): GPU assignment of claimed jobs."""
+    A claimed job is given concrete GPUs (and units) by the Scheduler's allocator, as on a single node."""
 
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,9 +117,14 @@ class ClusterDispatcher(Dispatcher):
         for claimed in taken:
             # the run starts from the queued job: the Supervisor records the attempt the claim counted
             job = dataclasses.replace(claimed.before, node=self._cluster.name)
+            assignment = self._scheduler.start_claimed(job)
+            if assignment is None:  # the claim fitted the free units it was told; never expected
+                self._put_back([claimed])
+                continue
+            if assignment.gpus or assignment.counted:  # shown at once; the child's devices are set from it
+                job = dataclasses.replace(job, assigned=assignment.to_dict())
             os.makedirs(os.path.join(self._settings.jobs_dir, job.id), exist_ok=True)
             self._table.put(job)
-            self._scheduler.adopt(job)
             self._launcher.run(job)
             self._cluster.running(job.id, self._launcher.fencer(job.id, self._cluster.fence_grace_s))
         if taken or self._pump_again:
@@ -212,8 +216,4 @@ class ClusterDispatcher(Dispatcher):
         return time.monotonic() < self._held_until
 
     def _free_units(self) -> dict[str, int]:
-        used: Counter[str] = Counter()
-        for job_id in self._scheduler.running_ids():
-            for name, units in self._table[job_id].requires:
-                used[name] += units
-        return {name: total - used[name] for name, total in self._settings.node.totals().items()}
+        return self._scheduler.free()
