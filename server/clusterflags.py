@@ -41,7 +41,8 @@ def add_flags(add: Callable[..., Any], env: Callable[[str, str], str]) -> None:
         type=float,
         default=env("PROCQ_LEASE", "6"),
         help="cluster mode: seconds a node's lease lasts; a node silent that long has its jobs run "
-        "elsewhere [PROCQ_LEASE]",
+        "elsewhere, and its keeper ends them min(2, lease / 3) s before (SIGKILL at most half that after "
+        "SIGTERM, whatever --grace says): a restart with --on-stop keep must come sooner [PROCQ_LEASE]",
     )
 
 
