@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"procq: {bind_error(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     try:
-        keeper = KeeperLink(jobs_dir, settings.grace_s)
+        keeper = KeeperLink(jobs_dir, settings.grace_s, fenced=args.database_url is not None)
     except KeeperError as exc:
         print(f"procq: could not start or reach the keeper of {jobs_dir}: {exc}", file=sys.stderr)
         server.close()

@@ -134,3 +134,36 @@ def test_a_fenced_run_gets_grace_but_at_most_half_the_fencing_margin() -> None:
     assert fence_grace(30.0, 6.0) == 1.0  # margin min(2, 6 / 3) = 2 s: SIGKILL 1 s after SIGTERM
     assert fence_grace(30.0, 3.0) == 0.5
     assert fence_grace(0.2, 6.0) == 0.2  # a shorter --grace holds
+
+
+def test_a_fenced_keeper_ends_every_run_past_the_deadline_and_a_lifted_fence_ends_none(tmp_path: Path) -> None:
+    from procq.actors.keeper.client import KeeperClient
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    ids = [f"{n:032x}" for n in (1, 2)]
+    for job_id in ids:
+        (jobs / job_id).mkdir()
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    ]
+    client = KeeperClient.ensure(jobs)
+    try:
+        client.fence(None, 0.0)  # lifted: what a single machine's server sends
+        kept = client.spawn(ids[0], 1, ["sleep", "60"], {})
+        client.fence(0.5, 0.2)  # the lease holds half a second more; a run ignoring SIGTERM is killed 0.2 s later
+        client.spawn(ids[1], 1, stubborn, {})
+        ended = [wait_until(lambda job_id=job_id: records.read(jobs / job_id, 1), timeout=10) for job_id in ids]
+        assert [(record["stopped"], record["signal"]) for record in ended] == [("fenced", 15), ("fenced", 9)]
+        assert ended[0]["pid"] == kept["pid"]
+        late = client.spawn(ids[0], 2, ["sleep", "60"], {})  # started past the deadline: ended too
+        assert wait_until(lambda: records.read(jobs / ids[0], 2), timeout=10)["stopped"] == "fenced"
+        client.fence(None, 0.0)
+        again = client.spawn(ids[0], 3, ["sleep", "60"], {})
+        time.sleep(0.5)  # ten fence checks
+        assert [run["pid"] for run in client.runs()] == [again["pid"]] and late["pid"] != again["pid"]
+    finally:
+        client.close()
+        end_keeper(jobs)

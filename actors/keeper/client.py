@@ -117,8 +117,9 @@ class KeeperClient:
         """A server works with this keeper again: it no longer exits when idle."""
         self.request("attach")
 
-    def fence(self, within_s: float, grace_s: float) -> None:
-        """Cluster mode: unless fenced again within `within_s` seconds, the keeper ends every run."""
+    def fence(self, within_s: float | None, grace_s: float) -> None:
+        """Cluster mode: unless fenced again within `within_s` seconds, the keeper ends every run
+        (None lifts the fence: a single machine's server)."""
         self.request("fence", within_s=within_s, grace_s=grace_s)
 
     def follow(self, on_exit: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> None:

@@ -33,9 +33,13 @@ class Fence:
         self._fired = False
         threading.Thread(target=self._watch, daemon=True, name="fence").start()
 
-    def arm(self, within_s: float, grace_s: float) -> None:
-        """The server's lease holds `within_s` seconds from now (counted from when it was sent)."""
+    def arm(self, within_s: float | None, grace_s: float) -> None:
+        """The server's lease holds `within_s` seconds from now (counted from when it was sent); None
+        lifts the fence (a single machine's server: no lease)."""
         with self._lock:
+            if within_s is None:
+                self._deadline, self._fired = None, False
+                return
             self._deadline = self._clock() + within_s
             self._grace_s = grace_s
             if self._fired and within_s > 0:

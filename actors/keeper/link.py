@@ -41,8 +41,9 @@ class KeeperLink:
     """Owns the KeeperClient of a server. Thread-safe; its callbacks run on the reader thread (or a
     short-lived thread after a keeper loss) and must only send messages."""
 
-    def __init__(self, jobs_dir: Path, grace_s: float = 5.0) -> None:
+    def __init__(self, jobs_dir: Path, grace_s: float = 5.0, fenced: bool = False) -> None:
         self._jobs_dir = jobs_dir
+        self._fenced = fenced  # cluster mode: the node's lease fences the keeper (keeper/fence.py)
         self._grace_s = grace_s
         self._lock = threading.Lock()
         self._following: dict[str, tuple[OnEnd, int | None, float | None]] = {}
@@ -71,6 +72,11 @@ class KeeperLink:
         client.follow(self._exited, functools.partial(self._lost, client))
         if self._fence is not None:  # a keeper started after the last renewal is fenced like the last one
             client.fence(self._fence[0] - time.monotonic(), self._fence[1])
+        elif not self._fenced:  # a single machine: a fence a cluster node left on this keeper must not end our runs
+            try:
+                client.fence(None, 0.0)
+            except KeeperError as exc:  # a keeper of an older protocol has no fence to lift
+                log.debug("keeper: no fence to lift: %s", exc)
         self._client = client
         return client
 
@@ -108,8 +114,11 @@ class KeeperLink:
         keeper ends every run (with `grace_s`) unless fenced again. Never raises: the server fences its
         own runs at the same moment while it lives."""
         self._fence = (deadline, grace_s)
+        client = self._client  # never starts a keeper here (the heartbeat's thread): the next one gets it on connecting
+        if client is None:
+            return
         try:
-            self._connected().fence(deadline - time.monotonic(), grace_s)
+            client.fence(deadline - time.monotonic(), grace_s)
         except KeeperError as exc:
             log.warning("keeper: could not pass on the lease deadline: %s", exc)
 

@@ -116,7 +116,8 @@ class Keeper:
         if op == "stop":
             return self._runs.stop(str(request.get("run")), float(request.get("grace_s", 5.0)), str(request["reason"]))
         if op == "fence":
-            self._fence.arm(float(request["within_s"]), float(request["grace_s"]))
+            within = request.get("within_s")
+            self._fence.arm(None if within is None else float(within), float(request.get("grace_s", 0.0)))
             return {"ok": True}
         if op == "list":
             return {"ok": True, "runs": self._runs.describe()}
