@@ -105,13 +105,13 @@ def test_on_stop_keep_and_a_restart_within_the_lease_keep_the_job_on_its_node(
     tmp_path: Path, pg_url: str, started: list[ServerProcess]
 ) -> None:
     pids, go = tmp_path / "pids.txt", tmp_path / "go"
-    first = _node(tmp_path, pg_url, "a", "--on-stop", "keep", lease=10)
+    first = _node(tmp_path, pg_url, "a", "--on-stop", "keep", lease=20)
     started.append(first)
     job = first.submit([sys.executable, "-c", WAITS, str(pids), str(go)])
     running = wait_until(lambda: (j := first.status(job["id"]))["pid"] is not None and j, timeout=20)
-    started.append(_node(tmp_path, pg_url, "b", lease=10))  # a node that would take the job, were it let go
+    started.append(_node(tmp_path, pg_url, "b", lease=20))  # a node that would take the job, were it let go
     assert first.stop() == 0
-    again = _node(tmp_path, pg_url, "a", "--on-stop", "keep", lease=10)
+    again = _node(tmp_path, pg_url, "a", "--on-stop", "keep", lease=20)
     started.append(again)
     adopted = again.status(job["id"])
     assert (adopted["status"], adopted["node"], adopted["pid"], adopted["attempts"]) == (

@@ -18,7 +18,7 @@ from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
 from procq.actors.errors import JobConflict
 from procq.actors.job import Job, Status, timestamp
-from procq.actors.store.base import Recorded
+from procq.actors.store.base import Recorded, Store
 
 if TYPE_CHECKING:  # psycopg is imported in cluster mode only
     from procq.actors.cluster.claim import Claimed
@@ -37,7 +37,8 @@ class ClusterDispatcher(Dispatcher):
         self._pump_again = False  # asked to pump meanwhile: claim again once it is answered
 
     def on_start(self) -> None:
-        self._claimer = Claimer(self._cluster.claim, self.actor_ref.proxy().claimed.defer, self._put_back)
+        put_back = functools.partial(_put_back, self._store, self._cluster)  # on the claimer's thread too
+        self._claimer = Claimer(self._cluster.claim, self.actor_ref.proxy().claimed.defer, put_back)
         super().on_start()
         for job_id in self._scheduler.running_ids():  # runs re-adopted at start are fenced as claimed ones
             if job_id in self._launcher:
@@ -113,13 +114,13 @@ class ClusterDispatcher(Dispatcher):
         free = self._settings.workers - self._scheduler.busy()
         startable = self._accepting and not self._held() and not self._cluster.fenced()
         taken = claims[: max(0, free)] if startable else []
-        self._put_back(claims[len(taken) :])
+        _put_back(self._store, self._cluster, claims[len(taken) :])
         for claimed in taken:
             # the run starts from the queued job: the Supervisor records the attempt the claim counted
             job = dataclasses.replace(claimed.before, node=self._cluster.name)
             assignment = self._scheduler.start_claimed(job)
             if assignment is None:  # the claim fitted the free units it was told; never expected
-                self._put_back([claimed])
+                _put_back(self._store, self._cluster, [claimed])
                 continue
             if assignment.gpus or assignment.counted:  # shown at once; the child's devices are set from it
                 job = dataclasses.replace(job, assigned=assignment.to_dict())
@@ -206,14 +207,15 @@ class ClusterDispatcher(Dispatcher):
                 self._claimer.ask(free, self._free_units())
         super()._pump()
 
-    def _put_back(self, claims: list[Claimed]) -> None:
-        """Claimed jobs this node will not start: queued again under their lease (from any thread)."""
-        if claims:
-            self._store.update([claimed.before for claimed in claims])
-            self._cluster.poke()
-
     def _held(self) -> bool:
         return time.monotonic() < self._held_until
 
     def _free_units(self) -> dict[str, int]:
         return self._scheduler.free()
+
+
+def _put_back(store: Store, cluster: ClusterNode, claims: list[Claimed]) -> None:
+    """Claimed jobs this node will not start: queued again under their lease (from any thread)."""
+    if claims:
+        store.update([claimed.before for claimed in claims])
+        cluster.poke()
