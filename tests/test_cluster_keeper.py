@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from procq.actors import osdeps
 from procq.actors.keeper import records
 from tests.helpers import ServerProcess, end_keeper, wait_until
 
@@ -136,6 +137,7 @@ def test_a_fenced_run_gets_grace_but_at_most_half_the_fencing_margin() -> None:
     assert fence_grace(0.2, 6.0) == 0.2  # a shorter --grace holds
 
 
+@pytest.mark.skipif(osdeps.WINDOWS, reason="POSIX signals: a job object ends a tree at once")
 def test_a_fenced_keeper_ends_every_run_past_the_deadline_and_a_lifted_fence_ends_none(tmp_path: Path) -> None:
     from procq.actors.keeper.client import KeeperClient
 
@@ -167,3 +169,20 @@ def test_a_fenced_keeper_ends_every_run_past_the_deadline_and_a_lifted_fence_end
     finally:
         client.close()
         end_keeper(jobs)
+
+
+def test_a_node_restarted_after_its_keeper_fenced_the_run_queues_the_job_again(
+    tmp_path: Path, pg_url: str, started: list[ServerProcess]
+) -> None:
+    solo = _node(tmp_path, pg_url, "solo")  # alone: no other node sweeps its lapsed lease meanwhile
+    started.append(solo)
+    job = solo.submit(["sleep", "60"], max_attempts=2)
+    running = wait_until(lambda: (j := solo.status(job["id"]))["pid"] is not None and j, timeout=20)
+    solo.kill()
+    fenced = wait_until(lambda: records.read(solo.jobs_dir / job["id"], 1), timeout=LEASE_S + 5)
+    assert (fenced["pid"], fenced["stopped"]) == (running["pid"], "fenced")
+    again = _node(tmp_path, pg_url, "solo")
+    started.append(again)
+    rerun = wait_until(lambda: (j := again.status(job["id"]))["attempts"] == 2 and j["pid"] is not None and j, 20)
+    assert rerun["status"] == "IN_PROGRESS" and rerun["pid"] != running["pid"]
+    assert rerun["runs"][0]["exit_code"] == -15 and "fence" in rerun["runs"][0]["error"]
