@@ -26,6 +26,7 @@ class StopReason(enum.Enum):
     CANCEL = "cancel"  # asked by a client: the job ends CANCELED
     INTERRUPT = "interrupt"  # a server shutdown: the job goes back to the queue
     LIMIT = "limit"  # a timeout, memory or output limit: the job ends FAILED (or is retried)
+    FENCE = "fenced"  # cluster mode: the node's lease may lapse; the job goes back to the queue
 
 
 # --- a job comes to be -----------------------------------------------------------------------------

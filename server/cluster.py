@@ -12,6 +12,7 @@ from procq.actors.cluster import queues as cluster_queues
 from procq.actors.cluster.node import ClusterNode
 from procq.actors.dispatch.clustered import ClusterDispatcher
 from procq.actors.errors import StorageError
+from procq.actors.keeper.link import KeeperLink
 from procq.actors.settings import Settings
 from procq.actors.store.postgres import PostgresStore
 
@@ -19,10 +20,11 @@ __all__ = ["ClusterDispatcher", "join"]
 
 
 def join(
-    args: argparse.Namespace, settings: Settings, jobs_dir: Path, address: str
+    args: argparse.Namespace, settings: Settings, jobs_dir: Path, address: str, keeper: KeeperLink
 ) -> tuple[PostgresStore, ClusterNode]:
     """Open the shared store (migrating it under an advisory lock) and register this node, before
-    recovery: its runs stay its own while it recovers them. Raises StorageError."""
+    recovery: its runs stay its own while it recovers them, and the keeper is told until when (it
+    ends them itself should no renewal follow). Raises StorageError."""
     store = PostgresStore(
         args.database_url, jobs_dir, node=args.node_name, claims=True, output_cap=args.cluster_output_cap
     )
@@ -33,6 +35,8 @@ def join(
         settings.workers,
         settings.node.totals(),
         lease_s=args.lease,
+        keeper=keeper,
+        grace_s=settings.grace_s,
     )
     try:
         node.join()

@@ -41,7 +41,8 @@ def add_flags(add: Callable[..., Any], env: Callable[[str, str], str]) -> None:
         type=float,
         default=env("PROCQ_LEASE", "6"),
         help="cluster mode: seconds a node's lease lasts; a node silent that long has its jobs run "
-        "elsewhere [PROCQ_LEASE]",
+        "elsewhere, and its keeper ends them min(2, lease / 3) s before (SIGKILL at most half that after "
+        "SIGTERM, whatever --grace says): a restart with --on-stop keep must come sooner [PROCQ_LEASE]",
     )
 
 
@@ -54,8 +55,6 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace, read_secret
         parser.error("--database-url must be a PostgreSQL URL: postgresql://user@host:port/database")
     if args.database_url is None and args.node_name is not None:
         parser.error("--node-name needs --database-url (a single machine is not a cluster)")
-    if args.database_url is not None and args.on_stop == "keep":
-        parser.error("--on-stop keep is not available in cluster mode yet: a node's jobs would outlive its lease")
     args.node_name = args.node_name or socket.gethostname()
     if args.cluster_output_cap < 0:
         parser.error("--cluster-output-cap must be 0 or more")

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"procq: {bind_error(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     try:
-        keeper = KeeperLink(jobs_dir, settings.grace_s)
+        keeper = KeeperLink(jobs_dir, settings.grace_s, fenced=args.database_url is not None)
     except KeeperError as exc:
         print(f"procq: could not start or reach the keeper of {jobs_dir}: {exc}", file=sys.stderr)
         server.close()
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url is not None:  # cluster mode: only then is psycopg imported
             from procq.server import cluster as joining
 
-            store, cluster = joining.join(args, settings, jobs_dir, url)
+            store, cluster = joining.join(args, settings, jobs_dir, url, keeper)
         else:
             store = SqliteStore(jobs_dir)
         recovered = recover(settings, store, timestamp(utc_now()), keeper)
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
         _stop(dispatcher, args.grace + 10, keep_running)
-        if cluster is not None:  # its lease ends now: the sweep need not wait for it
-            cluster.close()
+        if cluster is not None:  # its lease ends now (the sweep need not wait), or is left to the keeper
+            cluster.close(keep_running)
         store.close()  # after every actor: the last ends they recorded are committed
         keeper.close(keep_running)
         lock.close()

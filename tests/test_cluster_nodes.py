@@ -36,7 +36,7 @@ def nodes(tmp_path: Path, pg_url: str) -> Iterator[list[ServerProcess]]:
             end_keeper(node.jobs_dir)
 
 
-def _node(tmp_path: Path, pg_url: str, name: str) -> ServerProcess:
+def _node(tmp_path: Path, pg_url: str, name: str, *extra: str) -> ServerProcess:
     return ServerProcess(
         tmp_path / name,
         "--node-name",
@@ -45,6 +45,7 @@ def _node(tmp_path: Path, pg_url: str, name: str) -> ServerProcess:
         "2",
         "--lease",
         str(LEASE_S),
+        *extra,
         env={"PROCQ_DATABASE_URL": pg_url},
     )
 
@@ -150,10 +151,12 @@ def test_the_dependents_of_a_failed_job_fail_wherever_they_were_submitted(nodes:
 
 def test_a_partitioned_node_stops_its_job_before_another_node_runs_it(tmp_path: Path, pg_url: str) -> None:
     proxy = TcpProxy(5432)
-    cut_off = _node(tmp_path, pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), "cut")
+    # --grace 30 and a job that ignores SIGTERM: the fence ends it within its own shorter grace
+    cut_off = _node(tmp_path, pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), "cut", "--grace", "30")
     other: ServerProcess | None = None
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     try:
-        job = cut_off.submit(["sleep", "60"], max_attempts=2)
+        job = cut_off.submit([sys.executable, "-c", stubborn], max_attempts=2)
         running = _started(cut_off, job["id"])
         other = _node(tmp_path, pg_url, "other")
         proxy.cut()

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -16,7 +16,16 @@ from procq.actors.cluster import cancels, claim, hints, nodes, owed, sweep
 from procq.actors.store import pgschema
 from procq.actors.store.postgres import PostgresStore, connect
 
+if TYPE_CHECKING:
+    from procq.actors.keeper.link import KeeperLink
+
 log = logging.getLogger("procq.cluster")
+
+
+def fence_grace(grace_s: float, lease_s: float) -> float:
+    """How long a fenced run gets between SIGTERM and SIGKILL: --grace, but at most half the fencing
+    margin (`min(2 s, lease / 3)`), so its tree is gone before the lease may be granted elsewhere."""
+    return min(grace_s, min(2.0, lease_s / 3) / 2)
 
 
 class ClusterNode:
@@ -32,12 +41,27 @@ class ClusterNode:
         resources: Mapping[str, int] | None = None,
         lease_s: float = 6.0,
         poll_s: float = 0.5,
+        keeper: KeeperLink | None = None,
+        grace_s: float = 3.0,
     ) -> None:
         self.store, self.name = store, name
         url = store.url
         self._connect = lambda role: lambda: connect(url, f"procq {name} {role}")
+        self.fence_grace_s = fence_grace(grace_s, lease_s)
+
+        def renewed(deadline: float) -> None:  # the keeper ends its runs at the same deadline as the server
+            if keeper is not None:
+                keeper.fence(deadline, self.fence_grace_s)
+
         self.lease = nodes.NodeLease(
-            self._connect("heartbeat"), name, address, slots, resources, lease_s, margin_s=min(2.0, lease_s / 3)
+            self._connect("heartbeat"),
+            name,
+            address,
+            slots,
+            resources,
+            lease_s,
+            margin_s=min(2.0, lease_s / 3),
+            on_renewed=renewed,
         )
         self._poll_s = poll_s
         self._heartbeat: nodes.Heartbeat | None = None
@@ -191,8 +215,10 @@ class ClusterNode:
                 done.set()
                 self.answer_when(job_id, done)
 
-    def close(self) -> None:
-        """A clean stop: the loop ends, and the lease with it (the sweep need not wait for it)."""
+    def close(self, keep_running: bool = False) -> None:
+        """A clean stop: the loop ends, and the lease with it (the sweep need not wait for it). With
+        `keep_running` (--on-stop keep) the lease is renewed a last time instead and left to run: the
+        keeper keeps the runs until then, and a server restarted before it re-adopts them."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -200,6 +226,11 @@ class ClusterNode:
             if part is not None:
                 part.stop()
         try:
-            self.lease.leave()
+            if keep_running and not self.fenced():
+                if self.lease.renew():
+                    log.info("node %s: its runs are kept until %.1f s from now", self.name, self.lease.remaining())
+                self.lease.drop()
+            else:
+                self.lease.leave()
         except Exception as exc:
             log.warning("node %s: could not leave the cluster cleanly: %s", self.name, exc)

@@ -60,8 +60,10 @@ class NodeLease:
         lease_s: float = 6.0,
         margin_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        on_renewed: Callable[[float], None] = lambda deadline: None,
     ) -> None:
         self._connect = connect
+        self._on_renewed = on_renewed  # told each new deadline (the keeper fences its runs by it)
         self._conn: Any = None
         self.name, self.address, self.slots = name, address, slots
         self.resources = dict(resources or {})
@@ -84,6 +86,7 @@ class NodeLease:
         self.incarnation = self._db().execute(REGISTER, params).fetchone()[0]
         self.deadline = sent + self.lease_s - self.margin_s
         self.lost = False
+        self._on_renewed(self.deadline)
 
     def renew(self) -> bool:
         """Extend the lease. False if the database could not be reached (the deadline stands) or this
@@ -99,10 +102,14 @@ class NodeLease:
             self.lost = True
             return False
         self.deadline = sent + self.lease_s - self.margin_s
+        self._on_renewed(self.deadline)
         return True
 
     def valid(self) -> bool:
         return not self.lost and self._clock() < self.deadline
+
+    def remaining(self) -> float:
+        return self.deadline - self._clock()
 
     def leave(self) -> None:
         """A clean stop: the lease ends now, so the sweep need not wait for it."""
@@ -110,6 +117,10 @@ class NodeLease:
             self._db().execute(LEAVE, (self.name, self.incarnation))
         finally:
             self._drop()
+
+    def drop(self) -> None:
+        """Close the connection, leaving the lease to run out (--on-stop keep)."""
+        self._drop()
 
     def _db(self) -> Any:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -9,37 +9,48 @@ import functools
 import os
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from procq.actors.cluster import queues as cluster_queues
+from procq.actors.cluster.claimer import Claimer
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
 from procq.actors.errors import JobConflict
 from procq.actors.job import Job, Status, timestamp
-from procq.actors.store.base import Recorded
+from procq.actors.store.base import Recorded, Store
 
 if TYPE_CHECKING:  # psycopg is imported in cluster mode only
+    from procq.actors.cluster.claim import Claimed
     from procq.actors.cluster.node import ClusterNode
 
 
 class ClusterDispatcher(Dispatcher):
     """Holds only the jobs this node runs or owes a webhook for; the rest are the database's.
 
-    Not yet here (README, "Cluster mode"): GPU assignment of claimed jobs, the keeper keeping a node's
-    jobs across a server restart."""
+    A claimed job is given concrete GPUs (and units) by the Scheduler's allocator, as on a single node."""
 
     def __init__(self, *args: Any, cluster: ClusterNode, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cluster = cluster
         self._creating: list[tuple[Future[int], int]] = []  # commits of new jobs not yet done, with their size
+        self._claiming = False  # a claim is on the claimer's thread: at most one at a time
+        self._pump_again = False  # asked to pump meanwhile: claim again once it is answered
 
     def on_start(self) -> None:
+        put_back = functools.partial(_put_back, self._store, self._cluster)  # on the claimer's thread too
+        self._claimer = Claimer(self._cluster.claim, self.actor_ref.proxy().claimed.defer, put_back)
         super().on_start()
         self._retention.leftovers = self._store.leftovers  # type: ignore[attr-defined] - the PostgreSQL store
+        for job_id in self._scheduler.running_ids():  # runs re-adopted at start are fenced as claimed ones
+            if job_id in self._launcher:
+                self._cluster.running(job_id, self._launcher.fencer(job_id, self._cluster.fence_grace_s))
         self._cluster.start(self._self.fenced.defer, self._self)
+
+    def on_stop(self) -> None:
+        self._claimer.stop()  # a claim still in flight is put back in the queue (it cannot be delivered)
+        super().on_stop()
 
     # --- asked by the API ------------------------------------------------------------------------
 
@@ -111,11 +122,36 @@ class ClusterDispatcher(Dispatcher):
             self._deliveries.owe(job)
         self._pump()
 
+    def claimed(self, claims: list[Claimed]) -> None:
+        """The claimer's answer: start what was claimed (or put it back if this node stopped taking
+        jobs meanwhile), and claim again while jobs came or a pump was asked for meanwhile."""
+        self._claiming = False
+        free = self._settings.workers - self._scheduler.busy()
+        startable = self._accepting and not self._held() and not self._cluster.fenced()
+        taken = claims[: max(0, free)] if startable else []
+        _put_back(self._store, self._cluster, claims[len(taken) :])
+        for claimed in taken:
+            # the run starts from the queued job: the Supervisor records the attempt the claim counted
+            job = dataclasses.replace(claimed.before, node=self._cluster.name)
+            assignment = self._scheduler.start_claimed(job)
+            if assignment is None:  # the claim fitted the free units it was told; never expected
+                _put_back(self._store, self._cluster, [claimed])
+                continue
+            if assignment.gpus or assignment.counted:  # shown at once; the child's devices are set from it
+                job = dataclasses.replace(job, assigned=assignment.to_dict())
+            os.makedirs(os.path.join(self._settings.jobs_dir, job.id), exist_ok=True)
+            self._table.put(job)
+            self._launcher.run(job)
+            self._cluster.running(job.id, self._launcher.fencer(job.id, self._cluster.fence_grace_s))
+        if taken or self._pump_again:
+            self._pump_again = False
+            self._pump()
+
     @carry_on
     def fenced(self, why: str) -> None:
         """This node lost (or could not renew) its lease: its runs stop before another node may take
         them (the fence asked their Supervisors directly already; this covers runs started since)."""
-        self._launcher.interrupt_all()
+        self._launcher.fence_all(self._cluster.fence_grace_s)
 
     @carry_on
     def job_ended(self, job: Job) -> None:
@@ -183,25 +219,26 @@ class ClusterDispatcher(Dispatcher):
                 pending.extend(self._fail_queued(dependent, reason) for dependent in waiting)
 
     def _pump(self) -> None:
-        """Claim what the free worker slots (and free units of resources) can run, then as the single node."""
+        """Ask the claimer for what the free worker slots (and free units of resources) can run, then
+        as the single node. The claim's answer comes as a message (`claimed`)."""
         free = self._settings.workers - self._scheduler.busy()
         if self._accepting and free > 0 and not self._held():
-            for claimed in self._cluster.claim(free, self._free_units()):
-                # the run starts from the queued job: the Supervisor records the attempt the claim counted
-                job = dataclasses.replace(claimed.before, node=self._cluster.name)
-                os.makedirs(os.path.join(self._settings.jobs_dir, job.id), exist_ok=True)
-                self._table.put(job)
-                self._scheduler.adopt(job)
-                self._launcher.run(job)
-                self._cluster.running(job.id, self._launcher.interrupter(job.id))
+            if self._claiming:
+                self._pump_again = True
+            else:
+                self._claiming = True
+                self._claimer.ask(free, self._free_units())
         super()._pump()
 
     def _held(self) -> bool:
         return time.monotonic() < self._held_until
 
     def _free_units(self) -> dict[str, int]:
-        used: Counter[str] = Counter()
-        for job_id in self._scheduler.running_ids():
-            for name, units in self._table[job_id].requires:
-                used[name] += units
-        return {name: total - used[name] for name, total in self._settings.node.totals().items()}
+        return self._scheduler.free()
+
+
+def _put_back(store: Store, cluster: ClusterNode, claims: list[Claimed]) -> None:
+    """Claimed jobs this node will not start: queued again under their lease (from any thread)."""
+    if claims:
+        store.update([claimed.before for claimed in claims])
+        cluster.poke()

@@ -82,18 +82,22 @@ class Launcher:
             pass  # it just ended on its own; job_ended is already on its way to the Dispatcher
         return finished
 
-    def interrupter(self, job_id: str) -> Callable[[], None]:
-        """A call that asks the job's Supervisor to interrupt it, safe from any thread (cluster mode's
-        fence must not wait for the Dispatcher's inbox, which a cut database may hold up)."""
+    def fencer(self, job_id: str, grace_s: float) -> Callable[[], None]:
+        """A call that asks the job's Supervisor to end its run for a fence (cluster mode), safe from
+        any thread: the fence must not wait for the Dispatcher's inbox, which a cut database may hold up."""
         supervisor, _ = self._running[job_id]
 
-        def interrupt() -> None:
+        def fence() -> None:
             try:
-                supervisor.interrupt.defer()
+                supervisor.fence.defer(grace_s)
             except pykka.ActorDeadError:
                 pass  # it ended meanwhile
 
-        return interrupt
+        return fence
+
+    def fence_all(self, grace_s: float) -> None:
+        for job_id in list(self._running):
+            self.fencer(job_id, grace_s)()
 
     def interrupt_all(self) -> list[threading.Event]:
         """Ask every running job's Supervisor to interrupt it (shutdown); returns their events."""

@@ -134,6 +134,19 @@ class Scheduler:
         self._queue(job.queue).running.add(job.id)
         self._running[job.id] = job.queue
 
+    def start_claimed(self, job: Job) -> Assignment | None:
+        """Count a job claimed from the cluster's queue in its queue's slots and give it what it
+        requires (concrete GPUs): None if that is not free here after all (the claim read `free()`)."""
+        assignment = self._allocator.take(job.id, dict(job.requires)) if job.requires else Assignment()
+        if assignment is not None:
+            self._queue(job.queue).running.add(job.id)
+            self._running[job.id] = job.queue
+        return assignment
+
+    def free(self) -> dict[str, int]:
+        """Free units of every resource the node has (GPUs counted)."""
+        return self._allocator.free()
+
     def ended(self, job_id: str) -> None:
         """A started job's run is over, however it ended: what it held is free again (it may come
         back with `add` for a retry)."""

@@ -125,6 +125,11 @@ class KeeperClient:
         """A server works with this keeper again: it no longer exits when idle."""
         self.request("attach")
 
+    def fence(self, within_s: float | None, grace_s: float) -> None:
+        """Cluster mode: unless fenced again within `within_s` seconds, the keeper ends every run
+        (None lifts the fence: a single machine's server)."""
+        self.request("fence", within_s=within_s, grace_s=grace_s)
+
     def follow(self, on_exit: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> None:
         """Call `on_exit(record)` for every run that ends from now on, from one reader thread; then
         `on_lost()` once if the keeper goes away. Subscribe before listing runs, so no end is missed."""

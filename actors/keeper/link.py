@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -40,14 +41,16 @@ class KeeperLink:
     """Owns the KeeperClient of a server. Thread-safe; its callbacks run on the reader thread (or a
     short-lived thread after a keeper loss) and must only send messages."""
 
-    def __init__(self, jobs_dir: Path, grace_s: float = 5.0) -> None:
+    def __init__(self, jobs_dir: Path, grace_s: float = 5.0, fenced: bool = False) -> None:
         self._jobs_dir = jobs_dir
+        self._fenced = fenced  # cluster mode: the node's lease fences the keeper (keeper/fence.py)
         self._grace_s = grace_s
         self._lock = threading.Lock()
         self._following: dict[str, tuple[OnEnd, int | None, float | None]] = {}
         self._connect_lock = threading.Lock()  # one (re)connection at a time
         self._client: KeeperClient | None = None
         self._closed = False
+        self._fence: tuple[float, float] | None = None  # (monotonic deadline, grace): sent to every keeper
         self._lost_ends: dict[str, End] = {}  # ends of retiring keepers' runs not (yet) followed
         # Re-adopt a running keeper of a version this code speaks (the newest), else start our own;
         # then drain every other: its runs end there, followed by `_retiring`, new ones run on ours.
@@ -71,6 +74,13 @@ class KeeperLink:
             client = KeeperClient.ensure(self._jobs_dir)
         client.attach()
         client.follow(self._exited, functools.partial(self._lost, client))
+        if self._fence is not None:  # a keeper started after the last renewal is fenced like the last one
+            client.fence(self._fence[0] - time.monotonic(), self._fence[1])
+        elif not self._fenced:  # a single machine: a fence a cluster node left on this keeper must not end our runs
+            try:
+                client.fence(None, 0.0)
+            except KeeperError as exc:  # a keeper of an older protocol has no fence to lift
+                log.debug("keeper: no fence to lift: %s", exc)
         self._client = client
         return client
 
@@ -106,6 +116,19 @@ class KeeperLink:
         started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
         self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
         return started
+
+    def fence(self, deadline: float, grace_s: float) -> None:
+        """Cluster mode: the node's lease surely holds until `deadline` (time.monotonic); past it the
+        keeper ends every run (with `grace_s`) unless fenced again. Never raises: the server fences its
+        own runs at the same moment while it lives."""
+        self._fence = (deadline, grace_s)
+        client = self._client  # never starts a keeper here (the heartbeat's thread): the next one gets it on connecting
+        if client is None:
+            return
+        try:
+            client.fence(deadline - time.monotonic(), grace_s)
+        except KeeperError as exc:
+            log.warning("keeper: could not pass on the lease deadline: %s", exc)
 
     def adopted(self, run: str, pid: int, pid_started_at: float) -> None:
         """Remember the identity of a followed run's root, to end its tree should the keeper die."""

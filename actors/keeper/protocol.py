@@ -10,6 +10,9 @@ and "error" (a sentence saying what to do) when ok is False.
 - list {} -> {ok, runs: [{run, job_id, attempt, pid, pid_started_at, started_at, stopping}]}
 - drain {} -> {ok}: refuse new spawns, exit once the running ones have ended (upgrades, --on-stop keep)
 - attach {} -> {ok}: a server is attached again; cancels an exit-when-idle
+- fence {within_s, grace_s} -> {ok}: cluster mode; unless another fence comes within `within_s`
+  seconds, end every run's tree (grace_s) and every run started later (keeper/fence.py); a
+  single machine's server sends within_s None: no fence
 An "events" connection receives {event: "exited", record: {...}} for every run that ends.
 
 The stable minimal protocol: what every keeper version answers FOREVER, so any later (or earlier)

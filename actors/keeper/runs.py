@@ -53,6 +53,7 @@ class Run:
     stopping: bool = False  # a stopper thread is at work
     reaped: osdeps.Reaped | None = None
     finishing: bool = False  # its record is being written
+    fenced: bool = False  # the fence ended (or is ending) its tree
     survivors: list[int] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
@@ -176,6 +177,25 @@ class Runs:
             run.stopping = True
         self._start_stopper(run, grace_s)
         return {"ok": True, "running": True}
+
+    def fence(self, grace_s: float, reason: str) -> None:
+        """End every run's tree within `grace_s` (cluster mode: the server's lease ran out). A tree
+        already being ended with a longer grace is ended again with this one; a cancel keeps its reason."""
+        starting, hastening = [], []
+        with self._lock:
+            for run in self._by_run.values():
+                if run.fenced or run.finishing:
+                    continue
+                run.fenced = True
+                if run.stop_reason is None or run.stop_reason == "leftovers":
+                    run.stop_reason = reason
+                (hastening if run.stopping else starting).append(run)
+                run.stopping = True
+        for run in starting:
+            self._start_stopper(run, grace_s)
+        for run in hastening:  # the first stopper records the run once its tree is gone
+            args = (run.pid, run.pid_started_at, run.run, grace_s, run.job_object)
+            threading.Thread(target=osdeps.stop_run, args=args, daemon=True, name=f"fence-{run.run}").start()
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -19,6 +19,7 @@ from typing import Any
 
 from procq.actors import osdeps
 from procq.actors.keeper import protocol, records
+from procq.actors.keeper.fence import Fence
 from procq.actors.keeper.runs import Runs
 
 log = logging.getLogger("procq.keeper")
@@ -35,6 +36,7 @@ class Keeper:
         self._subscribers: dict[Connection, threading.Lock] = {}
         self._subs_lock = threading.Lock()
         self._runs = Runs(jobs_dir, self._publish, self._check_idle)
+        self._fence = Fence(self._runs.fence)
 
     def serve(self) -> int:
         """Run until drained. Returns the process exit status (3: another keeper holds the lock)."""
@@ -118,6 +120,10 @@ class Keeper:
             return self._runs.spawn(request)
         if op == "stop":
             return self._runs.stop(str(request.get("run")), float(request.get("grace_s", 5.0)), str(request["reason"]))
+        if op == "fence":
+            within = request.get("within_s")
+            self._fence.arm(None if within is None else float(within), float(request.get("grace_s", 0.0)))
+            return {"ok": True}
         if op == "list":
             return {"ok": True, "runs": self._runs.describe()}
         if op == "drain":

@@ -219,6 +219,14 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
             return
         self._end_tree(StopReason.INTERRUPT)
 
+    def fence(self, grace_s: float) -> None:
+        """Cluster mode: the node's lease may lapse; end the run within `grace_s` (below the fencing
+        margin), and the job goes back to the queue for whichever node claims it next."""
+        if self._run is None and self._stop_reason is None and self._job.status is Status.IN_PROGRESS:
+            self._stop_reason = StopReason.FENCE  # its attempt is still being recorded
+            return
+        self._end_tree(StopReason.FENCE, grace_s)
+
     def run_ended(self, end: End) -> None:
         """From the KeeperLink: the run is over, its whole tree gone. `end.record` is what the keeper
         observed; without one (the keeper was lost) no exit code is reported."""
@@ -229,6 +237,8 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         if end.record is None:
             self._lost(end.lost or "the run was lost")
             return
+        if self._stop_reason is None and end.record.get("stopped") == StopReason.FENCE.value:
+            self._stop_reason = StopReason.FENCE  # the keeper's own fence: the server died or was cut off
         self._usage = self._usage.merge(exits.usage_of(end.record))
         self._conclude(exits.exit_code(end.record), exits.ended_at(end.record, self._now))
 
@@ -236,13 +246,13 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         """Called on the KeeperLink's reader thread: only hands the end to the actor's thread."""
         report(lambda: self._self.run_ended.defer(end))
 
-    def _end_tree(self, reason: StopReason) -> None:
+    def _end_tree(self, reason: StopReason, grace_s: float | None = None) -> None:
         if self._job.status is not Status.IN_PROGRESS or self._stop_reason is not None or self._run is None:
             return
         assert self._keeper is not None
         self._stop_reason = reason
         try:
-            self._keeper.stop(self._run, reason.value)  # the end arrives as for any run
+            self._keeper.stop(self._run, reason.value, grace_s)  # the end arrives as for any run
         except KeeperError as exc:  # the keeper is gone: the link ends the tree and reports it lost
             log.warning("job %s: could not ask the keeper to end the run: %s", self._job.id, exc)
 
@@ -256,8 +266,10 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         self._record_then(after, self._report_end, if_lost=self._retry_later)
 
     def _conclude(self, code: int, now: datetime) -> None:
-        if self._stop_reason is StopReason.INTERRUPT:
+        if self._stop_reason in (StopReason.INTERRUPT, StopReason.FENCE):
             reason, limit = "interrupted by a server shutdown", self._settings.restart_limit
+            if self._stop_reason is StopReason.FENCE:
+                reason = "ended by its node's fence (its lease could not be renewed in time)"
             after = transitions.interrupted_run(self._job, code, self._usage, reason, limit, timestamp(now))
             log.debug("job %s: %s after shutdown", after.id, after.status.value)
             self._dispatcher.run_over.defer(after.id)
