@@ -150,6 +150,12 @@ class JobsResource:
         job = self._job(job_id)
         if job.status is not Status.COMPLETED:
             raise JobConflict(job.id, job.status.value, "fetching the result", "COMPLETED")
+        if job.node is not None:  # cluster mode: the copy its node kept, never this node's file of a lost attempt
+            kept = ask(self._dispatcher.kept_output(job.id, "stdout.txt"))
+            if kept is not None and kept.complete:
+                resp.content_type = job.mime_type
+                resp.data = kept.data
+                return
         path = self._jobs_dir / job.id / "stdout.txt"
         try:
             result = osdeps.open_inside(path, self._jobs_dir)  # waitress streams it, then closes it

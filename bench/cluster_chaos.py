@@ -2,7 +2,7 @@
 nodes, while whole nodes (server, keeper and job processes) are SIGKILLed at random moments and
 restarted later with the same --node-name and jobs directory.
 
-Each job is deterministic from its number i: its duration (mostly none, some up to 2 s), its exit
+Each job is deterministic from its number i: its duration (mostly none, some up to 1.5 s), its exit
 code, its stdout and its max_attempts. Each run appends "<attempt> <pid> <node> start|end|term
 <monotonic time>" to runs/<job id> (the attempt from the PROCQ_RUN marker). At the end:
 
@@ -45,9 +45,10 @@ from bench.chaos import DOWN, _Tee
 from bench.client import TERMINAL, Client
 from bench.cluster_nodes import drop, fresh_schema
 from bench.report import write_chaos
+from bench.server import BenchServer
 from procq.actors.job import Job
 from procq.actors.keeper import protocol
-from tests.helpers import ServerProcess, end_keeper
+from tests.helpers import end_keeper
 
 JOB = """import os, signal, sys, time
 i, runs = int(sys.argv[1]), sys.argv[2]
@@ -70,10 +71,10 @@ sys.exit(int(sys.argv[4]))
 
 
 def shape(i: int) -> tuple[float, int, int]:
-    """Job i's duration, exit code and max_attempts: 80 % instant, the rest 0.1-2 s; 1 in 10 exits 3
+    """Job i's duration, exit code and max_attempts: 85 % instant, the rest 0.1-1.5 s; 1 in 10 exits 3
     (one attempt), 1 in 20 exits 2 (three attempts, so it runs three times); half may run again after a
     node loss (three attempts), half fail with the reason (one)."""
-    duration = 0.0 if (i * 7919) % 100 < 80 else ((i * 31) % 20 + 1) / 10
+    duration = 0.0 if (i * 7919) % 100 < 85 else ((i * 31) % 15 + 1) / 10
     code = 3 if i % 10 == 7 else 2 if i % 20 == 4 else 0
     return duration, code, 1 if i % 2 else 3
 
@@ -93,32 +94,27 @@ class Cluster:
     """The nodes, alive or not, shared by the submitter thread and the killer (main) thread."""
 
     root: Path
-    url: str
     workers: int
     lease: float
     lock: threading.Lock = field(default_factory=threading.Lock)
-    live: dict[str, ServerProcess] = field(default_factory=dict)
+    live: dict[str, BenchServer] = field(default_factory=dict)
     kills: dict[str, list[float]] = field(default_factory=dict)  # node -> monotonic times it was killed
 
     def start(self, name: str) -> None:
-        node = ServerProcess(
-            self.root / name,
-            "--node-name",
-            name,
-            "--workers",
-            str(self.workers),
-            "--lease",
-            str(self.lease),
-            "--grace",
-            "1",
-            "--log-level",
-            "WARNING",
-            env={"PROCQ_DATABASE_URL": self.url},
-        )
+        """Start node `name` on its jobs directory (PROCQ_DATABASE_URL is in this process's environment);
+        on a loaded machine a start may take long: one that does not come up is tried again."""
+        flags = ("--node-name", name, "--lease", str(self.lease), "--grace", "1", "--log-level", "WARNING")
+        for attempt in range(3):
+            try:
+                node = BenchServer(self.root / name, *flags, workers=self.workers, ready_timeout_s=60)
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
         with self.lock:
             self.live[name] = node
 
-    def alive(self) -> list[tuple[str, ServerProcess]]:
+    def alive(self) -> list[tuple[str, BenchServer]]:
         with self.lock:
             return sorted(self.live.items())
 
@@ -279,13 +275,38 @@ def check_disk(roots: list[Path]) -> tuple[list[str], int]:
     return problems, count
 
 
+def stop_all(cluster: Cluster, root: Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """Stop the live nodes (SIGTERM); then nothing of theirs may be left: keepers exit once their runs
+    are over, and no job process runs on. Returns the problems and the nodes whose keeper stayed
+    (both are cleaned up here, so a failed run leaves nothing behind)."""
+    problems, keepers_left = [], []
+    for name, node in cluster.alive():
+        code = node.stop()
+        if code != 0:
+            problems.append(f"{name} exited with {code} on SIGTERM")
+    for name in names:
+        try:
+            keeper = psutil.Process(json.loads((root / name / protocol.INFO).read_text())["pid"])
+            keeper.wait(10)
+        except (OSError, ValueError, KeyError, psutil.NoSuchProcess):
+            pass
+        except psutil.TimeoutExpired:
+            keepers_left.append(name)
+            end_keeper(root / name)
+        for proc in job_processes(root / name):
+            problems.append(f"orphan on {name}: pid {proc.pid} {proc.cmdline()[-4:]}")
+            proc.kill()
+    return problems, keepers_left
+
+
 def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
     rng = random.Random(args.seed)
     deadline = time.monotonic() + args.timeout
     runs = root / "runs"
     runs.mkdir(parents=True)
     schema, url = fresh_schema()
-    cluster = Cluster(root, url, args.workers, args.lease)
+    os.environ["PROCQ_DATABASE_URL"] = url  # every node started from here joins this schema
+    cluster = Cluster(root, args.workers, args.lease)
     names = [f"n{k + 1}" for k in range(args.nodes)]
     acked: dict[str, int] = {}
     began = time.monotonic()
@@ -294,7 +315,9 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
         for name in names:
             cluster.start(name)
         submitter = threading.Thread(
-            target=submit_all, args=(cluster, args.jobs, runs, args.batch, acked, random.Random(args.seed + 1))
+            target=submit_all,
+            args=(cluster, args.jobs, runs, args.batch, acked, random.Random(args.seed + 1)),
+            daemon=True,
         )
         submitter.start()
         # Kills spread over the time the jobs are expected to take; each killed node comes back after
@@ -340,25 +363,9 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
             problems.append(f"{missing_starts} attempts counted but never started: more than {bound}")
         elapsed = time.monotonic() - began
     finally:
-        for name, node in cluster.alive():
-            if node.proc.poll() is None:
-                code = node.stop()
-                if code != 0:
-                    problems.append(f"{name} exited with {code} on SIGTERM")
-    keepers_left = []
-    time.sleep(1.0)
-    for name in names:
-        left = job_processes(root / name)
-        problems += [f"orphan on {name}: pid {p.pid}" for p in left]
-        try:
-            keeper = psutil.Process(json.loads((root / name / protocol.INFO).read_text())["pid"])
-            keeper.wait(10)
-        except (OSError, ValueError, KeyError, psutil.NoSuchProcess):
-            pass
-        except psutil.TimeoutExpired:
-            keepers_left.append(name)
-            end_keeper(root / name)
-    drop(schema)
+        stop_problems, keepers_left = stop_all(cluster, root, names)
+        drop(schema)
+    problems += stop_problems
     disk, metas = check_disk([root / name for name in names])
     problems += disk
     counts: dict[str, int] = {}
