@@ -251,6 +251,8 @@ def check_job(job: dict, i: int, runs: list[Run], kills: dict[str, list[float]],
         problems.append(f"{name}: an attempt ran twice: {sorted(attempts)}")
     if any(a > job["attempts"] for a in attempts):
         problems.append(f"{name}: ran attempt {max(attempts)} but attempts is {job['attempts']}")
+    if job.get("exit_code") is not None and job["attempts"] not in attempts:
+        problems.append(f"{name}: exit code of attempt {job['attempts']}, which never ran (runs {sorted(attempts)})")
     for before, after in zip(runs, runs[1:], strict=False):
         end = before.end
         if end is None:  # killed with its node: it ended by that node's first kill after it started
@@ -399,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="each node's --workers")
     parser.add_argument("--lease", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=50, help="jobs per POST /jobs/batch")
-    parser.add_argument("--rate", type=float, default=50.0, help="expected jobs/s, to spread the kills")
+    parser.add_argument("--rate", type=float, default=25.0, help="expected jobs/s, to spread the kills")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dir", type=Path, default=None, help="fresh directory for the nodes (default: temp)")
