@@ -1,7 +1,8 @@
 """Cluster chaos in the suite: bench/cluster_chaos.py with three real nodes on one real PostgreSQL schema,
 whole nodes (server, keeper, jobs) SIGKILLed at random moments (fixed seed) and restarted with the same
 name and jobs directory. Every check is the harness's: zero loss, exact exit codes or the reason, byte-exact
-results through any node, no job running twice at once, runs == attempts, no orphans, whole meta.json."""
+results through any node, no job running twice at once, every run counted among the attempts (an attempt
+without a run only for a claim its node died holding), no orphans, whole meta.json."""
 
 from __future__ import annotations
 
