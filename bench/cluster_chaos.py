@@ -6,7 +6,8 @@ Each job is deterministic from its number i: its duration (mostly none, some up 
 code, its stdout and its max_attempts. Each run appends "<attempt> <pid> <node> start|end|term
 <monotonic time>" to runs/<job id> (the attempt from the PROCQ_RUN marker). At the end:
 
-- zero loss: every acknowledged job is terminal;
+- zero loss: every acknowledged job is terminal (and every job in the database, such as those of a batch
+  whose 201 a kill cut off);
 - its exit code is the one it really had, or it FAILED with the reason (no attempt left after a node loss);
 - a COMPLETED job's result is byte-exact through a random node (served from the database copy);
 - no job ran twice at once: the runs of a job never overlap in time (a run with no end line died with
@@ -40,6 +41,7 @@ if __package__ in (None, ""):  # run as `python bench/cluster_chaos.py`: make th
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
+import psycopg
 
 from bench.chaos import DOWN, _Tee
 from bench.client import TERMINAL, Client
@@ -70,11 +72,11 @@ sys.exit(int(sys.argv[4]))
 """
 
 
-def shape(i: int) -> tuple[float, int, int]:
-    """Job i's duration, exit code and max_attempts: 85 % instant, the rest 0.1-1.5 s; 1 in 10 exits 3
+def shape(i: int, slow: int = 15) -> tuple[float, int, int]:
+    """Job i's duration, exit code and max_attempts: `slow` % take 0.1-1.5 s, the rest none; 1 in 10 exits 3
     (one attempt), 1 in 20 exits 2 (three attempts, so it runs three times); half may run again after a
     node loss (three attempts), half fail with the reason (one)."""
-    duration = 0.0 if (i * 7919) % 100 < 85 else ((i * 31) % 15 + 1) / 10
+    duration = 0.0 if (i * 7919) % 100 >= slow else ((i * 31) % 15 + 1) / 10
     code = 3 if i % 10 == 7 else 2 if i % 20 == 4 else 0
     return duration, code, 1 if i % 2 else 3
 
@@ -83,8 +85,8 @@ def expected_stdout(i: int) -> bytes:
     return f"job {i} line\n".encode() * (1 + i % 3)
 
 
-def spec(i: int, runs: Path) -> dict:
-    duration, code, attempts = shape(i)
+def spec(i: int, runs: Path, slow: int) -> dict:
+    duration, code, attempts = shape(i, slow)
     args = [sys.executable, "-S", "-c", JOB, str(i), str(runs), str(duration), str(code)]
     return {"args": args, "max_attempts": attempts, "retry_backoff_seconds": 0.1}
 
@@ -148,7 +150,9 @@ def job_processes(jobs_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def submit_all(cluster: Cluster, total: int, runs: Path, batch: int, acked: dict[str, int], rng: random.Random) -> None:
+def submit_all(
+    cluster: Cluster, total: int, runs: Path, slow: int, batch: int, acked: dict[str, int], rng: random.Random
+) -> None:
     """Submit jobs 0..total-1 in batches through random live nodes; a batch with no 201 is sent again
     (a batch cut off by a kill may have been created: its jobs then exist unacknowledged)."""
     i = 0
@@ -162,7 +166,9 @@ def submit_all(cluster: Cluster, total: int, runs: Path, batch: int, acked: dict
         host, port = node.url.removeprefix("http://").split(":")
         http = Client(host, int(port), timeout_s=15)
         try:
-            status, body = http.request("POST", "/jobs/batch", {"jobs": [spec(i + k, runs) for k in range(count)]})
+            status, body = http.request(
+                "POST", "/jobs/batch", {"jobs": [spec(i + k, runs, slow) for k in range(count)]}
+            )
         except DOWN:
             time.sleep(0.05)
             continue
@@ -318,7 +324,7 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
             cluster.start(name)
         submitter = threading.Thread(
             target=submit_all,
-            args=(cluster, args.jobs, runs, args.batch, acked, random.Random(args.seed + 1)),
+            args=(cluster, args.jobs, runs, args.slow, args.batch, acked, random.Random(args.seed + 1)),
             daemon=True,
         )
         submitter.start()
@@ -361,6 +367,14 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
             if short > 0:
                 missing_starts += short
         bound = kills_done * args.workers  # a killed node held at most --workers claimed runs
+        with psycopg.connect(url, autocommit=True) as conn:  # jobs of a batch whose 201 a kill cut off too
+            rows = conn.execute("SELECT id, status, node, lease, body->>'attempts' FROM jobs").fetchall()
+        unacked = [row[0] for row in rows if row[0] not in acked]
+        problems += [
+            f"{job_id}: {status} in the database on node {node} under lease {lease}, attempts {attempts}"
+            for job_id, status, node, lease, attempts in rows
+            if status not in TERMINAL
+        ]
         if missing_starts > bound:
             problems.append(f"{missing_starts} attempts counted but never started: more than {bound}")
         elapsed = time.monotonic() - began
@@ -381,6 +395,7 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
         f"node kills {kills_done}, seed {args.seed}"
     )
     print(f"acknowledged {len(acked)}; final: {dict(sorted(counts.items()))}")
+    print(f"jobs in the database {len(rows)}: also {len(unacked)} of batches whose answer a kill cut off")
     print(f"runs recorded {all_runs}; jobs interrupted by a node loss {reran}")
     print(f"attempts counted but never started {missing_starts} (at most --workers per kill: {bound})")
     print(f"meta.json files {metas}; keepers left after the stop: {keepers_left or 'none'}")
@@ -400,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=6, help="SIGKILLs of a whole node at random moments")
     parser.add_argument("--workers", type=int, default=4, help="each node's --workers")
     parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--slow", type=int, default=15, help="percent of jobs that take 0.1-1.5 s (the rest: none)")
     parser.add_argument("--batch", type=int, default=50, help="jobs per POST /jobs/batch")
     parser.add_argument("--rate", type=float, default=25.0, help="expected jobs/s, to spread the kills")
     parser.add_argument("--timeout", type=float, default=600)

@@ -1,0 +1,41 @@
+"""A node that claims a job again before its store has finished with the previous run (found by the
+cluster chaos, bench/cluster_chaos.py): the old run's write and the release of its lease must not touch
+the new run, or the new run's writes are refused and the job stays IN_PROGRESS for good."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from procq.actors.job import IdGenerator, Job, Status
+
+psycopg = pytest.importorskip("psycopg")
+from procq.actors.store.postgres import PostgresStore  # noqa: E402 - needs psycopg's presence checked first
+
+_new_id = IdGenerator()
+
+
+def test_the_end_of_a_run_neither_writes_under_nor_releases_the_lease_of_the_jobs_next_run(
+    pg_url: str, tmp_path: Path
+) -> None:
+    store = PostgresStore(pg_url, tmp_path, node="a", claims=True)
+    try:
+        job = Job(id=_new_id(), args=("true",), enqueued_at="2026-01-01T00:00:00.000000Z", max_attempts=3)
+        store.create([job]).result(timeout=5)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # node a claimed it under lease 1
+            conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'a', lease = 1 WHERE id = %s", (job.id,))
+        store.hold({job.id: 1})
+        retry = dataclasses.replace(job, status=Status.IN_QUEUE, attempts=1)
+        with psycopg.connect(pg_url) as blocker:  # holds the writer back, as a busy writer would be
+            blocker.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job.id,))
+            commit = store.update([retry])  # run 1 ended: back in the queue for a retry
+            time.sleep(0.3)  # the writer is now waiting for the row
+            store.hold({job.id: 2})  # meanwhile this node claimed the job again (run 2, lease 2)
+        assert commit.result(timeout=5) == 1  # written under lease 1, the lease the run held
+        assert store.get(job.id) == retry and store.fenced == 0
+        assert store.lease_of(job.id) == 2  # run 2 keeps its lease: its own writes will go through
+    finally:
+        store.close()
