@@ -98,6 +98,7 @@ class Cluster:
     root: Path
     workers: int
     lease: float
+    log_level: str = "WARNING"
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: dict[str, BenchServer] = field(default_factory=dict)
     kills: dict[str, list[float]] = field(default_factory=dict)  # node -> monotonic times it was killed
@@ -105,7 +106,7 @@ class Cluster:
     def start(self, name: str) -> None:
         """Start node `name` on its jobs directory (PROCQ_DATABASE_URL is in this process's environment);
         on a loaded machine a start may take long: one that does not come up is tried again."""
-        flags = ("--node-name", name, "--lease", str(self.lease), "--grace", "1", "--log-level", "WARNING")
+        flags = ("--node-name", name, "--lease", str(self.lease), "--grace", "1", "--log-level", self.log_level)
         for attempt in range(3):
             try:
                 node = BenchServer(self.root / name, *flags, workers=self.workers, ready_timeout_s=60)
@@ -314,7 +315,7 @@ def cluster_chaos(args: argparse.Namespace, root: Path) -> bool:
     runs.mkdir(parents=True)
     schema, url = fresh_schema()
     os.environ["PROCQ_DATABASE_URL"] = url  # every node started from here joins this schema
-    cluster = Cluster(root, args.workers, args.lease)
+    cluster = Cluster(root, args.workers, args.lease, args.log_level)
     names = [f"n{k + 1}" for k in range(args.nodes)]
     acked: dict[str, int] = {}
     began = time.monotonic()
@@ -419,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=50, help="jobs per POST /jobs/batch")
     parser.add_argument("--rate", type=float, default=25.0, help="expected jobs/s, to spread the kills")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the nodes' --log-level (their logs are beside --dir's nodes)"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dir", type=Path, default=None, help="fresh directory for the nodes (default: temp)")
     parser.add_argument("--no-results", action="store_true")

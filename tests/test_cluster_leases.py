@@ -39,3 +39,26 @@ def test_the_end_of_a_run_neither_writes_under_nor_releases_the_lease_of_the_job
         assert store.lease_of(job.id) == 2  # run 2 keeps its lease: its own writes will go through
     finally:
         store.close()
+
+
+def test_a_node_does_not_claim_again_a_job_whose_last_run_there_it_has_not_finished_handling(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The run's end is committed (the job is queued for its retry) before the Dispatcher hears of it:
+    claimed again by the same node meanwhile, the old run's handling put the new run back in the queue
+    and another node ran the same attempt a second time."""
+    from procq.actors.cluster.node import ClusterNode
+
+    store = PostgresStore(pg_url, tmp_path, node="a", claims=True)
+    node = ClusterNode(store, "a", "http://127.0.0.1:1", slots=2, lease_s=6.0)
+    try:
+        job = Job(id=_new_id(), args=("true",), enqueued_at="2026-01-01T00:00:00.000000Z", max_attempts=3)
+        store.create([job]).result(timeout=5)
+        node.join()
+        node.running(job.id, lambda: None)  # its run here ended, committed, not yet handled
+        assert node.claim(2, {}) == []
+        node.done(job.id)  # the Dispatcher handled the end
+        assert [c.job.id for c in node.claim(2, {})] == [job.id]
+    finally:
+        node.lease.leave()
+        store.close()
