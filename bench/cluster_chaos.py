@@ -272,10 +272,14 @@ def check_job(job: dict, i: int, runs: list[Run], kills: dict[str, list[float]],
 
 
 def check_disk(roots: list[Path]) -> tuple[list[str], int]:
-    """Every meta.json parses as a job; returns the problems and the number of meta.json files."""
+    """Every meta.json of a job directory parses as a job; returns the problems and the number of
+    meta.json files. Staging directories (.new-<id>: a kill between the writer's staging and its rename)
+    are not job directories: a node sweeps them at start once they are a minute old."""
     problems, count = [], 0
     for root in roots:
         for meta in root.glob("*/meta.json"):
+            if meta.parent.name.startswith("."):
+                continue
             count += 1
             try:
                 Job.from_dict(json.loads(meta.read_bytes()))
