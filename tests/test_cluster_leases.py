@@ -62,3 +62,23 @@ def test_a_node_does_not_claim_again_a_job_whose_last_run_there_it_has_not_finis
     finally:
         node.lease.leave()
         store.close()
+
+
+def test_a_refused_end_stays_refused_when_written_again_after_the_rerun_finished(pg_url: str, tmp_path: Path) -> None:
+    """A stale node's end record is refused (another node reruns the job); its Supervisor writes it
+    again later: once the rerun has finished (its row holds no lease), it must still be refused."""
+    store = PostgresStore(pg_url, tmp_path, node="a", claims=True)
+    try:
+        job = Job(id=_new_id(), args=("true",), enqueued_at="2026-01-01T00:00:00.000000Z", max_attempts=3)
+        store.create([job]).result(timeout=5)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # node a ran it under lease 1; node b took it over
+            conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'b', lease = 2 WHERE id = %s", (job.id,))
+        store.hold({job.id: 1})
+        stale = dataclasses.replace(job, status=Status.FAILED, attempts=1, error="stale end")
+        assert store.update([stale]).result(timeout=5) == 0
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # node b's rerun COMPLETED
+            conn.execute("UPDATE jobs SET status = 'COMPLETED', lease = NULL WHERE id = %s", (job.id,))
+        assert store.update([stale]).result(timeout=5) == 0  # written again: still node a's stale end
+        assert store.fenced == 2 and store.get(job.id).error != "stale end"
+    finally:
+        store.close()

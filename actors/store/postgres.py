@@ -5,6 +5,7 @@ Needs the `cluster` extra (psycopg 3 and psycopg_pool); nothing imports this mod
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -134,8 +135,15 @@ class PostgresStore:
         commit = self._queue_change(Change("update", jobs=jobs, sync_files=tuple(sync_files), leases=leases))
         done = {job.id: leases[job.id] for job in jobs if job.status is not Status.IN_PROGRESS}
         if done:  # a run that ended gives its lease back once that is committed
-            commit.add_done_callback(lambda _: self.release(done))
+            commit.add_done_callback(functools.partial(self._release_if_written, done, len(jobs)))
         return commit
+
+    def _release_if_written(self, leases: dict[str, int | None], count: int, commit: Commit) -> None:
+        """A write refused because the lease moved on keeps its lease: written again (a Supervisor tries
+        again), it stays refused; released, it would carry no lease and overwrite the rerun's row once
+        that is finished or queued (those rows hold no lease)."""
+        if commit.exception() is None and commit.result() == count:
+            self.release(leases)
 
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))
