@@ -16,7 +16,7 @@ and LIMIT does not refill. The node claims again at its next hint or poll.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ CLAIM = f"""UPDATE jobs SET status = 'IN_PROGRESS', node = %(node)s, lease = nex
         'attempts', coalesce((jobs.body->>'attempts')::int, 0) + 1)
 FROM (
     SELECT c.id, c.body AS old_body, c.rank FROM jobs c
-    WHERE c.status = 'IN_QUEUE' AND c.ready_s <= extract(epoch FROM now())
+    WHERE c.status = 'IN_QUEUE' AND c.ready_s <= extract(epoch FROM now()) AND c.id <> ALL(%(busy)s)
       AND c.queue <> ALL(%(closed)s)
       AND (c.requires IS NULL OR NOT EXISTS (
           SELECT 1 FROM jsonb_each_text(c.requires) r
@@ -67,9 +67,13 @@ class Claimed:
     before: Job  # the job as it was queued: a Supervisor starts from it and records the attempt itself
 
 
-def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None) -> list[Claimed]:
+def claim(
+    conn: Any, node: str, slots: int, free: Mapping[str, int] | None = None, busy: Collection[str] = ()
+) -> list[Claimed]:
     """Claim up to `slots` jobs for `node`, which has `free` units of each resource left, in one
-    transaction on `conn` (autocommit). Returns them in start order."""
+    transaction on `conn` (autocommit). Returns them in start order. `busy`: jobs whose last run on
+    this node is not yet over for its Dispatcher (its end committed, not yet handled): never claimed
+    again here before, or that run's late handling would touch the new one."""
     if slots <= 0:
         return []
     free = dict(free or {})
@@ -81,7 +85,7 @@ def claim(conn: Any, node: str, slots: int, free: Mapping[str, int] | None = Non
                 closed.append(name)
             elif parallelism is not None:
                 budget[name] = parallelism - running
-        params = {"node": node, "closed": closed, "free": orjson.dumps(free).decode(), "n": slots}
+        params = {"node": node, "closed": closed, "free": orjson.dumps(free).decode(), "n": slots, "busy": list(busy)}
         rows = sorted(conn.execute(CLAIM, params).fetchall(), key=lambda row: (row[4], row[0]))
         taken, back = [], []
         for job_id, queue, lease, requires, _, old_body, body in rows:

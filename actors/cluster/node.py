@@ -117,9 +117,11 @@ class ClusterNode:
         a database that cannot be reached means nothing is claimed until the next poll."""
         if slots <= 0 or self.fenced() or not self.lease.valid():
             return []
+        with self._lock:
+            busy = list(self._runs)  # a job claimed again before its last run here was handled: run twice
         try:
             with self.store.connection() as conn:
-                claimed = claim.claim(conn, self.name, slots, free)
+                claimed = claim.claim(conn, self.name, slots, free, busy)
         except Exception as exc:
             log.warning("node %s: could not claim jobs: %s", self.name, exc)
             return []

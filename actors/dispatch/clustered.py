@@ -155,8 +155,13 @@ class ClusterDispatcher(Dispatcher):
 
     @carry_on
     def job_ended(self, job: Job) -> None:
-        self._cluster.done(job.id)
         super().job_ended(job)
+        self._cluster.done(job.id)  # only now may this node claim the job again (see ClusterNode.claim)
+
+    @carry_on
+    def run_not_started(self, job: Job) -> None:
+        super().run_not_started(job)
+        self._cluster.done(job.id)
 
     # --- inside ----------------------------------------------------------------------------------
 

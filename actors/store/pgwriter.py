@@ -70,7 +70,8 @@ class PgWriter(Writer):
             change.present = []
             for job, body in zip(change.jobs, change.bodies, strict=True):
                 row = schema.update_row(job, body)
-                params = (*row[:-1], job.status.value, self._node, row[-1], self._lease_of(job.id))
+                lease = change.leases[job.id] if job.id in change.leases else self._lease_of(job.id)
+                params = (*row[:-1], job.status.value, self._node, row[-1], lease)
                 cur.execute(pgschema.UPDATE_JOB, params)
                 updated = cur.rowcount > 0
                 if not updated and cur.execute(pgschema.GET, (job.id,)).fetchone() is not None:

@@ -5,9 +5,10 @@ Needs the `cluster` extra (psycopg 3 and psycopg_pool); nothing imports this mod
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,12 @@ class PostgresStore:
         with self._lock:
             self._leases.update(leases)
 
-    def release(self, job_ids: Iterable[str]) -> None:
+    def release(self, leases: Mapping[str, int | None]) -> None:
+        """Give back these leases; a job this node claimed again meanwhile keeps its new one."""
         with self._lock:
-            for job_id in job_ids:
-                self._leases.pop(job_id, None)
+            for job_id, lease in leases.items():
+                if self._leases.get(job_id) == lease:
+                    self._leases.pop(job_id, None)
 
     # --- writes: queued, committed by the writer thread ------------------------------------------
 
@@ -128,12 +131,25 @@ class PostgresStore:
         return self._queue_change(Change("create", jobs=tuple(jobs)))
 
     def update(self, jobs: Collection[Job], sync_files: Collection[str] = ()) -> Commit:
+        """Each update carries the lease held on its job now, when it is queued: the same node may claim
+        the job again before the writer commits this (or resolves its Commit), and neither this write
+        nor this lease's release may then touch the new run (found by bench/cluster_chaos.py: the new
+        run's lease was released, its writes were refused, and the job stayed IN_PROGRESS for good)."""
         jobs = tuple(jobs)
-        commit = self._queue_change(Change("update", jobs=jobs, sync_files=tuple(sync_files)))
-        done = [job.id for job in jobs if job.status is not Status.IN_PROGRESS]
+        with self._lock:
+            leases = {job.id: self._leases.get(job.id) for job in jobs}
+        commit = self._queue_change(Change("update", jobs=jobs, sync_files=tuple(sync_files), leases=leases))
+        done = {job.id: leases[job.id] for job in jobs if job.status is not Status.IN_PROGRESS}
         if done:  # a run that ended gives its lease back once that is committed
-            commit.add_done_callback(lambda _: self.release(done))
+            commit.add_done_callback(functools.partial(self._release_if_written, done, len(jobs)))
         return commit
+
+    def _release_if_written(self, leases: dict[str, int | None], count: int, commit: Commit) -> None:
+        """A write refused because the lease moved on keeps its lease: written again (a Supervisor tries
+        again), it stays refused; released, it would carry no lease and overwrite the rerun's row once
+        that is finished or queued (those rows hold no lease)."""
+        if commit.exception() is None and commit.result() == count:
+            self.release(leases)
 
     def delete(self, job_ids: Collection[str]) -> Commit:
         return self._queue_change(Change("delete", ids=tuple(job_ids)))

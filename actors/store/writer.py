@@ -36,6 +36,7 @@ class Change:
     staged: list[str] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)  # per update: did the row exist
     sync_files: tuple[str, ...] = ()  # made durable before the change is committed
+    leases: dict[str, int | None] = field(default_factory=dict)  # PostgreSQL: each update's lease, as queued
 
 
 class Writer:
