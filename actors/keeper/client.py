@@ -29,6 +29,11 @@ class KeeperError(Exception):
     """Raised when the keeper cannot be reached, or refuses a request (the message says why)."""
 
 
+class KeeperLost(KeeperError):
+    """The connection broke during a request: the keeper went away (died) before it answered, so
+    whether it acted on the request is unknown. A refusal is a plain KeeperError."""
+
+
 class KeeperClient:
     """A connection to the keeper of one jobs directory."""
 
@@ -88,7 +93,7 @@ class KeeperClient:
                     raise KeeperError(f"the keeper did not answer {op!r} within {_REPLY_TIMEOUT_S:g} s")
                 reply = self._conn.recv()
             except (EOFError, OSError) as exc:
-                raise KeeperError(f"the keeper went away: {exc!r}") from exc
+                raise KeeperLost(f"the keeper went away: {exc!r}") from exc
         if not reply.get("ok"):
             raise KeeperError(reply.get("error") or f"the keeper refused {op!r}")
         return reply

@@ -3,7 +3,9 @@
 One reader thread serves every running job (no thread per job): the Supervisor of a run registers
 `follow(run, on_end)` before it asks for the spawn, and hears of the end exactly once: the exit record,
 or a lost end when the keeper itself went away (then its tree has already been ended here, by pid,
-start time and run marker, so a rerun never overlaps the lost one).
+start time and run marker, so a rerun never overlaps the lost one). That holds for a keeper lost in
+the middle of a spawn too: the run's processes are found by their marker and ended, and the end says
+whether the attempt may have reached a process at all (its spawn intent, intents.py).
 """
 
 from __future__ import annotations
@@ -19,22 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from procq.actors import osdeps
-from procq.actors.keeper import protocol, records
-from procq.actors.keeper.client import KeeperClient, KeeperError
+from procq.actors.keeper import intents, protocol, records
+from procq.actors.keeper.client import KeeperClient, KeeperError, KeeperLost
 from procq.actors.keeper.retiring import Retiring
 
 log = logging.getLogger("procq.keeper.link")
+
+_LOSS_WAIT_S = 5.0  # after a broken request: how long the events connection has to confirm the keeper is gone
 
 OnEnd = Callable[["End"], None]
 
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """How a followed run ended: its exit record, or None with `lost` saying why there is none."""
+    """How a followed run ended: its exit record, or None with `lost` saying why there is none.
+    `may_have_run` is False only for a run lost in the middle of its spawn before the keeper recorded
+    its spawn intent: no process of it ever existed, so it may start again under the same number."""
 
     run: str
     record: dict[str, Any] | None
     lost: str | None = None
+    may_have_run: bool = True
 
 
 class KeeperLink:
@@ -112,8 +119,17 @@ class KeeperLink:
         run_as: str | None = None,
     ) -> dict[str, Any]:
         """Start the attempt (follow it first), as the user `run_as` if given. Raises KeeperError with
-        the keeper's reason."""
-        started = self._connected().spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
+        the keeper's reason; KeeperLost if the keeper died before it answered: then the run's end still
+        reaches its follower, once its processes (if any) are gone (`_end_lost`)."""
+        try:
+            client = self._connected()
+        except KeeperLost as exc:  # lost while connecting: no spawn was asked of it
+            raise KeeperError(f"could not reach the keeper: {exc}") from exc
+        try:
+            started = client.spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
+        except KeeperLost:
+            self._drop(client)
+            raise
         self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
         return started
 
@@ -202,6 +218,15 @@ class KeeperLink:
         for run, (on_end, pid, created) in lost.items():
             threading.Thread(target=_end_lost, args=(self._jobs_dir, run, on_end, pid, created, self._grace_s)).start()
 
+    def _drop(self, client: KeeperClient) -> None:
+        """A request to `client`'s keeper broke off. Its events connection tells the loss of a dead
+        keeper at once (`_lost`); wait for that, bounded, and past it treat the keeper as lost all the
+        same, so every followed run hears of its end."""
+        deadline = time.monotonic() + _LOSS_WAIT_S
+        while self._client is client and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._lost(client)  # does nothing if the reader got there first
+
     def _retired_lost(self, listed: dict[str, Any]) -> None:
         """A retiring keeper went away before the run's record: end its tree by identity, then report
         it lost (to its follower, or to the one that follows it later)."""
@@ -219,15 +244,24 @@ class KeeperLink:
 
 
 def _end_lost(jobs_dir: Path, run: str, on_end: OnEnd, pid: int | None, created: float | None, grace: float) -> None:
+    """End what is left of a run whose keeper was lost, then report its end: the restart rule
+    (`found`), live. A run with no pid was lost mid-spawn: its processes are found by marker only."""
     parsed = protocol.parse_run(run)
-    record = records.read(jobs_dir / parsed[0], parsed[1]) if parsed else None
-    if record is None and pid is not None and created is not None:
-        survivors = osdeps.stop_run(pid, created, run, grace)
-        if survivors:
-            log.error("run %s: processes %s survived after the keeper was lost", run, survivors)
-    on_end(
-        End(run, record, None if record else "the keeper process that ran the job was lost; its processes were ended")
-    )
+    if parsed is None:
+        on_end(End(run, None, "the keeper process that ran the job was lost"))
+        return
+    job_dir, attempt = jobs_dir / parsed[0], parsed[1]
+    record = records.read(job_dir, attempt)
+    if record is not None:  # it ended and was recorded before the keeper died
+        on_end(End(run, record))
+        return
+    survivors = osdeps.stop_run(pid or 0, created or 0.0, run, grace)  # identity checked; the marker in any case
+    if survivors:
+        log.error("run %s: processes %s survived after the keeper was lost", run, survivors)
+    if pid is None and intents.read(job_dir, attempt) is None:  # the keeper died before it could spawn
+        on_end(End(run, None, "the keeper process was lost before it started the job", may_have_run=False))
+        return
+    on_end(End(run, None, "the keeper process that ran the job was lost; its processes were ended"))
 
 
 class Found(Enum):

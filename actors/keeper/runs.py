@@ -110,6 +110,7 @@ class Runs:
             return _error(str(exc))
         if records.read(job_dir, attempt) is not None:
             return _error(f"run {request['run']} has already run (its exit record exists); it is not started twice")
+        crash_point("keeper-before-intent")
         refused = self._intend(request["run"], job_dir, attempt)
         if refused is not None:
             return refused
@@ -147,6 +148,7 @@ class Runs:
         except OSError as exc:
             return _error(f"could not start {args[0]!r}: {exc.strerror or exc}", errno=exc.errno)
         log.debug("run %s: started pid %d", run.run, pid)  # the server logs every start and end at INFO
+        crash_point("keeper-after-spawn")
         return {"ok": True, "pid": pid, "pid_started_at": created, "started_at": run.started_at}
 
     def _intend(self, name: str, job_dir: Path, attempt: int) -> dict[str, Any] | None:

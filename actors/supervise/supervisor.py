@@ -14,7 +14,7 @@ from procq.actors import transitions, webhook, webhookpool
 from procq.actors.job import Job, Status, Usage, parse_timestamp, timestamp, utc_now
 from procq.actors.jobdir import JobDir
 from procq.actors.keeper import protocol
-from procq.actors.keeper.client import KeeperError
+from procq.actors.keeper.client import KeeperError, KeeperLost
 from procq.actors.keeper.link import End, KeeperLink
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.pooled import PooledActor
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("procq.supervisor")
 
 _FAILED_END_WAIT_S = 10.0  # beyond the grace: how long a failed Supervisor waits for its tree to end
+_UNSTARTED_LIMIT = 3  # keepers lost in a row before the spawn intent: then the job FAILS (a keeper that keeps dying)
 
 
 class Supervisor(Recording, Watching, Delivering, PooledActor):
@@ -95,6 +96,7 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         self._stop_reason: StopReason | None = None  # set once the tree is being ended
         self._usage = Usage()
         self._limit_error: str | None = None
+        self._unstarted = 0  # keepers lost before this attempt's spawn intent: each time it starts again
 
     def on_stop(self) -> None:
         if self._own_pool:
@@ -155,6 +157,12 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
             if job.cwd is not None:  # checked again: the directory may have been swapped for a symlink
                 resolve_cwd(self._settings.cwd_root, job.cwd)
             child = self._spawn(with_visible_devices(job, self._settings.node), self._dir, attempt)
+        except KeeperLost as exc:
+            # The keeper died before it answered: whether it started the run is unknown. The link ends
+            # whatever of it exists and tells its end (run_ended): started again, or counted.
+            log.warning("job %s: the keeper was lost while starting attempt %d: %s", job.id, attempt, exc)
+            self._run = run
+            return
         except (ValueError, KeeperError, OSError) as exc:
             self._keeper.unfollow(run)
             self._finish(Status.FAILED, error=exits.start_error(job, exc))
@@ -235,6 +243,9 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         if self._monitor is not None:
             self._monitor.forget(end.run)
         if end.record is None:
+            if not end.may_have_run:
+                self._start_again(end.lost or "the keeper was lost before it started the job")
+                return
             self._lost(end.lost or "the run was lost")
             return
         if self._stop_reason is None and end.record.get("stopped") == StopReason.FENCE.value:
@@ -255,6 +266,18 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
             self._keeper.stop(self._run, reason.value, grace_s)  # the end arrives as for any run
         except KeeperError as exc:  # the keeper is gone: the link ends the tree and reports it lost
             log.warning("job %s: could not ask the keeper to end the run: %s", self._job.id, exc)
+
+    def _start_again(self, why: str) -> None:
+        """The keeper died before it recorded the spawn intent: no process of this attempt ever
+        existed, so it starts again under the same number (not counted), on the keeper the link
+        brings up; a cancel or shutdown asked for meanwhile takes the attempt back instead."""
+        self._run = None
+        self._unstarted += 1
+        if self._unstarted >= _UNSTARTED_LIMIT:
+            self._finish(Status.FAILED, error=f"{why} ({self._unstarted} keepers in a row); not started again")
+            return
+        log.warning("job %s: %s; starting attempt %d again", self._job.id, why, self._job.attempts)
+        self._start_child()
 
     def _lost(self, why: str) -> None:
         if self._stop_reason is StopReason.CANCEL:
