@@ -110,3 +110,16 @@ def test_a_keeper_lost_mid_spawn_fails_a_job_that_may_not_run_again_with_the_rea
     assert "keeper" in failed["error"] and failed["exit_code"] is None and failed["attempts"] == 1
     assert _marked(f"{job['id']}.1") == []
     assert server.stop() == 0
+
+
+def test_keepers_that_keep_dying_before_the_spawn_intent_fail_the_job_instead_of_looping(
+    start_server, jobs_dir: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    server = start_server(env={"PROCQ_TEST_CRASH_AT": "keeper-before-intent"})  # every keeper it starts dies
+    job = server.submit([*py(APPEND_PID), str(runs)])
+    failed = server.wait_status(job["id"], "FAILED", timeout=30)
+    assert "before it started the job (3 keepers in a row)" in failed["error"], failed
+    assert failed["attempts"] == 1 and failed["exit_code"] is None
+    assert not runs.exists() and not (jobs_dir / job["id"] / "spawn.json").exists()
+    assert server.stop() == 0
