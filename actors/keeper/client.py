@@ -92,7 +92,8 @@ class KeeperClient:
                 if not self._conn.poll(_REPLY_TIMEOUT_S):
                     raise KeeperError(f"the keeper did not answer {op!r} within {_REPLY_TIMEOUT_S:g} s")
                 reply = self._conn.recv()
-            except (EOFError, OSError) as exc:
+            # TypeError: the link closed this connection from its events thread (the keeper is gone) mid-read.
+            except (EOFError, OSError, TypeError) as exc:
                 raise KeeperLost(f"the keeper went away: {exc!r}") from exc
         if not reply.get("ok"):
             raise KeeperError(reply.get("error") or f"the keeper refused {op!r}")
