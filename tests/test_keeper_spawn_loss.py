@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from procq.actors.keeper.client import KeeperClient
-from tests.helpers import pid_alive, py
+from procq.actors.keeper.link import End, KeeperLink
+from tests.helpers import pid_alive, py, wait_until
 
 # Appends its pid to argv[1]; exits 3 if a process of an earlier run is still alive (an overlap);
 # attempt 1 then sleeps a minute, so an orphan of it would still be there to find.
@@ -123,3 +124,24 @@ def test_keepers_that_keep_dying_before_the_spawn_intent_fail_the_job_instead_of
     assert failed["attempts"] == 1 and failed["exit_code"] is None
     assert not runs.exists() and not (jobs_dir / job["id"] / "spawn.json").exists()
     assert server.stop() == 0
+
+
+def test_a_run_followed_as_its_keeper_dies_but_not_yet_asked_for_starts_on_the_next_keeper_and_ends_once(
+    jobs_dir: Path,
+) -> None:
+    # The keeper dies between the Supervisor's follow and its spawn request: that run is not lost
+    # (nothing of it was asked for); it starts on the next keeper and its follower hears its own end.
+    job_id = "0123456789abcdef0123456789abcdef"
+    (jobs_dir / job_id).mkdir()
+    link = KeeperLink(jobs_dir, grace_s=0.5)
+    ends: list[End] = []
+    link.follow(f"{job_id}.1", ends.append)
+    first = link.keeper_pid
+    psutil.Process(first).kill()
+    wait_until(lambda: link.keeper_pid != first)  # the loss was seen and a new keeper started
+    assert ends == []
+    started = link.spawn(job_id, 1, py("print('ran')"), {}, None)
+    end = wait_until(lambda: ends and ends[0])
+    assert end.record is not None and end.record["exit_code"] == 0 and end.record["pid"] == started["pid"]
+    assert len(ends) == 1 and (jobs_dir / job_id / "stdout.txt").read_text() == "ran\n"
+    link.close(keep_running=False)

@@ -54,6 +54,8 @@ class KeeperLink:
         self._grace_s = grace_s
         self._lock = threading.Lock()
         self._following: dict[str, tuple[OnEnd, int | None, float | None]] = {}
+        self._spawning: dict[str, KeeperClient] = {}  # runs whose spawn request is out, and to which keeper
+        self._spawn_lost: set[str] = set()  # of those, the ones whose keeper was lost meanwhile
         self._connect_lock = threading.Lock()  # one (re)connection at a time
         self._client: KeeperClient | None = None
         self._closed = False
@@ -99,13 +101,16 @@ class KeeperLink:
             client = self._client
             return client if client is not None else self._connect()
 
-    def follow(self, run: str, on_end: OnEnd) -> None:
+    def follow(self, run: str, on_end: OnEnd, pid: int | None = None, pid_started_at: float | None = None) -> None:
         """Call `on_end` once when `run` ends. Register before spawning; when re-adopting, register
-        first, then look for its exit record, so an end between the two is not missed."""
+        first (with its root's identity), then look for its exit record, so an end between the two is
+        not missed. Following a run again keeps the identity known of it."""
         with self._lock:
             lost = self._lost_ends.pop(run, None)
             if lost is None:
-                self._following[run] = (on_end, None, None)
+                if pid is None:
+                    _, pid, pid_started_at = self._following.get(run, (on_end, None, None))
+                self._following[run] = (on_end, pid, pid_started_at)
         if lost is not None:  # its retiring keeper went away before anyone followed the run
             on_end(lost)
 
@@ -121,16 +126,27 @@ class KeeperLink:
         """Start the attempt (follow it first), as the user `run_as` if given. Raises KeeperError with
         the keeper's reason; KeeperLost if the keeper died before it answered: then the run's end still
         reaches its follower, once its processes (if any) are gone (`_end_lost`)."""
+        run = protocol.run_id(job_id, attempt)
         try:
             client = self._connected()
         except KeeperLost as exc:  # lost while connecting: no spawn was asked of it
             raise KeeperError(f"could not reach the keeper: {exc}") from exc
+        with self._lock:
+            self._spawning[run] = client
         try:
             started = client.spawn(job_id, attempt, args, env, cwd, self._grace_s, run_as)
         except KeeperLost:
             self._drop(client)
+            self._end_lost_spawn(run, None, None)
             raise
-        self.adopted(protocol.run_id(job_id, attempt), started["pid"], started["pid_started_at"])
+        finally:
+            with self._lock:
+                self._spawning.pop(run, None)
+                lost_meanwhile = run in self._spawn_lost
+                self._spawn_lost.discard(run)
+        self.adopted(run, started["pid"], started["pid_started_at"])
+        if lost_meanwhile:  # it started, then its keeper died before this thread saw the reply
+            self._end_lost_spawn(run, started["pid"], started["pid_started_at"])
         return started
 
     def fence(self, deadline: float, grace_s: float) -> None:
@@ -209,9 +225,16 @@ class KeeperLink:
                 return  # closed on purpose, or already replaced
             self._client = None
         client.close()
-        with self._lock:  # the runs of retiring keepers are not lost with ours
-            lost = {run: one for run, one in self._following.items() if not self._retiring.owns(run)}
-            for run in lost:
+        lost = {}
+        with self._lock:
+            for run, one in list(self._following.items()):
+                if self._retiring.owns(run):  # the runs of retiring keepers are not lost with ours
+                    continue
+                if one[1] is None:  # no process known: its spawner settles it (`spawn`), else it starts later
+                    if self._spawning.get(run) is client:
+                        self._spawn_lost.add(run)
+                    continue
+                lost[run] = one
                 del self._following[run]
         if lost:
             log.error("keeper: lost with %d running job(s); ending their process trees", len(lost))
@@ -226,6 +249,15 @@ class KeeperLink:
         while self._client is client and time.monotonic() < deadline:
             time.sleep(0.02)
         self._lost(client)  # does nothing if the reader got there first
+
+    def _end_lost_spawn(self, run: str, pid: int | None, created: float | None) -> None:
+        """The keeper was lost while (or just after) it was asked to start `run`: end what of it
+        exists, by identity if known and by marker, and report its end to its follower."""
+        with self._lock:
+            found = self._following.pop(run, None)
+        if found is not None:
+            args = (self._jobs_dir, run, found[0], pid, created, self._grace_s)
+            threading.Thread(target=_end_lost, args=args, daemon=True, name="spawn-lost").start()
 
     def _retired_lost(self, listed: dict[str, Any]) -> None:
         """A retiring keeper went away before the run's record: end its tree by identity, then report

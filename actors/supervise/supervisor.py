@@ -181,8 +181,7 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         assert self._keeper is not None and job.pid is not None and job.pid_started_at is not None
         run = protocol.run_id(job.id, job.attempts)
         self._run = run
-        self._keeper.follow(run, self._on_end)
-        self._keeper.adopted(run, job.pid, job.pid_started_at)
+        self._keeper.follow(run, self._on_end, job.pid, job.pid_started_at)
         timeout_in = None
         if job.timeout_seconds is not None and job.started_at is not None:
             elapsed = (self._now() - parse_timestamp(job.started_at)).total_seconds()
