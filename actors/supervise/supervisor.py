@@ -272,7 +272,7 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         brings up; a cancel or shutdown asked for meanwhile takes the attempt back instead."""
         self._run = None
         self._unstarted += 1
-        if self._unstarted >= _UNSTARTED_LIMIT:
+        if self._unstarted >= _UNSTARTED_LIMIT and self._stop_reason is None:
             self._finish(Status.FAILED, error=f"{why} ({self._unstarted} keepers in a row); not started again")
             return
         log.warning("job %s: %s; starting attempt %d again", self._job.id, why, self._job.attempts)
