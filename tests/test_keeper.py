@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from multiprocessing import AuthenticationError
+from multiprocessing import AuthenticationError, Pipe
 from multiprocessing.connection import Client
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from procq.actors import osdeps
+from procq.actors.keeper import client as client_module
 from procq.actors.keeper import protocol, records
 from procq.actors.keeper.client import KeeperClient, KeeperError
 from tests.helpers import ROOT, pid_alive, wait_until
@@ -352,3 +353,27 @@ def test_a_spawn_intent_is_durable_before_the_process_and_a_keeper_lost_after_it
         assert client.runs() == [] and _marked(run) == []
     finally:
         client.close()
+
+
+def test_a_reply_that_comes_after_its_timeout_is_not_taken_for_the_next_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel is in order: a late answer to a request that timed out must be skipped, not read as
+    the answer to the request after it (a real connection; the keeper end answers the first one late)."""
+    monkeypatch.setattr(client_module, "_REPLY_TIMEOUT_S", 0.3)
+    ours, theirs = Pipe()
+    answered = threading.Event()
+
+    def keeper_end() -> None:
+        for number in range(2):
+            request = theirs.recv()
+            if number == 0:
+                answered.wait(5)  # answers the first request only after the client gave up on it
+            theirs.send({"ok": True, "runs": [{"run": request["op"] + str(number)}]})
+
+    threading.Thread(target=keeper_end, daemon=True).start()
+    client = KeeperClient(tmp_path, ours, {"pid": os.getpid()}, protocol.VERSION)
+    with pytest.raises(KeeperError, match="did not answer"):
+        client.runs()
+    answered.set()
+    assert client.runs() == [{"run": "list1"}]

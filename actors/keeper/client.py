@@ -43,6 +43,7 @@ class KeeperClient:
         self.version = version
         self._conn = conn
         self._lock = threading.Lock()
+        self._unanswered = 0  # requests that timed out: their replies, if they come, come first
         self._events: Connection | None = None
 
     # --- connecting -----------------------------------------------------------------------------
@@ -89,9 +90,14 @@ class KeeperClient:
         with self._lock:
             try:
                 self._conn.send({"op": op, **fields})
-                if not self._conn.poll(_REPLY_TIMEOUT_S):
-                    raise KeeperError(f"the keeper did not answer {op!r} within {_REPLY_TIMEOUT_S:g} s")
-                reply = self._conn.recv()
+                while True:  # the keeper answers in order: skip the late replies of requests that timed out
+                    if not self._conn.poll(_REPLY_TIMEOUT_S):
+                        self._unanswered += 1
+                        raise KeeperError(f"the keeper did not answer {op!r} within {_REPLY_TIMEOUT_S:g} s")
+                    reply = self._conn.recv()
+                    if not self._unanswered:
+                        break
+                    self._unanswered -= 1
             # TypeError: the link closed this connection from its events thread (the keeper is gone) mid-read.
             except (EOFError, OSError, TypeError) as exc:
                 raise KeeperLost(f"the keeper went away: {exc!r}") from exc
