@@ -32,6 +32,7 @@ import psutil
 from bench.chaos import DOWN, _Tee, check_disk, free_port, leftovers, settle, start
 from bench.client import Client
 from bench.report import write_chaos
+from procq.actors.keeper import protocol
 
 JOB = (
     "import os, sys, time\n"
@@ -71,7 +72,7 @@ def submit_all(port: int, total: int, acked: dict[str, int], deadline: float) ->
 
 def kill_keeper(jobs_dir: Path) -> bool:
     try:
-        proc = psutil.Process(json.loads((jobs_dir / ".keeper-1.json").read_text())["pid"])
+        proc = psutil.Process(json.loads((jobs_dir / protocol.INFO).read_text())["pid"])
         proc.kill()
         proc.wait(10)
         return True

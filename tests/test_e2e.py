@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from procq.actors.keeper import protocol
 from tests.helpers import ROOT, Receiver, pid_alive, py, wait_until
 
 # A job that starts a grandchild and sleeps; on its second run (stdout.1.txt exists) it exits at once.
@@ -168,7 +169,7 @@ def test_a_job_whose_keeper_was_lost_more_often_than_the_restart_limit_fails_wit
 def _kill_keeper(jobs_dir: Path) -> None:
     import psutil
 
-    info = json.loads((jobs_dir / ".keeper-1.json").read_text())
+    info = json.loads((jobs_dir / protocol.INFO).read_text())
     keeper = psutil.Process(info["pid"])
     keeper.kill()
     keeper.wait(10)

@@ -243,7 +243,7 @@ def test_a_client_of_another_protocol_version_is_told_so(jobs_dir: Path, keeper:
     conn.send({"op": "hello", "version": 99, "role": "control"})
     reply = conn.recv()
     conn.close()
-    assert reply["ok"] is False and reply["versions"] == [1]
+    assert reply["ok"] is False and reply["versions"] == [protocol.VERSION]
     assert "speaks protocol 1" in reply["error"] and "asked for 99" in reply["error"]
 
 

@@ -59,8 +59,8 @@ def test_a_new_server_lets_an_older_keeper_finish_its_job_while_its_own_keeper_t
     wait_until(lambda: stdout.exists() and len(stdout.read_bytes()) == len(EXPECTED_OUT))
     old.kill()
 
-    new = start_server()  # protocol 1: cannot speak 0, so it drains that keeper and starts its own
-    new_keeper = _keeper(new.jobs_dir, 1)
+    new = start_server()  # this release: cannot speak 0, so it drains that keeper and starts its own
+    new_keeper = _keeper(new.jobs_dir, protocol.VERSION)
     assert new_keeper.pid != old_keeper.pid
     assert new.wait_status(job["id"], "IN_PROGRESS")["attempts"] == 1
     assert psutil.Process(running["pid"]).ppid() == old_keeper.pid  # still on the old keeper
@@ -102,7 +102,7 @@ def test_cancel_still_ends_the_whole_tree_of_a_job_on_an_older_keeper(start_serv
 
 def test_a_new_server_that_still_speaks_the_running_keepers_version_re_adopts_it(start_server, tmp_path: Path) -> None:
     runs, gate = tmp_path / "runs.txt", tmp_path / "gate"
-    old = start_server()  # protocol 1
+    old = start_server(env={protocol.TEST_VERSION: "1"})  # a release of protocol 1
     job = old.submit([*py(COUNT_WAIT_THEN_7), str(runs), str(gate)])
     old.wait_status(job["id"], "IN_PROGRESS")
     keeper = _keeper(old.jobs_dir, 1)
@@ -182,6 +182,6 @@ def test_keepers_of_two_versions_never_share_a_channel_lock_or_info_file_windows
     for name in (".keeper-0.json", ".keeper-12.json", ".keeper-x.json", ".keeper.key"):
         (tmp_path / name).write_text("{}")
     assert protocol.running_versions(tmp_path) == [0, 12]
-    assert protocol._versions(None) == (1, (1,))
+    assert protocol._versions(None) == (2, (2,))
     assert protocol._versions("0") == (0, (0,))
     assert protocol._versions("2:1,2") == (2, (1, 2))

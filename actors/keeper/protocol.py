@@ -40,10 +40,12 @@ MINIMAL_OPS = ("hello", "list", "stop", "drain")  # answered by every keeper ver
 
 
 def _versions(override: str | None) -> tuple[int, tuple[int, ...]]:
-    """(this code's version, the versions it speaks), normally (1, (1,)); a test may pretend to be
-    another release of procq (an older or a newer one) with PROCQ_TEST_KEEPER_PROTOCOL."""
+    """(this code's version, the versions it speaks), normally (2, (2,)); a test may pretend to be
+    another release of procq (an older or a newer one) with PROCQ_TEST_KEEPER_PROTOCOL.
+    Version 1 had no spawn intents and no fence: its runs cannot be judged by the rules of 2, so a
+    version-1 keeper is drained (its runs end there), not re-adopted."""
     if not override:
-        return 1, (1,)
+        return 2, (2,)
     version, _, spoken = override.partition(":")
     return int(version), tuple(int(v) for v in spoken.split(",")) if spoken else (int(version),)
 
