@@ -244,7 +244,7 @@ def test_a_client_of_another_protocol_version_is_told_so(jobs_dir: Path, keeper:
     reply = conn.recv()
     conn.close()
     assert reply["ok"] is False and reply["versions"] == [protocol.VERSION]
-    assert "speaks protocol 1" in reply["error"] and "asked for 99" in reply["error"]
+    assert f"speaks protocol {protocol.VERSION}" in reply["error"] and "asked for 99" in reply["error"]
 
 
 def test_a_second_keeper_for_the_same_directory_exits_at_once(
