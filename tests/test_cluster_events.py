@@ -143,3 +143,27 @@ def test_the_trigger_logs_creation_each_change_of_state_and_deletion_but_not_oth
     finally:
         feed.stop()
         conn.close()
+
+
+def test_a_feed_whose_connection_is_cut_reads_on_from_where_it_stood(pg_url: str) -> None:
+    conn = _migrated(pg_url)
+    got: list[str] = []
+    feed = EventFeed(
+        lambda: psycopg.connect(pg_url, autocommit=True, application_name="procq test events"),
+        lambda kind, data: got.append(data["id"]),
+        poll_s=0.05,
+    )
+    try:
+        assert feed.ready.wait(10)
+        _log(conn, "first")
+        wait_until(lambda: got == ["first"])
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'procq test events'"
+        )
+        _log(conn, "while cut")  # committed while the feed has no connection (or before it notices)
+        _log(conn, "after")
+        wait_until(lambda: len(got) >= 3)
+        assert got == ["first", "while cut", "after"]
+    finally:
+        feed.stop()
+        conn.close()
