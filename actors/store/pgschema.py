@@ -89,14 +89,13 @@ STEPS: tuple[tuple[str, ...], ...] = (
         # `xid` is the writing transaction's id: a reader knows every transaction below its snapshot's
         # xmin has ended, so it can tell which events may still appear (see feed.py).
         """CREATE TABLE IF NOT EXISTS job_events (
-            seq BIGSERIAL PRIMARY KEY,  -- in commit order for any one job (its row lock orders them)
+            seq BIGSERIAL NOT NULL,  -- in commit order for any one job (its row lock orders them)
             xid XID8 NOT NULL DEFAULT pg_current_xact_id(),
             at TIMESTAMPTZ NOT NULL DEFAULT now(),
             kind TEXT NOT NULL,  -- job or deleted, as GET /events names them
             data JSONB NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS job_events_xid ON job_events (xid)",
-        "CREATE INDEX IF NOT EXISTS job_events_at ON job_events (at)",
         """CREATE OR REPLACE FUNCTION procq_job_event() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN
              IF TG_OP = 'DELETE' THEN
