@@ -167,3 +167,14 @@ def test_a_feed_whose_connection_is_cut_reads_on_from_where_it_stood(pg_url: str
     finally:
         feed.stop()
         conn.close()
+
+
+def test_events_older_than_the_kept_time_are_pruned(pg_url: str) -> None:
+    conn = _migrated(pg_url)
+    _log(conn, "old")
+    feed = EventFeed(lambda: psycopg.connect(pg_url, autocommit=True), lambda kind, data: None, keep_s=0.3)
+    try:
+        wait_until(lambda: conn.execute("SELECT count(*) FROM job_events").fetchone()[0] == 0)
+    finally:
+        feed.stop()
+        conn.close()
