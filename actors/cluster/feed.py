@@ -49,10 +49,8 @@ class Cursor:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             horizon = conn.execute(HORIZON).fetchone()[0]
             rows = conn.execute(SINCE, (str(horizon if self.xmin is None else self.xmin),)).fetchall()
-        fresh = [(kind, orjson.loads(data)) for seq, _, kind, data in rows if seq not in self.seen]
-        if self.xmin is None:
-            fresh = []
-        self.xmin = max(horizon, self.xmin or 0)
+        first, self.xmin = self.xmin is None, max(horizon, self.xmin or 0)
+        fresh = [] if first else [(kind, orjson.loads(data)) for seq, _, kind, data in rows if seq not in self.seen]
         self.seen = {seq for seq, xid, _, _ in rows if xid >= self.xmin}
         return fresh
 
