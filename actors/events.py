@@ -58,8 +58,11 @@ class EventHub:
     Events are read-only mappings: every subscriber gets the same object.
     """
 
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 1000, local: bool = True) -> None:
         self._queue_size = queue_size
+        # False in cluster mode: subscribers get every node's changes from the cluster's event feed
+        # (`publish`), so this node's own changes must not reach them twice; followers' ends stay local.
+        self._local = local
         self._lock = threading.Lock()
         self._subscribers: set[Subscription] = set()
         # Followers hold the events; once none does, the entry disappears by itself.
@@ -87,8 +90,9 @@ class EventHub:
     def job_changed(self, before: Job | None, after: Job) -> None:
         if before is not None and before.status is after.status:
             return  # a webhook delivery update, not a state change
-        data = MappingProxyType({name: getattr(after, name) for name in EVENT_FIELDS} | {"status": after.status.value})
-        self._publish(("job", data))
+        if self._local:
+            data = {name: getattr(after, name) for name in EVENT_FIELDS} | {"status": after.status.value}
+            self._publish(("job", MappingProxyType(data)))
         if after.status.terminal:
             with self._lock:
                 event = self._ends.pop(after.id, None)
@@ -96,7 +100,12 @@ class EventHub:
                 event.set()
 
     def job_removed(self, job: Job) -> None:
-        self._publish(("deleted", MappingProxyType({"id": job.id})))
+        if self._local:
+            self._publish(("deleted", MappingProxyType({"id": job.id})))
+
+    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        """An event from elsewhere (the cluster's event feed, on its own thread): `job` or `deleted`."""
+        self._publish((kind, MappingProxyType(dict(data))))
 
     def _publish(self, event: tuple[str, Mapping[str, Any]]) -> None:
         with self._lock:

@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobs = recovered.jobs
     threading.Thread(target=_sweep, args=(jobs_dir, store), daemon=True, name="sweep-tmp").start()
-    events, metrics = EventHub(), Metrics()
+    events, metrics = EventHub(local=cluster is None), Metrics()
+    if cluster is not None:  # every node's job changes, this node's included, come from the database
+        cluster.feed_events(events.publish)
     send = functools.partial(webhook.send, secret=args.webhook_secret, deny_private=args.webhook_deny_private)
     watchers = (events, metrics, LifecycleLog())
     kind, extra = (Dispatcher, {}) if cluster is None else (joining.ClusterDispatcher, {"cluster": cluster})

@@ -146,6 +146,9 @@ def test_jobs_that_fit_alone_but_not_together_are_put_back_unseen(store, db) -> 
     assert _ids(got) == [jobs[0].id, jobs[1].id]
     assert store.get(jobs[2].id).status is Status.IN_QUEUE and store.get(jobs[2].id).attempts == 0
     assert db.execute("SELECT node, lease FROM jobs WHERE id = %s", (jobs[2].id,)).fetchone() == (None, None)
+    logged = "SELECT data->>'status' FROM job_events WHERE data->>'id' = %s ORDER BY seq"  # GET /events' source
+    assert [s for (s,) in db.execute(logged, (jobs[2].id,))] == ["IN_QUEUE"]
+    assert [s for (s,) in db.execute(logged, (jobs[1].id,))] == ["IN_QUEUE", "IN_PROGRESS"]
 
 
 def test_a_lost_nodes_job_runs_again_elsewhere_and_the_stale_node_cannot_write_it(store, db, pg_url) -> None:

@@ -58,6 +58,8 @@ WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.queue, jobs.lease, jobs.requires, picked.rank, picked.old_body, jobs.body"""
 
 PUT_BACK = "UPDATE jobs SET status = 'IN_QUEUE', node = NULL, lease = NULL, body = %s WHERE id = %s"
+# nobody sees a put-back job claimed: not GET /events either (the events its trigger logged, in this transaction)
+UNLOG = "DELETE FROM job_events WHERE xid = pg_current_xact_id() AND data->>'id' = ANY(%s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ def claim(
         if back:
             with conn.cursor() as cur:
                 cur.executemany(PUT_BACK, back)
+            conn.execute(UNLOG, ([job_id for _, job_id in back],))
     return taken
 
 

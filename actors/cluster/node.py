@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from procq.actors.cluster import cancels, claim, hints, nodes, owed, sweep
+from procq.actors.cluster import cancels, claim, feed, hints, nodes, owed, sweep
 from procq.actors.store import pgschema
 from procq.actors.store.postgres import PostgresStore, connect
 
@@ -67,6 +67,7 @@ class ClusterNode:
         self._heartbeat: nodes.Heartbeat | None = None
         self._listener: hints.Listener | None = None
         self._notifier: hints.Notifier | None = None
+        self._feed: feed.EventFeed | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cancelling: set[str] = set()  # cancel requests being acted on (loop thread only)
@@ -99,6 +100,10 @@ class ClusterNode:
         self._notifier = hints.Notifier(self._connect("notifier"))
         self._thread = threading.Thread(target=self._loop, name=f"cluster-{self.name}", daemon=True)
         self._thread.start()
+
+    def feed_events(self, publish: feed.Publish) -> None:
+        """Publish every node's job state changes to `publish` (the EventHub), from a thread of its own."""
+        self._feed = feed.EventFeed(self._connect("events"), publish, listen_to=self._connect("events listener"))
 
     def running(self, job_id: str, interrupt: Callable[[], None]) -> None:
         """A run this node started: `interrupt` ends it if the node is fenced (from any thread)."""
@@ -224,7 +229,7 @@ class ClusterNode:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for part in (self._heartbeat, self._listener, self._notifier):
+        for part in (self._heartbeat, self._listener, self._notifier, self._feed):
             if part is not None:
                 part.stop()
         try:

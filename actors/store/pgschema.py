@@ -82,6 +82,40 @@ STEPS: tuple[tuple[str, ...], ...] = (
             job_id TEXT COLLATE "C" NOT NULL, stream TEXT NOT NULL, data BYTEA NOT NULL,
             size BIGINT NOT NULL, complete BOOLEAN NOT NULL, PRIMARY KEY (job_id, stream))""",
     ),
+    (
+        # every job's state changes, whichever node made them, for every node's GET /events
+        # (actors/cluster/feed.py). A trigger writes them in the changing transaction itself, so no
+        # writer (claim, sweep, a node's writer) can forget one and a rolled-back change logs nothing.
+        # `xid` is the writing transaction's id: a reader knows every transaction below its snapshot's
+        # xmin has ended, so it can tell which events may still appear (see feed.py).
+        """CREATE TABLE IF NOT EXISTS job_events (
+            seq BIGSERIAL NOT NULL,  -- in commit order for any one job (its row lock orders them)
+            xid XID8 NOT NULL DEFAULT pg_current_xact_id(),
+            at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            kind TEXT NOT NULL,  -- job or deleted, as GET /events names them
+            data JSONB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS job_events_xid ON job_events (xid)",
+        """CREATE OR REPLACE FUNCTION procq_job_event() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF TG_OP = 'DELETE' THEN
+               INSERT INTO job_events (kind, data) VALUES ('deleted', jsonb_build_object('id', OLD.id));
+               RETURN OLD;
+             END IF;
+             INSERT INTO job_events (kind, data) VALUES ('job', jsonb_build_object(
+               'id', NEW.id, 'status', NEW.status, 'enqueued_at', NEW.body->'enqueued_at',
+               'started_at', NEW.body->'started_at', 'completed_at', NEW.body->'completed_at', 'node', NEW.node));
+             RETURN NEW;
+           END $$""",
+        "DROP TRIGGER IF EXISTS jobs_created ON jobs",
+        "CREATE TRIGGER jobs_created AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION procq_job_event()",
+        "DROP TRIGGER IF EXISTS jobs_changed ON jobs",
+        # a change of state only: webhook deliveries and MARK_SYNCED rewrite rows without one
+        """CREATE TRIGGER jobs_changed AFTER UPDATE OF status ON jobs FOR EACH ROW
+           WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION procq_job_event()""",
+        "DROP TRIGGER IF EXISTS jobs_deleted ON jobs",
+        "CREATE TRIGGER jobs_deleted AFTER DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION procq_job_event()",
+    ),
 )
 STEPS = tuple(tuple(s.replace("AGING", repr(AGING_S)) for s in step) for step in STEPS)
 VERSION = len(STEPS)

@@ -149,7 +149,8 @@ _WATCHING: dict[str, Any] = {
         "description": "The data of an `event: job` on GET /events.",
         "required": list(EVENT_FIELDS),
         "properties": {"id": {"type": "string"}, "status": _STATUS}
-        | {name: TIME for name in EVENT_FIELDS if name.endswith("_at")},
+        | {name: TIME for name in EVENT_FIELDS if name.endswith("_at")}
+        | {"node": {"type": ["string", "null"], "description": "Cluster mode only: the node that runs or ran it."}},
     },
     "Stats": {
         "type": "object",
