@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from multiprocessing import AuthenticationError, Pipe
 from multiprocessing.connection import Client
@@ -23,8 +24,9 @@ from procq.actors.keeper import protocol, records
 from procq.actors.keeper.client import KeeperClient, KeeperError
 from tests.helpers import ROOT, pid_alive, wait_until
 
-JOB_A, JOB_B = "0" * 31 + "a", "0" * 31 + "b"
-JOB_I = "1" * 31 + "e"
+# Ids of this test process's own: a keeper ends leftovers by their PROCQ_RUN marker machine-wide, and the
+# xdist workers run these tests side by side (job ids are random in real life).
+JOB_A, JOB_B, JOB_I = (uuid.uuid4().hex for _ in range(3))
 POSIX = not osdeps.WINDOWS
 posix_only = pytest.mark.skipif(not POSIX, reason="POSIX signals and file modes")
 
