@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from procq.actors.errors import LeaseMoved
 from procq.actors.job import IdGenerator, Job, Status
 
 psycopg = pytest.importorskip("psycopg")
@@ -75,10 +76,12 @@ def test_a_refused_end_stays_refused_when_written_again_after_the_rerun_finished
             conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'b', lease = 2 WHERE id = %s", (job.id,))
         store.hold({job.id: 1})
         stale = dataclasses.replace(job, status=Status.FAILED, attempts=1, error="stale end")
-        assert store.update([stale]).result(timeout=5) == 0
+        with pytest.raises(LeaseMoved):
+            store.update([stale]).result(timeout=5)
         with psycopg.connect(pg_url, autocommit=True) as conn:  # node b's rerun COMPLETED
             conn.execute("UPDATE jobs SET status = 'COMPLETED', lease = NULL WHERE id = %s", (job.id,))
-        assert store.update([stale]).result(timeout=5) == 0  # written again: still node a's stale end
+        with pytest.raises(LeaseMoved):  # written again: still node a's stale end
+            store.update([stale]).result(timeout=5)
         assert store.fenced == 2 and store.get(job.id).error != "stale end"
     finally:
         store.close()

@@ -17,7 +17,7 @@ from procq.actors.cluster.claimer import Claimer
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
-from procq.actors.errors import JobConflict
+from procq.actors.errors import JobConflict, LeaseMoved
 from procq.actors.job import Job, Status, timestamp
 from procq.actors.store.base import Recorded, Store
 
@@ -89,9 +89,12 @@ class ClusterDispatcher(Dispatcher):
         if job.status is Status.IN_QUEUE:
             canceled = unstarted.cancel(job, timestamp(self._now()))
             commit = self._store.update([canceled])
-            if commit.result(timeout=10) == 1:  # 0: claimed since it was read (its lease fenced us off)
-                self._ended(canceled)
-                return Recorded.of(commit)
+            try:
+                if commit.result(timeout=10) == 1:
+                    self._ended(canceled)
+                    return Recorded.of(commit)
+            except LeaseMoved:  # claimed since it was read: the node running it is asked below
+                pass
             job = self.get(job_id)
         if job.status is Status.IN_PROGRESS:
             done = self._cluster.request_cancel(job_id, self._settings.grace_s + 30)
@@ -157,6 +160,11 @@ class ClusterDispatcher(Dispatcher):
     def job_ended(self, job: Job) -> None:
         super().job_ended(job)
         self._cluster.done(job.id)  # only now may this node claim the job again (see ClusterNode.claim)
+
+    @carry_on
+    def let_go(self, job_id: str) -> None:
+        super().let_go(job_id)
+        self._cluster.done(job_id)
 
     @carry_on
     def run_not_started(self, job: Job) -> None:
