@@ -65,6 +65,14 @@ class LeaseMoved(ProcqError):
         self.job_ids = job_ids
 
 
+class StoreUnavailable(StorageError):
+    """Raised when the store cannot be read now (cluster mode: the database cannot be reached)."""
+
+    def __init__(self, exc: Exception) -> None:
+        ProcqError.__init__(self, f"The database cannot be reached right now ({exc}); retry in a moment.")
+        self.reason = str(exc)
+
+
 class InvalidRequest(ProcqError):
     """Raised when a request is well-formed but names something that does not fit (an unknown `after` id)."""
 

@@ -54,9 +54,10 @@ class ClusterDispatcher(Dispatcher):
 
     # --- asked by the API ------------------------------------------------------------------------
 
-    def stats(self, owner: str | None = None) -> dict[str, Any]:
-        stats = super().stats(owner)
-        stats["counts"] = {status.value: n for status, n in self._store.counts(owner).items()}  # every node's
+    def stats(self, owner: str | None = None, counts: bool = True) -> dict[str, Any]:
+        stats = super().stats(owner, counts=False)
+        if counts:  # every node's (the API reads them itself: api/database.py)
+            stats["counts"] = {status.value: n for status, n in self._store.counts(owner).items()}
         return stats
 
     def nodes(self) -> list[dict[str, Any]]:
