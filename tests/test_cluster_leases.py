@@ -85,3 +85,25 @@ def test_a_refused_end_stays_refused_when_written_again_after_the_rerun_finished
         assert store.fenced == 2 and store.get(job.id).error != "stale end"
     finally:
         store.close()
+
+
+def test_a_change_with_one_refused_job_commits_the_others_and_names_the_refused_one(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Refused is not failed: the database answered "not yours" for that job alone (LeaseMoved names
+    it); the rest of the change is committed."""
+    store = PostgresStore(pg_url, tmp_path, node="a", claims=True)
+    try:
+        mine, taken = (Job(id=_new_id(), args=("true",), enqueued_at="2026-01-01T00:00:00.000000Z") for _ in "ab")
+        store.create([mine, taken]).result(timeout=5)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # both ran here under lease 1; b took one over
+            conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'a', lease = 1")
+            conn.execute("UPDATE jobs SET node = 'b', lease = 2 WHERE id = %s", (taken.id,))
+        store.hold({mine.id: 1, taken.id: 1})
+        ended = [dataclasses.replace(job, status=Status.COMPLETED, attempts=1, exit_code=0) for job in (mine, taken)]
+        with pytest.raises(LeaseMoved) as refused:
+            store.update(ended).result(timeout=5)
+        assert refused.value.job_ids == [taken.id]
+        assert store.get(mine.id) == ended[0] and store.get(taken.id) == taken  # refused: unchanged
+    finally:
+        store.close()
