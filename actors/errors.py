@@ -56,6 +56,23 @@ class StorageError(ProcqError):
         self.reason = str(reason)
 
 
+class LeaseMoved(ProcqError):
+    """Raised (cluster mode) when the database refuses a change to jobs because their lease moved on:
+    another run, on another node, holds them now. Not a failed commit: the change is not ours to make."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(f"Job(s) {', '.join(job_ids)} run under another lease now; this node's change was refused.")
+        self.job_ids = job_ids
+
+
+class StoreUnavailable(StorageError):
+    """Raised when the store cannot be read now (cluster mode: the database cannot be reached)."""
+
+    def __init__(self, exc: Exception) -> None:
+        ProcqError.__init__(self, f"The database cannot be reached right now ({exc}); retry in a moment.")
+        self.reason = str(exc)
+
+
 class InvalidRequest(ProcqError):
     """Raised when a request is well-formed but names something that does not fit (an unknown `after` id)."""
 

@@ -23,6 +23,7 @@ from procq.actors.errors import (
     QueueFull,
     ShuttingDown,
     StorageError,
+    StoreUnavailable,
     VariableNotAllowed,
 )
 from procq.actors.events import EventHub
@@ -122,6 +123,7 @@ def create_app(
     app.add_error_handler(KeyNotFound, _answer(falcon.HTTPNotFound, "Unknown key"))
     app.add_error_handler(NotRegularFile, _answer(falcon.HTTPConflict, "Not a regular file"))
     app.add_error_handler(StorageError, _answer(falcon.HTTPInternalServerError, "Storage error"))
+    app.add_error_handler(StoreUnavailable, _unavailable("Database unavailable"))  # cluster mode: cut off
     app.add_error_handler(KeyFileError, _answer(falcon.HTTPInternalServerError, "Keys file unusable"))
     app.add_error_handler(ShuttingDown, _unavailable("Shutting down"))
     app.add_error_handler(QueueFull, _too_many)

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pykka
 
@@ -160,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         counts=recovered.counts,
         **extra,
     ).proxy()
+    answers: Any = dispatcher
+    if cluster is not None:  # questions only the database answers are read on the API's threads
+        from procq.api.database import DatabaseAnswers
+
+        answers = DatabaseAnswers(dispatcher, store)
     app = create_app(
-        dispatcher,
+        answers,
         jobs_dir,
         args.max_body_bytes,
         cancel_wait_s=args.grace + 30,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from procq.actors.errors import LeaseMoved
 from procq.actors.job import IdGenerator, Job, Status
 
 psycopg = pytest.importorskip("psycopg")
@@ -170,7 +171,8 @@ def test_a_lost_nodes_job_runs_again_elsewhere_and_the_stale_node_cannot_write_i
         again = claim.claim(other, "b", 10)
     assert _ids(again) == [retried.id] and again[0].job.attempts == 2
     # node a, unaware, reports its old run finished: the rerun on node b is not overwritten
-    store.update([dataclasses.replace(got[0].job, status=Status.COMPLETED, exit_code=0)]).result(timeout=5)
+    with pytest.raises(LeaseMoved):  # refused, not failed: the database answered "not yours"
+        store.update([dataclasses.replace(got[0].job, status=Status.COMPLETED, exit_code=0)]).result(timeout=5)
     assert store.get(retried.id).status is Status.IN_PROGRESS and store.fenced == 1
 
 

@@ -40,10 +40,10 @@ def test_a_node_cut_off_from_the_database_answers_about_its_own_jobs_and_its_hea
 ) -> None:
     proxy = TcpProxy(5432)
     try:
-        # --retention 0: the retention sweep (1 s after start) still reads the database on the
-        # Dispatcher's thread (README, "Cluster mode": not done yet); this test is about claims
+        # the retention sweep (1 s after start, then every few seconds) reads the database on its
+        # timer's thread, the claims on the claimer's: neither holds up the Dispatcher
         url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        node = _node(tmp_path, url, "cut", "--retention", "0")
+        node = _node(tmp_path, url, "cut", "--retention", "30")
         started.append(node)
         job = node.submit(["sleep", "60"])
         wait_until(lambda: node.status(job["id"])["pid"] is not None, timeout=20)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from procq.actors.errors import LeaseMoved
 from procq.actors.job import IdGenerator, Job, Status
 
 psycopg = pytest.importorskip("psycopg")
@@ -75,10 +76,34 @@ def test_a_refused_end_stays_refused_when_written_again_after_the_rerun_finished
             conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'b', lease = 2 WHERE id = %s", (job.id,))
         store.hold({job.id: 1})
         stale = dataclasses.replace(job, status=Status.FAILED, attempts=1, error="stale end")
-        assert store.update([stale]).result(timeout=5) == 0
+        with pytest.raises(LeaseMoved):
+            store.update([stale]).result(timeout=5)
         with psycopg.connect(pg_url, autocommit=True) as conn:  # node b's rerun COMPLETED
             conn.execute("UPDATE jobs SET status = 'COMPLETED', lease = NULL WHERE id = %s", (job.id,))
-        assert store.update([stale]).result(timeout=5) == 0  # written again: still node a's stale end
+        with pytest.raises(LeaseMoved):  # written again: still node a's stale end
+            store.update([stale]).result(timeout=5)
         assert store.fenced == 2 and store.get(job.id).error != "stale end"
+    finally:
+        store.close()
+
+
+def test_a_change_with_one_refused_job_commits_the_others_and_names_the_refused_one(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Refused is not failed: the database answered "not yours" for that job alone (LeaseMoved names
+    it); the rest of the change is committed."""
+    store = PostgresStore(pg_url, tmp_path, node="a", claims=True)
+    try:
+        mine, taken = (Job(id=_new_id(), args=("true",), enqueued_at="2026-01-01T00:00:00.000000Z") for _ in "ab")
+        store.create([mine, taken]).result(timeout=5)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # both ran here under lease 1; b took one over
+            conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', node = 'a', lease = 1")
+            conn.execute("UPDATE jobs SET node = 'b', lease = 2 WHERE id = %s", (taken.id,))
+        store.hold({mine.id: 1, taken.id: 1})
+        ended = [dataclasses.replace(job, status=Status.COMPLETED, attempts=1, exit_code=0) for job in (mine, taken)]
+        with pytest.raises(LeaseMoved) as refused:
+            store.update(ended).result(timeout=5)
+        assert refused.value.job_ids == [taken.id]
+        assert store.get(mine.id) == ended[0] and store.get(taken.id) == taken  # refused: unchanged
     finally:
         store.close()

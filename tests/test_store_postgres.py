@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from procq.actors.errors import StorageError
+from procq.actors.errors import LeaseMoved, StorageError
 from procq.actors.job import IdGenerator, Job, Status
 
 psycopg = pytest.importorskip("psycopg")
@@ -91,7 +91,8 @@ def test_a_node_that_lost_its_lease_cannot_overwrite_the_rerun(pg_url: str, jobs
         assert store.get(job.id) == running
         with psycopg.connect(pg_url, autocommit=True) as conn:  # ... lost it, and node b reran it under lease 2
             conn.execute("UPDATE jobs SET node = 'b', lease = 2 WHERE id = %s", (job.id,))
-        store.update([dataclasses.replace(running, status=Status.FAILED, error="stale")]).result(timeout=5)
+        with pytest.raises(LeaseMoved):  # refused, not failed: the database answered "not yours"
+            store.update([dataclasses.replace(running, status=Status.FAILED, error="stale")]).result(timeout=5)
         assert store.get(job.id) == running and store.fenced == 1
         assert (jobs_dir / job.id / "meta.json").exists()
     finally:

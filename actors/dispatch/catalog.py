@@ -48,11 +48,7 @@ class Catalog:
         cursor or None: committed states from the store, parsed as they are (no Job is built for a
         page of old jobs), or the table's newer state of a job it holds."""
         found = self._store.page_bodies(statuses, tag, owner, before, limit + 1, search)
-        page = [
-            live.to_dict() if (live := self._table.get(job_id)) is not None else orjson.loads(body)
-            for job_id, body in found[:limit]
-        ]
-        return page, (found[limit - 1][0] if len(found) > limit and page else None)
+        return shape_page(found, self._table, limit)
 
     def counts(self, owner: str | None = None) -> dict[str, int]:
         """Jobs per status: every job, or (from the store's committed states) one owner's."""
@@ -66,3 +62,14 @@ class Catalog:
             self._table.forget(self._table[job.id])
         else:
             self._cold[job.status] = max(0, self._cold[job.status] - 1)
+
+
+def shape_page(
+    found: list[tuple[str, Any]], live: Mapping[str, Job] | JobTable, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the store's (id, stored JSON) rows, at most `limit` of one more read, as job objects:
+    the newer state of a job held in `live`, else the stored one; and the next cursor or None."""
+    page = [
+        job.to_dict() if (job := live.get(job_id)) is not None else orjson.loads(body) for job_id, body in found[:limit]
+    ]
+    return page, (found[limit - 1][0] if len(found) > limit and page else None)

@@ -17,7 +17,7 @@ from procq.actors.cluster.claimer import Claimer
 from procq.actors.dispatch import unstarted
 from procq.actors.dispatch.dispatcher import Dispatcher
 from procq.actors.dispatch.receipts import Accepted, carry_on, if_failed
-from procq.actors.errors import JobConflict
+from procq.actors.errors import JobConflict, LeaseMoved
 from procq.actors.job import Job, Status, timestamp
 from procq.actors.store.base import Recorded, Store
 
@@ -54,9 +54,10 @@ class ClusterDispatcher(Dispatcher):
 
     # --- asked by the API ------------------------------------------------------------------------
 
-    def stats(self, owner: str | None = None) -> dict[str, Any]:
-        stats = super().stats(owner)
-        stats["counts"] = {status.value: n for status, n in self._store.counts(owner).items()}  # every node's
+    def stats(self, owner: str | None = None, counts: bool = True) -> dict[str, Any]:
+        stats = super().stats(owner, counts=False)
+        if counts:  # every node's (the API reads them itself: api/database.py)
+            stats["counts"] = {status.value: n for status, n in self._store.counts(owner).items()}
         return stats
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -89,9 +90,12 @@ class ClusterDispatcher(Dispatcher):
         if job.status is Status.IN_QUEUE:
             canceled = unstarted.cancel(job, timestamp(self._now()))
             commit = self._store.update([canceled])
-            if commit.result(timeout=10) == 1:  # 0: claimed since it was read (its lease fenced us off)
-                self._ended(canceled)
-                return Recorded.of(commit)
+            try:
+                if commit.result(timeout=10) == 1:
+                    self._ended(canceled)
+                    return Recorded.of(commit)
+            except LeaseMoved:  # claimed since it was read: the node running it is asked below
+                pass
             job = self.get(job_id)
         if job.status is Status.IN_PROGRESS:
             done = self._cluster.request_cancel(job_id, self._settings.grace_s + 30)
@@ -157,6 +161,11 @@ class ClusterDispatcher(Dispatcher):
     def job_ended(self, job: Job) -> None:
         super().job_ended(job)
         self._cluster.done(job.id)  # only now may this node claim the job again (see ClusterNode.claim)
+
+    @carry_on
+    def let_go(self, job_id: str) -> None:
+        super().let_go(job_id)
+        self._cluster.done(job_id)
 
     @carry_on
     def run_not_started(self, job: Job) -> None:

@@ -107,7 +107,7 @@ class Dispatcher(Accepting, Queries, CommitOutcomes, pykka.ThreadingActor):
             self._webhook_pool,
             self._store,
         )
-        self._retention = Retention(self._settings, self._self)
+        self._retention = Retention(self._settings, self._self, self._store, self._now)
         self._held_until = 0.0  # after a run could not be recorded: start nothing before this (monotonic)
         for job in sorted(self._table.values(), key=lambda job: job.id):
             if job.status is Status.IN_QUEUE:
@@ -208,10 +208,13 @@ class Dispatcher(Accepting, Queries, CommitOutcomes, pykka.ThreadingActor):
         self._pump()
 
     @carry_on
-    def sweep(self) -> None:
-        """The retention timer fired: delete finished jobs past the retention (a batch at most), then
-        remove their directories, with those whose removal was postponed."""
-        expired = self._retention.expired(self._store, self._deliveries, self._now())
+    def sweep(self, found: list[Job], cutoff: str | None) -> None:
+        """The retention timer fired and its thread read the finished jobs completed before `cutoff`
+        (None: no retention): delete those that owe no webhook (a batch at most), then remove their
+        directories, with those whose removal was postponed."""
+        # read off this thread: a job changed since (rerun meanwhile) is not the one found, and stays
+        found = [job for job in found if _unchanged(self._table.get(job.id), job)]
+        expired = self._retention.expired(found, cutoff, self._deliveries)
         if not expired:
             self._retention.swept([])
             return
@@ -283,6 +286,10 @@ class Dispatcher(Accepting, Queries, CommitOutcomes, pykka.ThreadingActor):
         self._scheduler.remove(job.id)  # finished jobs have left it already; nothing stale stays behind
         self._idempotency.forget(job)  # its key may make a new job now
         self._deliveries.forget(job.id)
+
+
+def _unchanged(held: Job | None, found: Job) -> bool:
+    return held is None or (held.status.terminal and held.completed_at == found.completed_at)
 
 
 DispatcherProxy: TypeAlias = "pykka.ActorProxy[Dispatcher]"

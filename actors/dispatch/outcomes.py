@@ -51,6 +51,17 @@ class CommitOutcomes:
         self._pump()
 
     @carry_on
+    def let_go(self, job_id: str) -> None:
+        """Cluster mode, from a Supervisor: the job's record was refused because its lease moved on
+        (this node was cut off past its lease; another node runs the job now). Its slot is free and
+        the job is no longer held here, without concluding it: no webhook, no dependents failed, no
+        state written; the node that runs it now does all that, and questions go to the database."""
+        self._launcher.ended(job_id)
+        self._scheduler.ended(job_id)
+        self._table.release(job_id)
+        self._pump()
+
+    @carry_on
     def run_not_started(self, job: Job) -> None:
         """A Supervisor could not record the attempt (the store failed, or the job's creation did):
         nothing was started. The job waits its turn again, and nothing starts for a second."""

@@ -33,6 +33,12 @@ class Queries:
             raise JobNotFound(job_id)
         return job
 
+    def held(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs among `job_ids` this Dispatcher holds in memory (live, new, or of this run), as
+        they are now; never reads the store (cluster mode: the API reads the rest from the database
+        on its own thread, api/database.py)."""
+        return {job_id: job for job_id in job_ids if (job := self._table.get(job_id)) is not None}
+
     def list_jobs(
         self,
         statuses: frozenset[Status] | None,
@@ -48,14 +54,17 @@ class Queries:
         states, without holding every job in memory."""
         return self._catalog.page(statuses, tag, before, limit, owner, search)
 
-    def stats(self, owner: str | None = None) -> dict[str, Any]:
-        """Counts per status (of `owner`'s jobs only, if given) and worker slots in use, from memory
-        (GET /stats, /metrics)."""
-        return {
-            "counts": self._catalog.counts(owner),
+    def stats(self, owner: str | None = None, counts: bool = True) -> dict[str, Any]:
+        """Counts per status (of `owner`'s jobs only, if given; from the store then) and worker slots
+        in use, from memory (GET /stats, /metrics). `counts=False`: without the counts (cluster mode:
+        the API reads them from the database on its own thread)."""
+        stats = {
             "workers": {"busy": self._scheduler.busy(), "total": self._settings.workers},
             "resources": self._scheduler.resources(),
         }
+        if counts:
+            stats["counts"] = self._catalog.counts(owner)
+        return stats
 
     def resources(self, owner: str | None = None) -> dict[str, Any]:
         """The node's GPUs (each with the job on it) and counted resources (total, in use, free).

@@ -12,7 +12,7 @@ from typing import Any
 
 from procq.actors import osdeps, transitions
 from procq.actors.dispatch import retention
-from procq.actors.errors import StorageError
+from procq.actors.errors import LeaseMoved, StorageError
 from procq.actors.job import Job, Status, parse_timestamp
 from procq.actors.jobdir import STAGING_PREFIX, JobDir
 from procq.actors.keeper import intents, link, protocol, records
@@ -66,7 +66,9 @@ def recover(settings: Settings, store: Store, now: str, keeper: KeeperLink | Non
     if changed:
         try:
             store.update(changed).result(timeout=60)
-        except StorageError as exc:  # they run (or stay failed) all the same; the next change records them
+        except (StorageError, LeaseMoved) as exc:
+            # they run (or stay failed) all the same; the next change records them (LeaseMoved: cluster
+            # mode, a run the lease sweep gave to another node meanwhile; its Supervisor lets it go then)
             log.error("could not record the recovery of %d jobs: %s", len(changed), exc)
     jobs = {job.id: job for job in (*startup.queued, *settled, *startup.owed)}
     return Recovered(sorted(jobs.values(), key=lambda job: job.id), counts)

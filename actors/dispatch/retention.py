@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procq.actors import osdeps
+from procq.actors.errors import StorageError
 from procq.actors.job import DeliveryState, Job, is_job_id, timestamp
 from procq.actors.mailbox import report
 from procq.actors.settings import Settings
@@ -38,10 +39,13 @@ class Retention:
     go of yet come back through `postponed` and are retried at the next sweep.
     """
 
-    def __init__(self, settings: Settings, dispatcher: DispatcherProxy) -> None:
+    def __init__(
+        self, settings: Settings, dispatcher: DispatcherProxy, store: Store, now: Callable[[], datetime]
+    ) -> None:
         self._jobs_dir = settings.jobs_dir
         self._retention_s = settings.retention_s
         self._dispatcher = dispatcher
+        self._store, self._now = store, now  # read by the sweep timer's thread (`find_expired`)
         self._postponed: list[Job] = []  # deleted jobs whose directory could not be removed yet
         # cluster mode: this node's directories of jobs another node deleted (asked on the helper thread)
         self.leftovers: Callable[[], list[Job]] | None = None
@@ -54,13 +58,11 @@ class Retention:
         if self._timer is not None:
             self._timer.cancel()
 
-    def expired(self, store: Store, delivering: Container[str], now: datetime) -> list[Job]:
-        """The finished jobs the sweep that just fired deletes (at most a batch), found by the store."""
+    def expired(self, found: list[Job], cutoff: str | None, delivering: Container[str]) -> list[Job]:
+        """The finished jobs the sweep that just fired deletes (at most a batch): those the store found
+        (`find_expired`, on the timer's thread) whose webhook is not owed."""
         self._timer = None
-        if self._retention_s <= 0:
-            return []
-        cutoff = timestamp(now - timedelta(seconds=self._retention_s))
-        return expired(store.expired(cutoff, BATCH), cutoff, delivering, BATCH)
+        return [] if cutoff is None else expired(found, cutoff, delivering, BATCH)
 
     def swept(self, expired: list[Job]) -> None:
         """The expired jobs are forgotten: remove their directories and those postponed, re-arm."""
@@ -86,9 +88,25 @@ class Retention:
         self._postponed.extend(jobs)
 
     def _arm(self, delay_s: float) -> None:
-        self._timer = threading.Timer(delay_s, report, args=(self._dispatcher.sweep.defer,))
+        args = (self._store, self._retention_s, self._now, self._dispatcher)
+        self._timer = threading.Timer(delay_s, find_expired, args=args)
         self._timer.daemon = True
         self._timer.start()
+
+
+def find_expired(store: Store, retention_s: float, now: Callable[[], datetime], dispatcher: DispatcherProxy) -> None:
+    """The sweep timer's thread: ask the store for finished jobs past the retention here, never on the
+    Dispatcher's thread (a database that is away must not stall it), then hand them to the Dispatcher.
+    A read that fails finds none: the sweep is armed again as after any other."""
+    found: list[Job] = []
+    cutoff = None
+    if retention_s > 0:
+        cutoff = timestamp(now() - timedelta(seconds=retention_s))
+        try:
+            found = store.expired(cutoff, BATCH)
+        except StorageError as exc:
+            log.warning("retention: could not look for expired jobs: %s", exc)
+    report(lambda: dispatcher.sweep.defer(found, cutoff))
 
 
 def _removed(dispatcher: DispatcherProxy, jobs: list[Job], done: threading.Event, postponed_ids: list[str]) -> None:

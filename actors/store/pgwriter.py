@@ -20,7 +20,9 @@ log = logging.getLogger("procq.store")
 class PgWriter(Writer):
     """Commits batches on its own connection (never a pooled one: it holds it for its whole life).
     Each update names the lease this node holds on the job (None for a job no node has claimed), so
-    the change of a node that lost its job to a rerun elsewhere changes nothing (`fenced` counts them)."""
+    the change of a node that lost its job to a rerun elsewhere changes nothing (`fenced` counts them)
+    and its Commit fails with LeaseMoved: a Supervisor then lets its job go, a cancel of a job claimed
+    meanwhile answers from the job's new state."""
 
     DUPLICATE = psycopg.errors.UniqueViolation
     ERROR = psycopg.Error
@@ -67,7 +69,7 @@ class PgWriter(Writer):
             cur.executemany(pgschema.INSERT_JOB, rows)
             cur.executemany(pgschema.INSERT_TAG, schema.tag_rows(change.jobs))
         elif change.kind == "update":
-            change.present = []
+            change.present, change.refused = [], []
             for job, body in zip(change.jobs, change.bodies, strict=True):
                 row = schema.update_row(job, body)
                 lease = change.leases[job.id] if job.id in change.leases else self._lease_of(job.id)
@@ -76,6 +78,7 @@ class PgWriter(Writer):
                 updated = cur.rowcount > 0
                 if not updated and cur.execute(pgschema.GET, (job.id,)).fetchone() is not None:
                     self.fenced += 1
+                    change.refused.append(job.id)  # its Commit fails with LeaseMoved
                     log.warning("store: job %s runs under another lease now; this node's change is dropped", job.id)
                 if updated and job.status.terminal:
                     self._keep_outputs(cur, job.id)

@@ -18,7 +18,7 @@ import psycopg_pool
 from psycopg.types.json import set_json_loads
 
 from procq.actors.cluster import outputs, retention
-from procq.actors.errors import StorageError
+from procq.actors.errors import StorageError, StoreUnavailable
 from procq.actors.job import Job, Status
 from procq.actors.store import files, pgschema, schema
 from procq.actors.store.base import Commit, Startup
@@ -182,7 +182,9 @@ class PostgresStore:
         try:
             with self.pool.connection(timeout=10) as conn:
                 yield conn
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        except psycopg.OperationalError as exc:  # the database is away (cut off, down, every connection stuck)
+            raise StoreUnavailable(exc) from exc
+        except psycopg.Error as exc:
             raise StorageError("read the store", exc) from exc
 
     def _rows(self, sql: str, params: Iterable[object]) -> list[tuple[Any, ...]]:

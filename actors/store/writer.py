@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from procq.actors.errors import StorageError
+from procq.actors.errors import LeaseMoved, StorageError
 from procq.actors.job import Job
 from procq.actors.store import files, schema
 from procq.actors.store.base import Commit
@@ -35,6 +35,7 @@ class Change:
     bodies: list[bytes] = field(default_factory=list)
     staged: list[str] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)  # per update: did the row exist
+    refused: list[str] = field(default_factory=list)  # PostgreSQL: updates refused, their lease moved on
     sync_files: tuple[str, ...] = ()  # made durable before the change is committed
     leases: dict[str, int | None] = field(default_factory=dict)  # PostgreSQL: each update's lease, as queued
 
@@ -194,7 +195,10 @@ class Writer:
         if trouble is not None or any(written):  # only a batch that stored something shows the trouble is over
             self.trouble = trouble
         for change, count in zip(changes, written, strict=True):
-            change.commit.set_result(count)  # an update of a job that is gone from the store writes none
+            if change.refused:  # the rest of the change is committed; the caller must know these were not
+                change.commit.set_exception(LeaseMoved(change.refused))
+            else:
+                change.commit.set_result(count)  # an update of a job that is gone from the store writes none
 
     def _record_synced(self) -> None:
         """Idle: record which meta.json files are current, without an fsync (losing this only means

@@ -37,7 +37,12 @@ class Delivering:
         _now: Callable[[], datetime]
 
         def _record_then(
-            self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, sync: tuple[str, ...] = ()
+            self,
+            job: Job,
+            then: Callable[[], None],
+            if_lost: Callable[[], None] | None,
+            sync: tuple[str, ...] = (),
+            if_moved: Callable[[], None] | None = None,
         ) -> None: ...
 
         def stop(self) -> None: ...
@@ -55,7 +60,9 @@ class Delivering:
         after = job.webhook_delivery
         assert after is not None
         log.info("job %s: webhook %s after %d attempt(s) %s", job.id, after.state, after.attempts, error or "")
-        self._record_then(job, self._delivery_recorded, if_lost=self._delivery_recorded)
+        self._record_then(
+            job, self._delivery_recorded, if_lost=self._delivery_recorded, if_moved=self._delivery_recorded
+        )
 
     def _delivery_recorded(self) -> None:
         self._dispatcher.delivery_ended.defer(self._job)

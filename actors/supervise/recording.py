@@ -7,8 +7,10 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from enum import Enum
 from typing import TYPE_CHECKING
 
+from procq.actors.errors import LeaseMoved
 from procq.actors.job import Job
 from procq.actors.mailbox import Mailbox, report
 from procq.actors.store.base import Store
@@ -31,6 +33,8 @@ class Recording:
 
         def _report_end(self) -> None: ...
 
+        def _let_go(self) -> None: ...
+
         def _outputs(self) -> tuple[str, ...]: ...
 
     def _set(self, job: Job) -> None:
@@ -40,21 +44,38 @@ class Recording:
         self._store.update([job])
 
     def _record_then(
-        self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, sync: tuple[str, ...] = ()
+        self,
+        job: Job,
+        then: Callable[[], None],
+        if_lost: Callable[[], None] | None,
+        sync: tuple[str, ...] = (),
+        if_moved: Callable[[], None] | None = None,
     ) -> None:
         """Record `job` as the new state and call `then` once it is durable: the one step where the
         Supervisor waits for the store before acting (start the child, report an end). If it could
         not be committed (or the job is gone from the store), `if_lost` runs instead; None: `then`.
+        If the database refused it because the job's lease moved on (cluster mode: another node runs
+        the job now), `if_moved` runs; None: `_let_go`.
         `sync`: files made durable before the record (the outputs an end reports)."""
         self._job = job
         commit = self._store.update([job], sync)
-        commit.add_done_callback(functools.partial(_recorded, self._self, job, then, if_lost))
+        commit.add_done_callback(functools.partial(_recorded, self._self, job, then, if_lost, if_moved))
 
-    def recorded(self, job: Job, then: Callable[[], None], if_lost: Callable[[], None] | None, ok: bool) -> None:
-        """From the store's writer thread: the record `_record_then` asked for is committed, or failed."""
-        if ok:
+    def recorded(
+        self,
+        job: Job,
+        then: Callable[[], None],
+        if_lost: Callable[[], None] | None,
+        if_moved: Callable[[], None] | None,
+        outcome: Outcome,
+    ) -> None:
+        """From the store's writer thread: the record `_record_then` asked for is committed, or failed,
+        or was refused because the job's lease moved on."""
+        if outcome is Outcome.RECORDED:
             self._record_failures = 0
             then()
+        elif outcome is Outcome.MOVED:
+            (if_moved or self._let_go)()
         else:
             (if_lost or then)()
 
@@ -74,13 +95,28 @@ class Recording:
         self._record_then(job, self._report_end, if_lost=self._retry_later, sync=self._outputs())
 
 
+class Outcome(Enum):
+    """What became of a record: committed, not stored (or the job is gone), or refused by its lease."""
+
+    RECORDED = "recorded"
+    LOST = "lost"
+    MOVED = "moved"
+
+
 def _recorded(
     supervisor: Mailbox[Supervisor],
     job: Job,
     then: Callable[[], None],
     if_lost: Callable[[], None] | None,
+    if_moved: Callable[[], None] | None,
     commit: Future[int],
 ) -> None:
     """A commit callback (the store's writer thread): hand the outcome to the actor's own thread."""
-    ok = commit.exception() is None and commit.result() == 1  # 0: the job is no longer in the store
-    report(lambda: supervisor.recorded.defer(job, then, if_lost, ok))
+    error = commit.exception()
+    if isinstance(error, LeaseMoved):
+        outcome = Outcome.MOVED
+    elif error is None and commit.result() == 1:  # 0: the job is no longer in the store
+        outcome = Outcome.RECORDED
+    else:
+        outcome = Outcome.LOST
+    report(lambda: supervisor.recorded.defer(job, then, if_lost, if_moved, outcome))

@@ -321,6 +321,25 @@ class Supervisor(Recording, Watching, Delivering, PooledActor):
         self._dispatcher.run_over.defer(job.id)
         self._record_then(job, self._report_end, if_lost=self._retry_later, sync=self._outputs())
 
+    def _let_go(self) -> None:
+        """Cluster mode: the database refused a record because the job's lease moved on: this node was
+        cut off past its lease, and another node runs the job now. The job is not this node's to
+        conclude (no webhook, no dependents failed, no state written): the Dispatcher frees its slot
+        and forgets it. A run still going (a record made during it, such as a cancel request) is
+        ended first, as its node's fence would; its end is refused in turn and comes back here."""
+        if self._run is not None and self._job.status is Status.IN_PROGRESS:
+            self._end_tree(StopReason.FENCE, self._settings.grace_s)
+            return
+        log.warning("job %s: another node runs it now (its lease moved on); let go without concluding it", self._job.id)
+        if self._run is not None:
+            if self._monitor is not None:
+                self._monitor.forget(self._run)
+            assert self._keeper is not None
+            self._keeper.unfollow(self._run)  # its end is in (or it never started): nothing more to hear
+        self._dispatcher.let_go.defer(self._job.id)
+        self._finished.set()
+        report(self.stop)
+
     def _report_end(self) -> None:
         # Order matters: the Dispatcher hears of the end before anyone woken by the event asks it.
         self._dispatcher.job_ended.defer(self._job)

@@ -43,7 +43,11 @@ def error(description: str) -> dict[str, Any]:
 
 DEFAULT = {"default": error("Any other error: always JSON {title, description}.")}
 UNKNOWN_JOB = {"404": error("No job has this id.")}
-BUSY = {"503": error("The server is shutting down or too busy to answer in time.")}
+BUSY = {
+    "503": error(
+        "The server is shutting down, too busy to answer in time, or (cluster mode) cut off from the database."
+    )
+}
 TOO_LARGE = {"413": error("The body is over the limit (--max-body-bytes).")}
 
 
