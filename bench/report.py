@@ -13,7 +13,6 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 CHAOS_BEGIN, CHAOS_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 # Hand-written analysis (profiles, what bounds a missed target, proposed fixes): kept across runs.
-FINDINGS_BEGIN, FINDINGS_END = "<!-- findings:begin -->", "<!-- findings:end -->"
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,10 @@ def machine() -> str:
 
 
 def write_results(rows: list[Row], command: str, date: str, notes: list[str], path: Path = RESULTS) -> None:
-    """Rewrite RESULTS.md with this run's table, keeping the sections a chaos run and bench/keeper.py
-    left there and the hand-written findings."""
+    """Rewrite the top of RESULTS.md (this run's table and notes), keeping everything from the chaos
+    section on: the sections other benches wrote there and the hand-written findings."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    chaos = _section(old)
-    findings = _section(old, FINDINGS_BEGIN, FINDINGS_END)
-    keeper = _section(old, "<!-- keeper:begin -->", "<!-- keeper:end -->")  # bench/keeper.py writes it
-    keeper_server = _section(old, "<!-- keeper-server:begin -->", "<!-- keeper-server:end -->")  # keeper_server.py
-    pooled = _section(old, "<!-- pooled:begin -->", "<!-- pooled:end -->")  # bench/pooled.py
+    kept = old[old.index(CHAOS_BEGIN) :] if CHAOS_BEGIN in old else ""
     text = [
         "# procq benchmark results",
         "",
@@ -95,17 +90,9 @@ def write_results(rows: list[Row], command: str, date: str, notes: list[str], pa
         "",
         *[f"- {note}" for note in notes],
         "",
-        chaos or f"{CHAOS_BEGIN}\n(no chaos run recorded yet: `python bench/chaos.py`)\n{CHAOS_END}",
+        kept.rstrip("\n") or f"{CHAOS_BEGIN}\n(no chaos run recorded yet: `python bench/chaos.py`)\n{CHAOS_END}",
         "",
     ]
-    if findings:
-        text += [findings, ""]
-    if keeper:
-        text += [keeper, ""]
-    if keeper_server:
-        text += [keeper_server, ""]
-    if pooled:
-        text += [pooled, ""]
     path.write_text("\n".join(text), encoding="utf-8")
 
 
