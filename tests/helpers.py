@@ -199,3 +199,25 @@ def end_keeper(jobs_dir: Path, timeout: float = 20.0) -> None:
             pass
         except psutil.TimeoutExpired:
             proc.kill()
+
+
+def kill_machine(node: ServerProcess, *pids: int | None) -> None:
+    """A node's machine is gone: SIGKILL its server, its keeper, every process running in one of its
+    job directories (every job runs with its directory as cwd) and the given pids. A test that killed
+    only the server and the keeper left the jobs running for good, orphans of init."""
+    import psutil
+
+    from procq.actors.keeper import protocol
+
+    keeper = json.loads((node.jobs_dir / protocol.INFO).read_text())["pid"]
+    node.kill()
+    root = str(node.jobs_dir.resolve()) + os.sep
+    for _ in range(3):  # a spawn the keeper had begun may show up a moment later
+        found = [proc.pid for proc in psutil.process_iter(["cwd"]) if (proc.info.get("cwd") or "").startswith(root)]
+        for pid in (keeper, *pids, *found):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.1)

@@ -4,16 +4,12 @@ real PostgreSQL schema."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from procq.actors.keeper import protocol
-from tests.helpers import ServerProcess, end_keeper, py, wait_until
+from tests.helpers import ServerProcess, end_keeper, kill_machine, py, wait_until
 from tests.secure_helpers import bearer, make_key
 from tests.sse import open_stream
 
@@ -61,16 +57,6 @@ def cluster(tmp_path: Path, pg_url: str, request: pytest.FixtureRequest) -> Iter
 
 def _owner(nodes: list[ServerProcess], job: dict) -> ServerProcess:
     return next(node for node in nodes if node.jobs_dir.name == job["node"])
-
-
-def _kill_machine(node: ServerProcess) -> None:
-    """The node's machine is gone: its server and its keeper."""
-    keeper = json.loads((node.jobs_dir / protocol.INFO).read_text())["pid"]
-    node.kill()
-    try:
-        os.kill(keeper, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _logs(node: ServerProcess, job_id: str, stream: str, offset: int = 0) -> tuple[int, bytes, str]:
@@ -124,7 +110,7 @@ def test_every_node_serves_the_same_bytes_of_a_running_and_a_finished_jobs_logs(
     assert {node.get(f"/jobs/{job['id']}/result").content for node in cluster} == {on_disk}
 
     # the node that ran it is gone: its finished output is still served, from the database
-    _kill_machine(owner)
+    kill_machine(owner)
     survivors = [node for node in cluster if node is not owner]
     for node in survivors:
         assert _logs(node, job["id"], "stdout") == (200, on_disk, str(len(on_disk)))
@@ -150,9 +136,9 @@ def test_output_beyond_the_cap_is_relayed_while_its_node_is_up_then_a_503_names_
     running = wait_until(lambda: (j := owner.status(slow["id"]))["status"] == "IN_PROGRESS" and j, timeout=20)
     holder = _owner(cluster, running)
 
-    _kill_machine(owner)
+    kill_machine(owner)
     if holder is not owner:
-        _kill_machine(holder)
+        kill_machine(holder)
     others = [node for node in cluster if node not in (owner, holder)]
     for node in others:
         answer = node.get(f"/jobs/{finished['id']}/result")

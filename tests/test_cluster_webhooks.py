@@ -3,17 +3,13 @@ real servers on one real PostgreSQL schema and a real local HTTP receiver."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from procq.actors.keeper import protocol
-from tests.helpers import Receiver, ServerProcess, end_keeper, py, wait_until
+from tests.helpers import Receiver, ServerProcess, end_keeper, kill_machine, py, wait_until
 
 LEASE_S = 4.0
 
@@ -46,18 +42,6 @@ def pair(tmp_path: Path, pg_url: str) -> Iterator[list[ServerProcess]]:
             end_keeper(node.jobs_dir)
 
 
-def _kill_machine(node: ServerProcess, *pids: int | None) -> None:
-    """The node's machine is gone: its server, its keeper and the given processes."""
-    keeper = json.loads((node.jobs_dir / protocol.INFO).read_text())["pid"]
-    node.kill()
-    for pid in (keeper, *pids):
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def _survivor(pair: list[ServerProcess], victim: ServerProcess) -> ServerProcess:
     return next(node for node in pair if node is not victim)
 
@@ -70,7 +54,7 @@ def test_a_webhook_a_killed_node_had_not_delivered_is_delivered_once_by_a_live_n
     done = pair[0].wait_status(job["id"], "COMPLETED", timeout=20)
     wait_until(lambda: receiver.attempts >= 2, timeout=15)
     victim = next(node for node in pair if node.jobs_dir.name == done["node"])
-    _kill_machine(victim)
+    kill_machine(victim)
     receiver.fail_next = 0  # the receiver is back; the job's node is not
     survivor = _survivor(pair, victim)
     (hook,) = receiver.wait_for(1, timeout=LEASE_S + 10)
@@ -89,7 +73,7 @@ def test_a_job_the_sweep_fails_for_a_lost_node_has_its_webhook_delivered_by_a_li
     job = pair[0].submit(["sleep", "60"], webhook=receiver.url, max_attempts=1)
     running = pair[0].wait_status(job["id"], "IN_PROGRESS", timeout=20)
     victim = next(node for node in pair if node.jobs_dir.name == running["node"])
-    _kill_machine(victim, running["pid"])
+    kill_machine(victim, running["pid"])
     survivor = _survivor(pair, victim)
     failed = survivor.wait_status(job["id"], "FAILED", timeout=LEASE_S + 5)
     assert f"node {victim.jobs_dir.name}" in failed["error"]
@@ -108,7 +92,7 @@ def test_the_webhook_of_a_job_canceled_while_queued_is_delivered_once_by_a_live_
     job = second.submit(["true"], webhook=receiver.url, run_at="2999-01-01T00:00:00Z")
     assert first.put(f"/jobs/{job['id']}/cancel").status_code == 200  # canceled through n1: n1 owes the webhook
     wait_until(lambda: receiver.attempts >= 2, timeout=15)
-    _kill_machine(first)
+    kill_machine(first)
     receiver.fail_next = 0
     (hook,) = receiver.wait_for(1, timeout=LEASE_S + 10)
     assert (hook["id"], hook["status"]) == (job["id"], "CANCELED")
