@@ -25,8 +25,8 @@ NOTES = [
     " reading of every job afterwards, ~0.7 ms of server CPU per GET, is not counted).",
     "Ratios: a rate against the limit (scenario 1's `true` rate, measured in this run); a time against one raw"
     " spawn (1 / limit); big output against the same work done outside procq.",
-    "The machine was shared with other engineers running test suites, so absolute numbers are noisy; the ratios"
-    " come from one run.",
+    "The machine is a 2-core VM whose speed drifts (the limit moved 1.7x between runs of one hour), so absolute"
+    " numbers are noisy; the ratios come from one run.",
 ]
 
 
