@@ -379,3 +379,23 @@ def test_a_reply_that_comes_after_its_timeout_is_not_taken_for_the_next_requests
         client.runs()
     answered.set()
     assert client.runs() == [{"run": "list1"}]
+
+
+def test_a_keeper_that_dies_before_it_listens_is_replaced(jobs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first keeper started is a real process that exits before it listens (as one killed while it
+    starts); the server's `ensure` starts another instead of waiting out its timeout."""
+    real_start, started = client_module.start, []
+
+    def start(jobs: Path) -> subprocess.Popen[bytes]:
+        started.append(jobs)
+        if len(started) == 1:
+            return subprocess.Popen([sys.executable, "-c", "raise SystemExit(9)"])
+        return real_start(jobs)
+
+    monkeypatch.setattr(client_module, "start", start)
+    client = KeeperClient.ensure(jobs_dir, timeout_s=5)
+    try:
+        assert len(started) == 2 and psutil.Process(client.pid).is_running()
+        assert client.runs() == []
+    finally:
+        client.close()

@@ -15,13 +15,17 @@ from collections.abc import Callable, Mapping
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procq.actors import osdeps
 from procq.actors.keeper import protocol
 
+if TYPE_CHECKING:
+    import subprocess
+
 log = logging.getLogger("procq.keeper.client")
 
+_STARTS = 3  # keepers started by one `ensure`, when each dies before it listens
 _REPLY_TIMEOUT_S = 30.0  # a keeper that does not answer within this is treated as gone
 
 
@@ -71,13 +75,17 @@ class KeeperClient:
             return cls.connect(jobs_dir)
         except KeeperError:
             pass
-        start(jobs_dir)
+        keeper, starts = start(jobs_dir), 1
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 return cls.connect(jobs_dir)
             except KeeperError as exc:
-                if time.monotonic() >= deadline:
+                # One that died before it listened (killed, or it lost the lock to another that
+                # starts just now) is replaced: a few times, not for good.
+                if keeper.poll() is not None and starts < _STARTS:
+                    keeper, starts = start(jobs_dir), starts + 1
+                elif time.monotonic() >= deadline:
                     log_tail = _tail(jobs_dir / protocol.LOG)
                     message = f"the keeper did not start within {timeout_s:g} s ({exc}); its log:\n{log_tail}"
                     raise KeeperError(message) from None
@@ -161,8 +169,8 @@ class KeeperClient:
                     pass
 
 
-def start(jobs_dir: Path) -> int:
-    """Start a keeper for `jobs_dir`, detached from this process; returns its pid. It inherits no
+def start(jobs_dir: Path) -> subprocess.Popen[bytes]:
+    """Start a keeper for `jobs_dir`, detached from this process; returns its process. It inherits no
     PROCQ_* setting (but the PROCQ_TEST_* hooks, which do nothing unless a test sets them) and no
     open file but its log."""
     env = {name: value for name, value in os.environ.items() if not _withheld(name)}

@@ -86,16 +86,16 @@ def detached_kwargs(windows: bool = WINDOWS, breakaway: bool = True) -> dict[str
     return {"start_new_session": True}
 
 
-def start_detached(args: list[str], cwd: Path, env: dict[str, str], log_file: IO[bytes]) -> int:
-    """Start `args` detached (see detached_kwargs) and return its pid. A Windows job object that
+def start_detached(args: list[str], cwd: Path, env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start `args` detached (see detached_kwargs) and return its process. A Windows job object that
     forbids breakaway refuses the flag; the keeper then starts inside it (a service must allow it)."""
     common = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": log_file, "cwd": cwd, "env": env}
     try:
-        return subprocess.Popen(args, **common, **detached_kwargs()).pid
+        return subprocess.Popen(args, **common, **detached_kwargs())
     except PermissionError:
         if not WINDOWS:
             raise
-        return subprocess.Popen(args, **common, **detached_kwargs(breakaway=False)).pid
+        return subprocess.Popen(args, **common, **detached_kwargs(breakaway=False))
 
 
 def become_subreaper(linux: bool = sys.platform.startswith("linux")) -> bool:
